@@ -1,0 +1,1 @@
+"""HTTP handlers for what WeChat calls: the ``/wechat`` endpoint."""

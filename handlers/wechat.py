@@ -1,0 +1,125 @@
+"""``/wechat``: the URL set as 服务器地址 in 公众平台 → 基本配置.
+
+GET is the handshake; POST carries a message in plaintext, compatible or safe (AES) mode. The
+signature is checked before anything else runs: a forged request gets 403 and touches nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, cast
+
+import tornado.web
+
+from service.inbox import Inbox, user_hash
+from service.wechat import Crypto, ProtocolError, check_signature, message_from_xml, parse_xml
+
+from .base import BaseHandler
+
+log = logging.getLogger(__name__)
+
+
+@tornado.web.stream_request_body
+class WeChatHandler(BaseHandler):
+    def initialize(self) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._started = time.perf_counter()
+        self._log: dict[str, Any] = {"type": "-", "user": "-", "outcome": "-"}
+
+    def check_xsrf_cookie(self) -> None:
+        """WeChat proves itself by signature, not by an XSRF cookie."""
+
+    @property
+    def inbox(self) -> Inbox:
+        return cast(Inbox, self.settings["inbox"])
+
+    def prepare(self) -> None:
+        limit = self.config.max_body_bytes
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            self._log["outcome"] = "too-large"
+            raise tornado.web.HTTPError(413, "body of %s bytes is over the %d limit", length, limit)
+        self.request.connection.set_max_body_size(limit + 1)  # type: ignore[attr-defined]
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self.config.max_body_bytes:
+            self._log["outcome"] = "too-large"
+            raise tornado.web.HTTPError(413, "body is over the %d-byte limit", self.config.max_body_bytes)
+        self._chunks.append(chunk)
+
+    def _verify(self) -> tuple[str, str]:
+        """Check ``signature`` on the query string; return (timestamp, nonce)."""
+        signature = self.get_query_argument("signature", "")
+        timestamp = self.get_query_argument("timestamp", "")
+        nonce = self.get_query_argument("nonce", "")
+        if not (signature and timestamp and nonce):
+            self._log["outcome"] = "bad-request"
+            raise tornado.web.HTTPError(400, "signature, timestamp and nonce are required")
+        if not check_signature(self.config.wechat_token, signature, timestamp, nonce):
+            self._log["outcome"] = "forbidden"
+            raise tornado.web.HTTPError(403, "signature does not match")
+        return timestamp, nonce
+
+    def get(self) -> None:
+        self._verify()
+        echostr = self.get_query_argument("echostr", "")
+        if not echostr:
+            self._log["outcome"] = "bad-request"
+            raise tornado.web.HTTPError(400, "echostr is required")
+        self._log.update(type="handshake", outcome="ok")
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish(echostr)
+
+    async def post(self) -> None:
+        timestamp, nonce = self._verify()
+        body = b"".join(self._chunks)
+        encrypted = self.get_query_argument("encrypt_type", "raw").lower() == "aes"
+        crypto = cast("Crypto | None", self.settings.get("crypto"))
+        try:
+            fields = parse_xml(body)
+            mode = "plain"
+            raw = body.decode("utf-8")
+            if encrypted:
+                if crypto is None:
+                    raise ProtocolError(400, "encrypt_type=aes but WECHAT_ENCODING_AES_KEY is not set")
+                encrypt = fields.get("Encrypt")
+                msg_signature = self.get_query_argument("msg_signature", "")
+                if not isinstance(encrypt, str) or not encrypt or not msg_signature:
+                    raise ProtocolError(400, "safe mode needs Encrypt and msg_signature")
+                mode = "compat" if "MsgType" in fields else "aes"
+                raw = crypto.decrypt(encrypt, msg_signature, timestamp, nonce)
+                fields = parse_xml(raw.encode("utf-8"))
+            message = message_from_xml(fields, raw)
+        except ProtocolError as e:
+            self._log["outcome"] = "forbidden" if e.status == 403 else "bad-request"
+            raise tornado.web.HTTPError(e.status, "%s", e.reason) from e
+        self._log.update(type=message.kind, user=user_hash(message.openid))
+        outcome = await self.inbox.process(message, mode=mode)
+        self._log["outcome"] = "duplicate" if outcome.duplicate else "ok"
+        if outcome.xml == "success":
+            self.set_header("Content-Type", "text/plain; charset=UTF-8")
+            self.finish("success")
+            return
+        self.set_header("Content-Type", "application/xml; charset=UTF-8")
+        if encrypted and crypto is not None:
+            self.finish(crypto.encrypt(outcome.xml, nonce))
+        else:
+            self.finish(outcome.xml)
+
+    def on_finish(self) -> None:
+        latency = (time.perf_counter() - self._started) * 1000
+        log.info(
+            "wechat %s type=%s user=%s status=%d outcome=%s latency=%.1fms",
+            self.request.method,
+            self._log["type"],
+            self._log["user"],
+            self.get_status(),
+            self._log["outcome"],
+            latency,
+        )
+
+
+routes = [(r"/wechat/?", WeChatHandler)]

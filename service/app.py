@@ -1,0 +1,73 @@
+"""The application factory: ``make_app(settings, db=..., ...) -> tornado.web.Application``.
+
+Shared state (database, bot, inbox, hub, ...) lives in the application settings, never in module
+globals, so every test gets a fresh application on a fresh database.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import tornado.web
+from pymongo.asynchronous.database import AsyncDatabase
+
+from .bot import Bot
+from .config import Settings
+from .inbox import Inbox
+from .store.users import UserStats
+from .wechat import Crypto
+
+__all__ = ["make_app"]
+
+access_log = logging.getLogger("tornado.access")
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's access log without the query string (it carries signatures and nonces)."""
+    if handler.request.path.startswith("/wechat"):
+        return  # the WeChat handler logs its own line with type, user hash and outcome
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    access_log.log(
+        level,
+        "%d %s %s %.1fms",
+        status,
+        handler.request.method,
+        handler.request.path,
+        1000.0 * handler.request.request_time(),
+    )
+
+
+def make_app(
+    settings: Settings,
+    *,
+    db: AsyncDatabase[dict[str, Any]],
+    **extra: Any,
+) -> tornado.web.Application:
+    """Build the application; ``extra`` overrides or adds application settings (tests use it)."""
+    from handlers import wechat
+
+    surveys = extra.pop("surveys", None)
+    bot = Bot(db, surveys=surveys, image_media_id=settings.image_media_id)
+    users = UserStats(db)
+    crypto = (
+        Crypto(settings.wechat_token, settings.encoding_aes_key, settings.app_id)
+        if settings.aes_enabled
+        else None
+    )
+    routes: list[Any] = [*wechat.routes]
+    app_settings: dict[str, Any] = {
+        "config": settings,
+        "db": db,
+        "bot": bot,
+        "surveys": surveys,
+        "users": users,
+        "inbox": Inbox(db, bot, users),
+        "crypto": crypto,
+        "cookie_secret": settings.cookie_secret or None,
+        "xsrf_cookies": True,
+        "log_function": _log_request,
+    }
+    app_settings.update(extra)
+    return tornado.web.Application(routes, **app_settings)

@@ -1,0 +1,97 @@
+"""Message -> reply: the one router every inbound message goes through.
+
+Order, as in the seed tutorial, with the survey engine in front of the greeting:
+text → a survey when it claims the message, else "你好" in one of six languages; image → the
+configured image (or a text saying it arrived); subscribe → a welcome that says how to start the
+survey; CLICK menu keys → like a typed keyword; unsubscribe and other silent events → ``success``;
+anything else → "对不起，不能识别您发的内容！".
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, Protocol
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from .wechat import Message, Reply
+
+__all__ = ["GREETINGS", "UNKNOWN_TEXT", "Bot", "SurveyHook"]
+
+log = logging.getLogger(__name__)
+
+GREETINGS = ("你好！", "Hello!", "こんにちは！", "안녕하세요!", "Bonjour !", "¡Hola!")
+UNKNOWN_TEXT = "对不起，不能识别您发的内容！"
+IMAGE_RECEIVED_TEXT = "图片已收到，谢谢分享！"
+WELCOME_TEXT = "欢迎关注！"
+# Events WeChat sends that need no answer: the body "success" tells WeChat so.
+SILENT_EVENTS = frozenset(
+    {"unsubscribe", "location", "view", "view_miniprogram", "templatesendjobfinish",
+     "masssendjobfinish", "scancode_push", "scancode_waitmsg", "pic_sysphoto",
+     "pic_photo_or_album", "pic_weixin", "location_select"}
+)
+
+
+class SurveyHook(Protocol):
+    """What the router needs from the survey engine (``service.surveys``)."""
+
+    def start_hint(self) -> str: ...
+
+    async def handle_text(
+        self, db: AsyncDatabase[dict[str, Any]], message: Message, text: str
+    ) -> Reply | None: ...
+
+
+class Bot:
+    def __init__(
+        self,
+        db: AsyncDatabase[dict[str, Any]],
+        *,
+        surveys: SurveyHook | None = None,
+        image_media_id: str = "",
+        rng: random.Random | None = None,
+    ) -> None:
+        self.db = db
+        self.surveys = surveys
+        # Mutable on purpose: `python -m service media upload` changes it at run time.
+        self.image_media_id = image_media_id
+        self._rng = rng or random.Random()  # noqa: S311 - greetings, not secrets
+
+    async def reply(self, message: Message) -> Reply:
+        if message.msg_type == "text":
+            return await self._text(message, message.content)
+        if message.msg_type == "image":
+            if self.image_media_id:
+                return Reply.image(self.image_media_id)
+            return Reply.text(IMAGE_RECEIVED_TEXT)
+        if message.is_event:
+            return await self._event(message)
+        return Reply.text(UNKNOWN_TEXT)
+
+    async def _text(self, message: Message, text: str) -> Reply:
+        if self.surveys is not None:
+            claimed = await self.surveys.handle_text(self.db, message, text.strip())
+            if claimed is not None:
+                return claimed
+        return Reply.text(self.greeting())
+
+    def greeting(self) -> str:
+        return self._rng.choice(GREETINGS)
+
+    async def _event(self, message: Message) -> Reply:
+        event = message.event
+        if event in ("subscribe", "subscribe_scan"):
+            return Reply.text(self.welcome())
+        if event == "click" and message.event_key and self.surveys is not None:
+            claimed = await self.surveys.handle_text(self.db, message, message.event_key)
+            if claimed is not None:
+                return claimed
+            return Reply.text(UNKNOWN_TEXT)
+        if event == "scan" or event in SILENT_EVENTS:
+            return Reply.nothing()
+        return Reply.text(UNKNOWN_TEXT)
+
+    def welcome(self) -> str:
+        hint = self.surveys.start_hint() if self.surveys is not None else ""
+        return WELCOME_TEXT + ("\n" + hint if hint else "")

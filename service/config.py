@@ -1,0 +1,175 @@
+"""Settings, read once from the environment (and optionally a config file).
+
+``Settings.from_env()`` is the only reader of ``os.environ`` in the project. Every field is
+documented in the README; ``tests/test_config.py`` checks that the two stay in sync.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ENV_VARS", "ConfigError", "Settings"]
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+# Environment variable -> (field name, type). The README documents each of these.
+ENV_VARS: dict[str, tuple[str, type]] = {
+    "WECHAT_TOKEN": ("wechat_token", str),
+    "WECHAT_APP_ID": ("app_id", str),
+    "WECHAT_APP_SECRET": ("app_secret", str),
+    "WECHAT_ENCODING_AES_KEY": ("encoding_aes_key", str),
+    "WECHAT_IMAGE_MEDIA_ID": ("image_media_id", str),
+    "WECHAT_API_BASE": ("wechat_api_base", str),
+    "MONGODB_URI": ("mongodb_uri", str),
+    "MONGODB_DB": ("mongodb_db", str),
+    "COOKIE_SECRET": ("cookie_secret", str),
+    "DATA_DIR": ("data_dir", Path),
+    "SURVEYS_DIR": ("surveys_dir", Path),
+    "REPLY_BUDGET": ("reply_budget", float),
+    "MAX_BODY_BYTES": ("max_body_bytes", int),
+    "METRICS_TOKEN": ("metrics_token", str),
+    "XHEADERS": ("xheaders", bool),
+    "HOST": ("host", str),
+    "PORT": ("port", int),
+}
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    """Read a ``KEY=value`` file (the same file supervisord and systemd read)."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :]
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ConfigError(f"{path}:{number}: expected KEY=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    wechat_token: str
+    app_id: str = ""
+    app_secret: str = ""
+    encoding_aes_key: str = ""
+    image_media_id: str = ""
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    # Empty means: start the embedded SecantusDB server under data_dir.
+    mongodb_uri: str = ""
+    mongodb_db: str = "wechat_survey"
+    cookie_secret: str = ""
+    data_dir: Path = Path("data")
+    surveys_dir: Path | None = None
+    reply_budget: float = 4.0
+    max_body_bytes: int = 1024 * 1024
+    metrics_token: str = ""
+    xheaders: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    def __post_init__(self) -> None:
+        if not self.wechat_token:
+            raise ConfigError("WECHAT_TOKEN is required (the Token set in 公众平台 → 基本配置)")
+        if self.encoding_aes_key and len(self.encoding_aes_key) != 43:
+            raise ConfigError(
+                f"WECHAT_ENCODING_AES_KEY must be 43 characters, got {len(self.encoding_aes_key)}"
+            )
+        if self.encoding_aes_key and not self.app_id:
+            raise ConfigError("WECHAT_APP_ID is required when WECHAT_ENCODING_AES_KEY is set")
+        if self.reply_budget <= 0 or self.reply_budget >= 5:
+            raise ConfigError("REPLY_BUDGET must be between 0 and 5 seconds (WeChat waits 5 s)")
+        if self.max_body_bytes <= 0:
+            raise ConfigError("MAX_BODY_BYTES must be positive")
+
+    @property
+    def aes_enabled(self) -> bool:
+        return bool(self.encoding_aes_key)
+
+    @property
+    def embedded_db(self) -> bool:
+        return not self.mongodb_uri
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        config_file: str | os.PathLike[str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``).
+
+        ``config_file`` (or ``WECHAT_SURVEY_CONFIG``) names a ``KEY=value`` file; the environment
+        wins over the file, ``overrides`` win over both.
+        """
+        env = dict(os.environ if environ is None else environ)
+        config_file = config_file or env.get("WECHAT_SURVEY_CONFIG")
+        merged: dict[str, str] = {}
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise ConfigError(f"config file {path} does not exist")
+            merged.update(_read_env_file(path))
+        merged.update({k: v for k, v in env.items() if k in ENV_VARS})
+        kwargs: dict[str, Any] = {}
+        for name, (field, kind) in ENV_VARS.items():
+            if name not in merged:
+                continue
+            raw = merged[name]
+            try:
+                if kind is bool:
+                    kwargs[field] = _parse_bool(name, raw)
+                elif kind is Path:
+                    kwargs[field] = Path(raw) if raw else None
+                elif kind is str:
+                    kwargs[field] = raw.strip()
+                else:
+                    kwargs[field] = kind(raw)
+            except ValueError as e:
+                if isinstance(e, ConfigError):
+                    raise
+                raise ConfigError(f"{name} has an invalid value {raw!r}") from e
+        if kwargs.get("data_dir") is None:
+            kwargs.pop("data_dir", None)
+        kwargs.update(overrides)
+        kwargs.setdefault("wechat_token", "")
+        return cls(**kwargs)
+
+
+def dev_secret(data_dir: Path, name: str) -> str:
+    """A random secret kept under ``data_dir`` so it survives restarts (development mode only)."""
+    path = data_dir / name
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(24)
+    path.write_text(value + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return value

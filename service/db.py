@@ -1,0 +1,87 @@
+"""The one place that creates the MongoDB client (PyMongo's async API).
+
+One ``AsyncMongoClient`` per process, created in ``main()`` after any fork. Collections are named
+only here and in ``service/store/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from typing import Any
+
+from pymongo import AsyncMongoClient, monitoring
+from pymongo.asynchronous.database import AsyncDatabase
+
+from .config import Settings
+
+__all__ = ["STORE_MODULES", "CommandCounter", "connect", "ensure_indexes"]
+
+log = logging.getLogger(__name__)
+
+# Every data-access module has ``async def ensure_indexes(db)``; start-up calls them all.
+STORE_MODULES = [
+    "service.store.messages",
+    "service.store.users",
+]
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts the commands (round trips) the client sends; exposed as a metric and to ``bench/``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started = 0
+        self.failed = 0
+        self.by_command: dict[str, int] = {}
+
+    def started_event(self, event: monitoring.CommandStartedEvent) -> None:
+        with self._lock:
+            self.started += 1
+            self.by_command[event.command_name] = self.by_command.get(event.command_name, 0) + 1
+
+    def succeeded_event(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed_event(self, event: monitoring.CommandFailedEvent) -> None:
+        with self._lock:
+            self.failed += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"started": self.started, "failed": self.failed, "by_command": dict(self.by_command)}
+
+
+def connect(
+    settings: Settings,
+    uri: str | None = None,
+    *,
+    counter: CommandCounter | None = None,
+    **client_options: Any,
+) -> tuple[AsyncMongoClient[dict[str, Any]], AsyncDatabase[dict[str, Any]]]:
+    """Create the process's client and return it with the application database.
+
+    ``uri`` defaults to ``settings.mongodb_uri``. Short server-selection and socket timeouts keep
+    the WeChat endpoint inside its 5-second window when the database is down.
+    """
+    options: dict[str, Any] = {
+        "serverSelectionTimeoutMS": 2000,
+        "connectTimeoutMS": 2000,
+        "socketTimeoutMS": 10000,
+        "tz_aware": True,
+        "appname": "wechat-survey",
+    }
+    if counter is not None:
+        options["event_listeners"] = [counter]
+    options.update(client_options)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri or settings.mongodb_uri, **options)
+    return client, client[settings.mongodb_db]
+
+
+async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
+    """Create every collection's indexes; idempotent, run at start-up."""
+    for name in STORE_MODULES:
+        module = importlib.import_module(name)
+        await module.ensure_indexes(db)
+    log.info("indexes ensured on %s", db.name)

@@ -1,0 +1,57 @@
+"""The ``messages`` collection: every inbound message with the reply we gave, once per message key.
+
+``_id`` is the message key (``msg:<MsgId>`` or ``ev:<openid>:<CreateTime>:<event>``), so the unique
+``_id`` index is what makes WeChat's retries idempotent: the second insert fails with
+``DuplicateKeyError`` and the retry is answered with the reply stored by the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+__all__ = ["COLLECTION", "ensure_indexes", "find", "insert_once", "wait_for"]
+
+COLLECTION = "messages"
+Db = AsyncDatabase[dict[str, Any]]
+
+
+async def ensure_indexes(db: Db) -> None:
+    coll = db[COLLECTION]
+    await coll.create_index([("received_at", DESCENDING)], name="received_at")
+    await coll.create_index([("openid", ASCENDING), ("received_at", DESCENDING)], name="openid_time")
+    await coll.create_index([("type", ASCENDING), ("received_at", DESCENDING)], name="type_time")
+
+
+async def insert_once(db: Db, doc: dict[str, Any]) -> dict[str, Any] | None:
+    """Insert ``doc``; return ``None`` when it was new, or the stored document when it was not."""
+    try:
+        await db[COLLECTION].insert_one(doc)
+    except DuplicateKeyError:
+        return await wait_for(db, doc["_id"])
+    return None
+
+
+async def find(db: Db, key: str) -> dict[str, Any] | None:
+    return await db[COLLECTION].find_one({"_id": key})
+
+
+async def wait_for(db: Db, key: str, timeout: float = 3.0) -> dict[str, Any] | None:
+    """The stored message, waiting briefly if a concurrent insert is not visible yet."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    delay = 0.02
+    while True:
+        doc = await find(db, key)
+        if doc is not None or asyncio.get_running_loop().time() >= deadline:
+            return doc
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

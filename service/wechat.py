@@ -1,0 +1,280 @@
+"""The WeChat passive-reply protocol: signatures, AES (wechatpy's crypto), parsing, rendering.
+
+No Tornado in here: the handler turns a ``ProtocolError`` into the HTTP status it carries.
+"""
+
+from __future__ import annotations
+
+import binascii
+import dataclasses
+import hashlib
+import hmac
+import time
+from typing import Any
+from xml.etree.ElementTree import Element, ParseError
+from xml.sax.saxutils import escape
+
+import defusedxml
+import defusedxml.ElementTree
+from wechatpy.crypto import PrpCrypto
+from wechatpy.exceptions import InvalidAppIdException
+
+__all__ = [
+    "TEXT_LIMIT_BYTES",
+    "Crypto",
+    "Message",
+    "ProtocolError",
+    "Reply",
+    "check_signature",
+    "message_from_xml",
+    "parse_xml",
+    "render_reply",
+    "sign",
+    "truncate_utf8",
+]
+
+# WeChat rejects passive text replies whose Content exceeds 2048 bytes.
+TEXT_LIMIT_BYTES = 2048
+MESSAGE_TYPES = frozenset({"text", "image", "voice", "video", "shortvideo", "location", "link"})
+
+
+class ProtocolError(ValueError):
+    """A request WeChat would never send; ``status`` is the HTTP answer (400, 403)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def sign(*parts: str) -> str:
+    """WeChat's signature: SHA-1 of the parts sorted and concatenated."""
+    return hashlib.sha1("".join(sorted(parts)).encode("utf-8")).hexdigest()  # noqa: S324 - protocol
+
+
+def check_signature(token: str, signature: str, timestamp: str, nonce: str, *extra: str) -> bool:
+    """Constant-time check of ``signature`` (or ``msg_signature`` when ``extra`` holds Encrypt)."""
+    expected = sign(token, timestamp, nonce, *extra)
+    return hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii", "replace"))
+
+
+def _flatten(element: Element, out: dict[str, Any]) -> None:
+    for child in element:
+        if len(child):
+            nested: dict[str, Any] = {}
+            _flatten(child, nested)
+            out[child.tag] = nested
+        else:
+            out[child.tag] = (child.text or "").strip() if child.tag != "Content" else child.text or ""
+
+
+def parse_xml(body: bytes) -> dict[str, Any]:
+    """Parse WeChat's ``<xml>...</xml>`` safely: UTF-8 only, no DTD, no entities, no external refs."""
+    if not body or not body.strip():
+        raise ProtocolError(400, "empty body")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProtocolError(400, "body is not UTF-8") from e
+    try:
+        root = defusedxml.ElementTree.fromstring(
+            body, forbid_dtd=True, forbid_entities=True, forbid_external=True
+        )
+    except defusedxml.DefusedXmlException as e:
+        raise ProtocolError(400, f"forbidden XML construct: {type(e).__name__}") from e
+    except ParseError as e:
+        raise ProtocolError(400, f"malformed XML: {e}") from e
+    if root.tag != "xml":
+        raise ProtocolError(400, f"root element must be <xml>, got <{root.tag}>")
+    fields: dict[str, Any] = {}
+    _flatten(root, fields)
+    return fields
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """One inbound message or event, with the key that makes WeChat's retries idempotent."""
+
+    key: str
+    openid: str
+    account: str
+    msg_type: str
+    create_time: int
+    fields: dict[str, Any]
+    raw: str
+    event: str = ""
+    msg_id: str = ""
+
+    @property
+    def is_event(self) -> bool:
+        return self.msg_type == "event"
+
+    @property
+    def content(self) -> str:
+        return str(self.fields.get("Content", "")) if self.msg_type == "text" else ""
+
+    @property
+    def event_key(self) -> str:
+        value = self.fields.get("EventKey", "")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def kind(self) -> str:
+        """``text``, ``image``, ... or ``event:subscribe``, ``event:click``, ..."""
+        return f"event:{self.event}" if self.is_event else self.msg_type
+
+    def summary(self) -> str:
+        """A one-line description for logs of what the user sent (media described, not stored)."""
+        f = self.fields
+        match self.msg_type:
+            case "text":
+                return self.content
+            case "image":
+                return "[图片]"
+            case "voice":
+                recognition = f.get("Recognition") or ""
+                return f"[语音] {recognition}".strip()
+            case "video" | "shortvideo":
+                return "[视频]"
+            case "location":
+                label = f.get("Label") or ""
+                return f"[位置] {label} ({f.get('Location_X', '')}, {f.get('Location_Y', '')})"
+            case "link":
+                return f"[链接] {f.get('Title', '')} {f.get('Url', '')}".strip()
+            case "event":
+                key = self.event_key
+                return f"[事件] {self.event}" + (f" {key}" if key else "")
+            case _:
+                return f"[{self.msg_type}]"
+
+
+def message_from_xml(fields: dict[str, Any], raw: str) -> Message:
+    """Build a ``Message`` from parsed fields; missing envelope fields are a 400."""
+    missing = [k for k in ("ToUserName", "FromUserName", "CreateTime", "MsgType") if not fields.get(k)]
+    if missing:
+        raise ProtocolError(400, "missing field(s): " + ", ".join(missing))
+    try:
+        create_time = int(fields["CreateTime"])
+    except (TypeError, ValueError) as e:
+        raise ProtocolError(400, "CreateTime is not an integer") from e
+    msg_type = str(fields["MsgType"]).lower()
+    openid = str(fields["FromUserName"])
+    event = str(fields.get("Event") or "").lower() if msg_type == "event" else ""
+    msg_id = str(fields.get("MsgId") or fields.get("MsgID") or "")
+    if msg_id and msg_type != "event":
+        key = f"msg:{msg_id}"
+    else:
+        # Events carry no MsgId: WeChat's own dedup advice is FromUserName + CreateTime.
+        key = f"ev:{openid}:{create_time}:{event or msg_type}"
+    return Message(
+        key=key,
+        openid=openid,
+        account=str(fields["ToUserName"]),
+        msg_type=msg_type,
+        create_time=create_time,
+        fields=fields,
+        raw=raw,
+        event=event,
+        msg_id=msg_id,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """What the bot answers: ``text`` (content), ``image`` (media_id), or ``success`` (nothing)."""
+
+    kind: str
+    content: str = ""
+    media_id: str = ""
+
+    @classmethod
+    def text(cls, content: str) -> Reply:
+        return cls("text", content=truncate_utf8(content, TEXT_LIMIT_BYTES))
+
+    @classmethod
+    def image(cls, media_id: str) -> Reply:
+        return cls("image", media_id=media_id)
+
+    @classmethod
+    def nothing(cls) -> Reply:
+        return cls("success")
+
+    def describe(self) -> str:
+        if self.kind == "text":
+            return self.content
+        if self.kind == "image":
+            return f"[图片 {self.media_id}]"
+        return ""
+
+
+def truncate_utf8(text: str, limit: int, ellipsis: str = "…") -> str:
+    """Cut ``text`` to at most ``limit`` UTF-8 bytes on a character boundary, marking the cut."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    room = limit - len(ellipsis.encode("utf-8"))
+    cut = encoded[:room].decode("utf-8", errors="ignore")
+    return cut + ellipsis
+
+
+def _cdata(value: str) -> str:
+    # "]]>" cannot appear inside CDATA: split it across two sections.
+    return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
+def render_reply(reply: Reply, message: Message, now: int | None = None) -> str:
+    """The plaintext passive reply XML, or ``success`` when there is nothing to say."""
+    if reply.kind == "success":
+        return "success"
+    head = (
+        f"<xml><ToUserName>{_cdata(message.openid)}</ToUserName>"
+        f"<FromUserName>{_cdata(message.account)}</FromUserName>"
+        f"<CreateTime>{int(now if now is not None else time.time())}</CreateTime>"
+    )
+    if reply.kind == "text":
+        return head + f"<MsgType><![CDATA[text]]></MsgType><Content>{_cdata(reply.content)}</Content></xml>"
+    if reply.kind == "image":
+        return (
+            head + "<MsgType><![CDATA[image]]></MsgType>"
+            f"<Image><MediaId>{_cdata(reply.media_id)}</MediaId></Image></xml>"
+        )
+    raise ValueError(f"unknown reply kind {reply.kind!r}")
+
+
+class Crypto:
+    """Safe/compatible mode: wechatpy's AES (PrpCrypto), with our own constant-time signature check."""
+
+    def __init__(self, token: str, encoding_aes_key: str, app_id: str) -> None:
+        self.token = token
+        self.app_id = app_id
+        try:
+            self.key = binascii.a2b_base64(encoding_aes_key + "=")
+        except binascii.Error as e:
+            raise ValueError("WECHAT_ENCODING_AES_KEY is not valid base64") from e
+        if len(self.key) != 32:
+            raise ValueError("WECHAT_ENCODING_AES_KEY must decode to 32 bytes")
+
+    def decrypt(self, encrypt: str, msg_signature: str, timestamp: str, nonce: str) -> str:
+        """Check ``msg_signature``, decrypt ``Encrypt``, check the AppID inside; return the XML."""
+        if not check_signature(self.token, msg_signature, timestamp, nonce, encrypt):
+            raise ProtocolError(403, "msg_signature does not match")
+        try:
+            plain = PrpCrypto(self.key).decrypt(encrypt, self.app_id)
+        except InvalidAppIdException as e:
+            raise ProtocolError(400, "AppID inside the encrypted message does not match") from e
+        except Exception as e:  # corrupt base64, padding, length: all of them mean a bad request
+            raise ProtocolError(400, f"cannot decrypt Encrypt: {type(e).__name__}") from e
+        return plain if isinstance(plain, str) else plain.decode("utf-8")
+
+    def encrypt(self, xml: str, nonce: str, timestamp: str | None = None) -> str:
+        """Wrap a plaintext reply the way WeChat expects it in safe mode."""
+        timestamp = timestamp or str(int(time.time()))
+        encrypt = PrpCrypto(self.key).encrypt(xml, self.app_id)
+        encrypt = encrypt if isinstance(encrypt, str) else encrypt.decode("ascii")
+        signature = sign(self.token, timestamp, nonce, encrypt)
+        return (
+            f"<xml><Encrypt>{_cdata(encrypt)}</Encrypt>"
+            f"<MsgSignature>{_cdata(signature)}</MsgSignature>"
+            f"<TimeStamp>{escape(timestamp)}</TimeStamp>"
+            f"<Nonce>{_cdata(nonce)}</Nonce></xml>"
+        )

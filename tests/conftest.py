@@ -1,0 +1,112 @@
+"""Shared fixtures: a real MongoDB-compatible server, a fresh database per test, the app.
+
+``MONGODB_URI`` set: the tests use that server (a real MongoDB). Unset: one embedded SecantusDB
+process is started for the session and stopped at the end. Every test gets its own database,
+dropped afterwards. If the server cannot be reached the tests fail; they never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from service.app import make_app
+from service.config import Settings
+from service.db import CommandCounter, connect, ensure_indexes
+from service.embedded import EmbeddedDatabase
+from service.wechat_client import WeChatSide
+
+TOKEN = "test-token"
+APP_ID = "wx1234567890abcdef"
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"  # 43 characters, as WeChat generates
+
+
+@pytest.fixture(scope="session")
+def mongo_uri() -> Iterator[str]:
+    uri = os.environ.get("MONGODB_URI")
+    if uri:
+        yield uri
+        return
+    server = EmbeddedDatabase(None)
+    server.start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def settings(mongo_uri: str, tmp_path: Any) -> Settings:
+    return Settings(
+        wechat_token=TOKEN,
+        app_id=APP_ID,
+        encoding_aes_key=AES_KEY,
+        mongodb_uri=mongo_uri,
+        mongodb_db=f"test_{uuid.uuid4().hex[:12]}",
+        cookie_secret="test-cookie-secret",
+        data_dir=tmp_path / "data",
+    )
+
+
+@pytest.fixture
+def db_counter() -> CommandCounter:
+    return CommandCounter()
+
+
+@pytest.fixture
+def db(io_loop: Any, settings: Settings, db_counter: CommandCounter) -> Iterator[AsyncDatabase[Any]]:
+    """A fresh database on the test server, with indexes, dropped after the test."""
+    client, database = connect(settings, counter=db_counter)
+    io_loop.run_sync(lambda: ensure_indexes(database))
+    yield database
+
+    async def drop() -> None:
+        await client.drop_database(database.name)
+        await client.close()
+
+    io_loop.run_sync(drop)
+
+
+@pytest.fixture
+def app_extra() -> dict[str, Any]:
+    """Extra application settings for ``app``; override in a test module to change them."""
+    return {}
+
+
+@pytest.fixture
+def app(io_loop: Any, settings: Settings, db: AsyncDatabase[Any], app_extra: dict[str, Any]) -> Iterator[Any]:
+    application = make_app(settings, db=db, **app_extra)
+    yield application
+
+    async def close() -> None:
+        await application.settings["users"].close()
+        for hook in application.settings.get("on_shutdown", []):
+            await hook()
+
+    io_loop.run_sync(close)
+
+
+@pytest.fixture
+def wechat() -> WeChatSide:
+    """WeChat's side: builds, signs and encrypts messages, opens our replies."""
+    return WeChatSide(TOKEN, encoding_aes_key=AES_KEY, app_id=APP_ID)
+
+
+@pytest.fixture
+def send(http_client: Any, base_url: str, wechat: WeChatSide) -> Any:
+    """``await send(xml, mode="plain")`` → (HTTP response, opened reply dict)."""
+
+    async def _send(xml: str, mode: str = "plain", *, raise_error: bool = True) -> tuple[Any, dict[str, Any]]:
+        signed = wechat.sign(xml, mode)
+        response = await http_client.fetch(
+            signed.url(base_url), method="POST", body=signed.body, raise_error=raise_error
+        )
+        opened = wechat.open_reply(response.body) if response.code == 200 else {}
+        return response, opened
+
+    return _send

@@ -32,25 +32,30 @@ class CommandCounter(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.started = 0
-        self.failed = 0
+        self.commands = 0
+        self.failures = 0
         self.by_command: dict[str, int] = {}
 
-    def started_event(self, event: monitoring.CommandStartedEvent) -> None:
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
         with self._lock:
-            self.started += 1
+            self.commands += 1
             self.by_command[event.command_name] = self.by_command.get(event.command_name, 0) + 1
 
-    def succeeded_event(self, event: monitoring.CommandSucceededEvent) -> None:
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
 
-    def failed_event(self, event: monitoring.CommandFailedEvent) -> None:
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
         with self._lock:
-            self.failed += 1
+            self.failures += 1
 
     def snapshot(self) -> dict[str, Any]:
+        """``started`` (commands sent), ``failed``, and the count per command name."""
         with self._lock:
-            return {"started": self.started, "failed": self.failed, "by_command": dict(self.by_command)}
+            return {
+                "started": self.commands,
+                "failed": self.failures,
+                "by_command": dict(self.by_command),
+            }
 
 
 def connect(

@@ -1,15 +1,29 @@
+"""The /wechat endpoint against a real server on loopback and a real database."""
+
 from __future__ import annotations
 
-import pytest
+import asyncio
+from urllib.parse import urlencode
 
-from service.bot import GREETINGS
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from service.bot import GREETINGS, UNKNOWN_TEXT, WELCOME_TEXT
+from service.wechat import TEXT_LIMIT_BYTES, sign
 from tests.conftest import TOKEN
 
+MODES = ["plain", "aes", "compat"]
+
+
+async def fetch_code(http_client, url, **kw):
+    response = await http_client.fetch(url, raise_error=False, **kw)
+    return response.code, response
+
+
+# -- handshake -------------------------------------------------------------------------------
 
 @pytest.mark.gen_test
-async def test_handshake_echoes(http_client, base_url, wechat):
-    from urllib.parse import urlencode
-
+async def test_handshake_echoes_echostr(http_client, base_url, wechat):
     q = wechat.handshake("echo-123")
     r = await http_client.fetch(f"{base_url}/wechat?{urlencode(q)}")
     assert r.code == 200
@@ -17,14 +31,326 @@ async def test_handshake_echoes(http_client, base_url, wechat):
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("mode", ["plain", "aes", "compat"])
-async def test_text_gets_greeting(send, wechat, db, app, mode):
-    r, reply = await send(wechat.text("user-a", "hi there"), mode)
+@pytest.mark.parametrize("drop", ["signature", "timestamp", "nonce", "echostr"])
+async def test_handshake_missing_parameter_is_400(http_client, base_url, wechat, drop):
+    q = wechat.handshake("echo")
+    del q[drop]
+    code, _ = await fetch_code(http_client, f"{base_url}/wechat?{urlencode(q)}")
+    assert code == 400
+
+
+@pytest.mark.gen_test
+async def test_handshake_wrong_signature_is_403(http_client, base_url, wechat):
+    q = wechat.handshake("echo")
+    q["signature"] = sign("not-the-token", q["timestamp"], q["nonce"])
+    code, r = await fetch_code(http_client, f"{base_url}/wechat?{urlencode(q)}")
+    assert code == 403
+    assert b"echo" not in r.body
+
+
+# -- forged requests touch nothing -----------------------------------------------------------
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("mode", MODES)
+async def test_forged_post_is_403_and_stores_nothing(http_client, base_url, wechat, db, app, mode):
+    signed = wechat.sign(wechat.text("user-f", "你好"), mode)
+    query = dict(signed.query, signature="0" * 40)
+    url = f"{base_url}/wechat?{urlencode(query)}"
+    code, _ = await fetch_code(http_client, url, method="POST", body=signed.body)
+    assert code == 403
+    await app.settings["users"].flush()
+    assert await db.messages.count_documents({}) == 0
+    assert await db.users.count_documents({}) == 0
+
+
+@pytest.mark.gen_test
+async def test_forged_msg_signature_in_safe_mode_is_403(http_client, base_url, wechat, db):
+    signed = wechat.sign(wechat.text("user-f", "hi"), "aes")
+    query = dict(signed.query, msg_signature="1" * 40)
+    code, _ = await fetch_code(
+        http_client, f"{base_url}/wechat?{urlencode(query)}", method="POST", body=signed.body
+    )
+    assert code == 403
+    assert await db.messages.count_documents({}) == 0
+
+
+# -- every message type, every mode ----------------------------------------------------------
+
+MESSAGES = {
+    "voice": dict(MediaId="media-v", Format="amr", Recognition="今天天气"),
+    "video": dict(MediaId="media-vid", ThumbMediaId="thumb"),
+    "shortvideo": dict(MediaId="media-sv", ThumbMediaId="thumb"),
+    "location": dict(Location_X="38.9", Location_Y="121.6", Scale="15", Label="金石滩"),
+    "link": dict(Title="标题", Description="描述", Url="https://example.com/a"),
+}
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("mode", MODES)
+async def test_text_gets_a_greeting_and_is_stored(send, wechat, db, app, mode):
+    xml = wechat.text("user-a", "随便说点什么", msg_id=1001)
+    r, reply = await send(xml, mode)
     assert r.code == 200
     assert reply["MsgType"] == "text"
     assert reply["Content"] in GREETINGS
     assert reply["ToUserName"] == "user-a"
-    stored = await db.messages.find_one({"openid": "user-a"})
+    assert reply["FromUserName"] == wechat.account
+    stored = await db.messages.find_one({"_id": "msg:1001"})
+    assert stored["openid"] == "user-a"
+    assert stored["type"] == "text"
+    assert stored["text"] == "随便说点什么"
     assert stored["mode"] == mode
     assert stored["reply_text"] == reply["Content"]
+    assert stored["raw"].startswith("<xml>") and "随便说点什么" in stored["raw"]
     assert TOKEN not in str(stored)
+    await app.settings["users"].flush()
+    user = await db.users.find_one({"_id": "user-a"})
+    assert user["messages"] == 1
+    assert user["first_seen"] == user["last_seen"]
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("msg_type", sorted(MESSAGES))
+async def test_other_types_get_the_polite_text(send, wechat, db, mode, msg_type):
+    xml = wechat.message_xml("user-b", msg_type, msg_id=2002, **MESSAGES[msg_type])
+    r, reply = await send(xml, mode)
+    assert r.code == 200
+    assert reply["MsgType"] == "text"
+    assert reply["Content"] == UNKNOWN_TEXT
+    stored = await db.messages.find_one({"_id": "msg:2002"})
+    assert stored["type"] == msg_type
+    for name, value in MESSAGES[msg_type].items():
+        assert stored["fields"][name] == value
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("mode", MODES)
+async def test_image_without_media_id_gets_a_text(send, wechat, mode):
+    xml = wechat.message_xml("user-i", "image", PicUrl="http://mmbiz/x.jpg", MediaId="m1")
+    _, reply = await send(xml, mode)
+    assert reply["MsgType"] == "text"
+    assert "图片" in reply["Content"]
+
+
+def test_image_media_id_setting_reaches_the_bot(settings, db):
+    from service.app import make_app
+
+    app = make_app(settings.replace(image_media_id="from-settings"), db=db)
+    assert app.settings["bot"].image_media_id == "from-settings"
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("mode", MODES)
+async def test_image_gets_the_configured_image(send, wechat, db, app, mode):
+    app.settings["bot"].image_media_id = "configured-media-id"
+    xml = wechat.message_xml("user-i", "image", msg_id=3003, PicUrl="http://mmbiz/x.jpg", MediaId="m1")
+    _, reply = await send(xml, mode)
+    assert reply["MsgType"] == "image"
+    assert reply["Image"]["MediaId"] == "configured-media-id"
+    stored = await db.messages.find_one({"_id": "msg:3003"})
+    assert stored["reply"]["media_id"] == "configured-media-id"
+
+
+# -- events -----------------------------------------------------------------------------------
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("mode", MODES)
+async def test_subscribe_gets_the_welcome_and_marks_the_user(send, wechat, db, app, mode):
+    _, reply = await send(wechat.event("user-s", "subscribe", create_time=1700000000), mode)
+    assert reply["MsgType"] == "text"
+    assert reply["Content"].startswith(WELCOME_TEXT)
+    stored = await db.messages.find_one({"_id": "ev:user-s:1700000000:subscribe"})
+    assert stored["kind"] == "event:subscribe"
+    await app.settings["users"].flush()
+    assert (await db.users.find_one({"_id": "user-s"}))["subscribed"] is True
+
+    _, reply = await send(wechat.event("user-s", "unsubscribe", create_time=1700000100), mode)
+    assert reply == {}  # body "success"
+    await app.settings["users"].flush()
+    user = await db.users.find_one({"_id": "user-s"})
+    assert user["subscribed"] is False
+    assert user["messages"] == 2
+
+
+@pytest.mark.gen_test
+async def test_subscribe_from_a_qr_scene(send, wechat, db):
+    xml = wechat.event("user-q", "subscribe", EventKey="qrscene_123", Ticket="TICKET")
+    _, reply = await send(xml)
+    assert reply["Content"].startswith(WELCOME_TEXT)
+    stored = await db.messages.find_one({"openid": "user-q"})
+    assert stored["fields"]["EventKey"] == "qrscene_123"
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    ("event", "fields"),
+    [
+        ("SCAN", dict(EventKey="123", Ticket="T")),
+        ("LOCATION", dict(Latitude="23.1", Longitude="113.3", Precision="119.3")),
+        ("VIEW", dict(EventKey="https://example.com/")),
+    ],
+)
+async def test_silent_events_answer_success(http_client, base_url, wechat, db, event, fields):
+    signed = wechat.sign(wechat.event("user-e", event, **fields))
+    r = await http_client.fetch(signed.url(base_url), method="POST", body=signed.body)
+    assert r.body == b"success"
+    stored = await db.messages.find_one({"openid": "user-e"})
+    assert stored["event"] == event.lower()
+    assert stored["reply"]["kind"] == "success"
+
+
+@pytest.mark.gen_test
+async def test_click_with_an_unknown_key_and_unknown_events_do_not_crash(send, wechat, db):
+    _, reply = await send(wechat.event("user-c", "CLICK", EventKey="NO_SUCH_KEY", create_time=1))
+    assert reply["Content"] == UNKNOWN_TEXT
+    _, reply = await send(wechat.event("user-c", "brand_new_event", create_time=2))
+    assert reply["Content"] == UNKNOWN_TEXT
+    _, reply = await send(wechat.message_xml("user-c", "miniprogrampage", msg_id=77, Title="t"))
+    assert reply["Content"] == UNKNOWN_TEXT
+    assert await db.messages.count_documents({"openid": "user-c"}) == 3
+
+
+# -- exactly once -----------------------------------------------------------------------------
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("mode", ["plain", "aes"])
+async def test_concurrent_retries_are_stored_once_with_identical_replies(send, wechat, db, app, mode):
+    xml = wechat.text("user-r", "在吗", msg_id=4004)
+    results = await asyncio.gather(*(send(xml, mode) for _ in range(3)))
+    replies = [reply for _, reply in results]
+    assert all(r.code == 200 for r, _ in results)
+    assert replies[0] == replies[1] == replies[2]
+    assert await db.messages.count_documents({"_id": "msg:4004"}) == 1
+    # a late retry, after the first answer, gets the same reply too
+    _, late = await send(xml, mode)
+    assert late == replies[0]
+    await app.settings["users"].flush()
+    assert (await db.users.find_one({"_id": "user-r"}))["messages"] == 1
+
+
+@pytest.mark.gen_test
+async def test_event_retries_count_once(send, wechat, db, app):
+    xml = wechat.event("user-r2", "subscribe", create_time=1700000500)
+    await asyncio.gather(*(send(xml) for _ in range(3)))
+    assert await db.messages.count_documents({"openid": "user-r2"}) == 1
+    await app.settings["users"].flush()
+    assert (await db.users.find_one({"_id": "user-r2"}))["messages"] == 1
+
+
+@pytest.mark.gen_test
+async def test_ordinary_text_costs_two_round_trips(send, wechat, db, db_counter):
+    await send(wechat.text("user-warm", "warm up"))  # connection pool and server handshake
+    before = db_counter.snapshot()["by_command"]
+    await send(wechat.text("user-rt", "hello"))
+    after = db_counter.snapshot()["by_command"]
+    spent = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    spent = {k: v for k, v in spent.items() if v}
+    assert sum(spent.values()) <= 2, spent
+
+
+# -- long replies -----------------------------------------------------------------------------
+
+def test_long_text_is_cut_on_a_character_boundary():
+    from service.wechat import Reply
+
+    reply = Reply.text("爆肝" * 2000)
+    encoded = reply.content.encode("utf-8")
+    assert len(encoded) <= TEXT_LIMIT_BYTES
+    assert reply.content.endswith("…")
+    encoded.decode("utf-8")  # strict: no broken character
+    assert Reply.text("短").content == "短"
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+async def post_raw(http_client, base_url, wechat, body, **query_overrides):
+    signed = wechat.sign("<xml></xml>")
+    query = dict(signed.query, **query_overrides)
+    return await fetch_code(
+        http_client, f"{base_url}/wechat?{urlencode(query)}", method="POST", body=body
+    )
+
+
+BAD_BODIES = {
+    "malformed": b"<xml><ToUserName>a</ToUserName",
+    "not-xml": b"hello",
+    "wrong-root": b"<html><body/></html>",
+    "missing-fields": b"<xml><Content>x</Content></xml>",
+    "bad-create-time": (
+        b"<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName>"
+        b"<CreateTime>soon</CreateTime><MsgType>text</MsgType></xml>"
+    ),
+    "doctype-entity": (
+        b'<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY x "boom">]>'
+        b"<xml><ToUserName>a</ToUserName><FromUserName>&x;</FromUserName>"
+        b"<CreateTime>1</CreateTime><MsgType>text</MsgType></xml>"
+    ),
+    "billion-laughs": (
+        b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+        b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]><xml>&lol2;</xml>'
+    ),
+    "external-entity": (
+        b'<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+        b"<xml><Content>&e;</Content></xml>"
+    ),
+    "not-utf8": "<xml><ToUserName>a</ToUserName><Content>你好</Content></xml>".encode("gbk"),
+    "empty": b"",
+}
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("case", sorted(BAD_BODIES))
+async def test_bad_bodies_are_400_and_store_nothing(http_client, base_url, wechat, db, case):
+    code, r = await post_raw(http_client, base_url, wechat, BAD_BODIES[case])
+    assert code == 400, r.body
+    assert await db.messages.count_documents({}) == 0
+
+
+@pytest.mark.gen_test
+async def test_oversized_body_is_413(http_client, base_url, wechat, db):
+    body = b"<xml><Content>" + b"a" * (1024 * 1024) + b"</Content></xml>"
+    code, _ = await post_raw(http_client, base_url, wechat, body)
+    assert code == 413
+    assert await db.messages.count_documents({}) == 0
+
+
+@pytest.mark.gen_test
+async def test_wrong_app_id_inside_the_payload_is_400(http_client, base_url, db):
+    from service.wechat_client import WeChatSide
+    from tests.conftest import AES_KEY
+
+    other = WeChatSide(TOKEN, encoding_aes_key=AES_KEY, app_id="wx_other_account")
+    signed = other.sign(other.text("user-x", "hi"), "aes")
+    code, _ = await fetch_code(http_client, signed.url(base_url), method="POST", body=signed.body)
+    assert code == 400
+    assert await db.messages.count_documents({}) == 0
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("encrypt", ["%%%not-base64%%%", "QUJD", "A" * 64])
+async def test_corrupt_encrypt_is_400(http_client, base_url, wechat, db, encrypt):
+    signed = wechat.sign(wechat.text("user-x", "hi"), "plain")
+    ts, nonce = signed.query["timestamp"], signed.query["nonce"]
+    query = dict(signed.query, encrypt_type="aes", msg_signature=sign(TOKEN, ts, nonce, encrypt))
+    body = f"<xml><ToUserName>gh</ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+    code, _ = await fetch_code(
+        http_client, f"{base_url}/wechat?{urlencode(query)}", method="POST", body=body.encode()
+    )
+    assert code == 400
+    assert await db.messages.count_documents({}) == 0
+
+
+@pytest.mark.gen_test
+async def test_safe_mode_without_encrypt_is_400(http_client, base_url, wechat, db):
+    signed = wechat.sign(wechat.text("user-x", "hi"), "plain")
+    query = dict(signed.query, encrypt_type="aes", msg_signature="0" * 40)
+    code, _ = await fetch_code(
+        http_client, f"{base_url}/wechat?{urlencode(query)}", method="POST", body=signed.body
+    )
+    assert code == 400
+
+
+def test_http_client_error_type_is_what_raise_error_gives():
+    # Guards the helper above: fetch(raise_error=False) must not raise for 4xx.
+    assert issubclass(HTTPClientError, Exception)

@@ -26,7 +26,7 @@ class WeChatHandler(BaseHandler):
         self._chunks: list[bytes] = []
         self._size = 0
         self._started = time.perf_counter()
-        self._log: dict[str, Any] = {"type": "-", "user": "-", "outcome": "-"}
+        self._summary: dict[str, Any] = {"type": "-", "user": "-", "outcome": "-"}
 
     def check_xsrf_cookie(self) -> None:
         """WeChat proves itself by signature, not by an XSRF cookie."""
@@ -39,14 +39,14 @@ class WeChatHandler(BaseHandler):
         limit = self.config.max_body_bytes
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > limit:
-            self._log["outcome"] = "too-large"
+            self._summary["outcome"] = "too-large"
             raise tornado.web.HTTPError(413, "body of %s bytes is over the %d limit", length, limit)
         self.request.connection.set_max_body_size(limit + 1)  # type: ignore[attr-defined]
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
         if self._size > self.config.max_body_bytes:
-            self._log["outcome"] = "too-large"
+            self._summary["outcome"] = "too-large"
             raise tornado.web.HTTPError(413, "body is over the %d-byte limit", self.config.max_body_bytes)
         self._chunks.append(chunk)
 
@@ -56,10 +56,10 @@ class WeChatHandler(BaseHandler):
         timestamp = self.get_query_argument("timestamp", "")
         nonce = self.get_query_argument("nonce", "")
         if not (signature and timestamp and nonce):
-            self._log["outcome"] = "bad-request"
+            self._summary["outcome"] = "bad-request"
             raise tornado.web.HTTPError(400, "signature, timestamp and nonce are required")
         if not check_signature(self.config.wechat_token, signature, timestamp, nonce):
-            self._log["outcome"] = "forbidden"
+            self._summary["outcome"] = "forbidden"
             raise tornado.web.HTTPError(403, "signature does not match")
         return timestamp, nonce
 
@@ -67,9 +67,9 @@ class WeChatHandler(BaseHandler):
         self._verify()
         echostr = self.get_query_argument("echostr", "")
         if not echostr:
-            self._log["outcome"] = "bad-request"
+            self._summary["outcome"] = "bad-request"
             raise tornado.web.HTTPError(400, "echostr is required")
-        self._log.update(type="handshake", outcome="ok")
+        self._summary.update(type="handshake", outcome="ok")
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.finish(echostr)
 
@@ -94,11 +94,11 @@ class WeChatHandler(BaseHandler):
                 fields = parse_xml(raw.encode("utf-8"))
             message = message_from_xml(fields, raw)
         except ProtocolError as e:
-            self._log["outcome"] = "forbidden" if e.status == 403 else "bad-request"
+            self._summary["outcome"] = "forbidden" if e.status == 403 else "bad-request"
             raise tornado.web.HTTPError(e.status, "%s", e.reason) from e
-        self._log.update(type=message.kind, user=user_hash(message.openid))
+        self._summary.update(type=message.kind, user=user_hash(message.openid))
         outcome = await self.inbox.process(message, mode=mode)
-        self._log["outcome"] = "duplicate" if outcome.duplicate else "ok"
+        self._summary["outcome"] = "duplicate" if outcome.duplicate else "ok"
         if outcome.xml == "success":
             self.set_header("Content-Type", "text/plain; charset=UTF-8")
             self.finish("success")
@@ -114,10 +114,10 @@ class WeChatHandler(BaseHandler):
         log.info(
             "wechat %s type=%s user=%s status=%d outcome=%s latency=%.1fms",
             self.request.method,
-            self._log["type"],
-            self._log["user"],
+            self._summary["type"],
+            self._summary["user"],
             self.get_status(),
-            self._log["outcome"],
+            self._summary["outcome"],
             latency,
         )
 

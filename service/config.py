@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ ENV_VARS: dict[str, tuple[str, type]] = {
     "XHEADERS": ("xheaders", bool),
     "HOST": ("host", str),
     "PORT": ("port", int),
+    "TIMEZONE": ("timezone", str),
 }
 
 
@@ -90,6 +92,8 @@ class Settings:
     xheaders: bool = True
     host: str = "127.0.0.1"
     port: int = 8000
+    # The owner's time zone: "today" on the dashboard, day boundaries in charts.
+    timezone: str = "Asia/Shanghai"
 
     def __post_init__(self) -> None:
         if not self.wechat_token:
@@ -104,6 +108,10 @@ class Settings:
             raise ConfigError("REPLY_BUDGET must be between 0 and 5 seconds (WeChat waits 5 s)")
         if self.max_body_bytes <= 0:
             raise ConfigError("MAX_BODY_BYTES must be positive")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
+            raise ConfigError(f"TIMEZONE {self.timezone!r} is not a known time zone") from e
 
     @property
     def aes_enabled(self) -> bool:

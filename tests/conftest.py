@@ -7,6 +7,7 @@ dropped afterwards. If the server cannot be reached the tests fail; they never s
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,19 @@ from service.wechat_client import WeChatSide
 TOKEN = "test-token"
 APP_ID = "wx1234567890abcdef"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"  # 43 characters, as WeChat generates
+
+
+@pytest.fixture(autouse=True)
+def _no_uncaught_handler_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail a test whose request raised an uncaught exception inside Tornado (logged, not raised)."""
+    yield
+    errors = [
+        r for r in caplog.get_records("call")
+        if r.name == "tornado.application" and r.levelno >= logging.ERROR
+    ]
+    assert not errors, "uncaught errors in handlers:\n" + "\n".join(
+        f"{r.getMessage()} {r.exc_text or ''}" for r in errors
+    )
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import time
 from typing import Any, cast
 
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 
 from service.inbox import Inbox, user_hash
 from service.wechat import Crypto, ProtocolError, check_signature, message_from_xml, parse_xml
@@ -41,13 +42,17 @@ class WeChatHandler(BaseHandler):
         if length is not None and length.isdigit() and int(length) > limit:
             self._summary["outcome"] = "too-large"
             raise tornado.web.HTTPError(413, "body of %s bytes is over the %d limit", length, limit)
-        self.request.connection.set_max_body_size(limit + 1)  # type: ignore[attr-defined]
+        connection = self.request.connection
+        if isinstance(connection, HTTP1Connection):
+            connection.set_max_body_size(limit + 1)
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
         if self._size > self.config.max_body_bytes:
             self._summary["outcome"] = "too-large"
-            raise tornado.web.HTTPError(413, "body is over the %d-byte limit", self.config.max_body_bytes)
+            raise tornado.web.HTTPError(
+                413, "body is over the %d-byte limit", self.config.max_body_bytes
+            )
         self._chunks.append(chunk)
 
     def _verify(self) -> tuple[str, str]:
@@ -84,7 +89,9 @@ class WeChatHandler(BaseHandler):
             raw = body.decode("utf-8")
             if encrypted:
                 if crypto is None:
-                    raise ProtocolError(400, "encrypt_type=aes but WECHAT_ENCODING_AES_KEY is not set")
+                    raise ProtocolError(
+                        400, "encrypt_type=aes but WECHAT_ENCODING_AES_KEY is not set"
+                    )
                 encrypt = fields.get("Encrypt")
                 msg_signature = self.get_query_argument("msg_signature", "")
                 if not isinstance(encrypt, str) or not encrypt or not msg_signature:

@@ -27,9 +27,20 @@ IMAGE_RECEIVED_TEXT = "图片已收到，谢谢分享！"
 WELCOME_TEXT = "欢迎关注！"
 # Events WeChat sends that need no answer: the body "success" tells WeChat so.
 SILENT_EVENTS = frozenset(
-    {"unsubscribe", "location", "view", "view_miniprogram", "templatesendjobfinish",
-     "masssendjobfinish", "scancode_push", "scancode_waitmsg", "pic_sysphoto",
-     "pic_photo_or_album", "pic_weixin", "location_select"}
+    {
+        "unsubscribe",
+        "location",
+        "view",
+        "view_miniprogram",
+        "templatesendjobfinish",
+        "masssendjobfinish",
+        "scancode_push",
+        "scancode_waitmsg",
+        "pic_sysphoto",
+        "pic_photo_or_album",
+        "pic_weixin",
+        "location_select",
+    }
 )
 
 

@@ -80,7 +80,9 @@ def connect(
     if counter is not None:
         options["event_listeners"] = [counter]
     options.update(client_options)
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri or settings.mongodb_uri, **options)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        uri or settings.mongodb_uri, **options
+    )
     return client, client[settings.mongodb_db]
 
 

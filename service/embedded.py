@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = ["EmbeddedDatabase", "EmbeddedDatabaseError", "free_port"]
 
@@ -76,12 +77,16 @@ class EmbeddedDatabase:
             storage = str(self.storage_path)
         args = [
             _executable(),
-            "--host", self.host,
-            "--port", str(self.port),
-            "--storage-path", storage,
-            "--log-level", "WARNING",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--storage-path",
+            storage,
+            "--log-level",
+            "WARNING",
         ]
-        output = subprocess.DEVNULL
+        output: Any = subprocess.DEVNULL
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             output = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process

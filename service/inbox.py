@@ -104,7 +104,9 @@ class Inbox:
             first = Reply(
                 stored.get("kind", "success"), stored.get("content", ""), stored.get("media_id", "")
             )
-            return Outcome(existing.get("reply_xml", "success"), first, duplicate=True, doc=existing)
+            return Outcome(
+                existing.get("reply_xml", "success"), first, duplicate=True, doc=existing
+            )
         subscribed: bool | None = None
         if message.event in ("subscribe", "subscribe_scan"):
             subscribed = True

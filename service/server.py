@@ -32,7 +32,8 @@ def load_settings(args: argparse.Namespace, *, dev: bool = False, **overrides: A
     except ConfigError as e:
         if not dev or "WECHAT_TOKEN" not in str(e):
             raise
-    base = Settings.from_env(config_file=config_file, wechat_token="-", **overrides)
+    placeholder = "-"  # replaced by the development token below
+    base = Settings.from_env(config_file=config_file, wechat_token=placeholder, **overrides)
     token = dev_secret(base.data_dir, "dev-token")
     return base.replace(wechat_token=token)
 
@@ -107,7 +108,7 @@ async def serve(settings: Settings, *, dev: bool = False) -> None:
             "embedded SecantusDB" if rt.embedded else "MONGODB_URI",
         )
         if dev:
-            print(  # noqa: T201 - the newcomer's instructions
+            print(
                 f"\n  WeChat endpoint: {where}/wechat\n"
                 f"  Token (development, kept in {settings.data_dir}/dev-token): "
                 f"{settings.wechat_token}\n"
@@ -133,7 +134,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args, dev=args.dev, **overrides)
         if not settings.cookie_secret:
-            settings = settings.replace(cookie_secret=dev_secret(settings.data_dir, "cookie-secret"))
+            settings = settings.replace(
+                cookie_secret=dev_secret(settings.data_dir, "cookie-secret")
+            )
         asyncio.run(serve(settings, dev=args.dev))
     except (ConfigError, EmbeddedDatabaseError) as e:
         log.error("%s", e)

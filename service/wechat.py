@@ -65,11 +65,13 @@ def _flatten(element: Element, out: dict[str, Any]) -> None:
             _flatten(child, nested)
             out[child.tag] = nested
         else:
-            out[child.tag] = (child.text or "").strip() if child.tag != "Content" else child.text or ""
+            out[child.tag] = (
+                (child.text or "").strip() if child.tag != "Content" else child.text or ""
+            )
 
 
 def parse_xml(body: bytes) -> dict[str, Any]:
-    """Parse WeChat's ``<xml>...</xml>`` safely: UTF-8 only, no DTD, no entities, no external refs."""
+    """Parse WeChat's ``<xml>`` body safely: UTF-8 only, no DTD, no entities, no external refs."""
     if not body or not body.strip():
         raise ProtocolError(400, "empty body")
     try:
@@ -150,7 +152,9 @@ class Message:
 
 def message_from_xml(fields: dict[str, Any], raw: str) -> Message:
     """Build a ``Message`` from parsed fields; missing envelope fields are a 400."""
-    missing = [k for k in ("ToUserName", "FromUserName", "CreateTime", "MsgType") if not fields.get(k)]
+    missing = [
+        k for k in ("ToUserName", "FromUserName", "CreateTime", "MsgType") if not fields.get(k)
+    ]
     if missing:
         raise ProtocolError(400, "missing field(s): " + ", ".join(missing))
     try:
@@ -232,7 +236,10 @@ def render_reply(reply: Reply, message: Message, now: int | None = None) -> str:
         f"<CreateTime>{int(now if now is not None else time.time())}</CreateTime>"
     )
     if reply.kind == "text":
-        return head + f"<MsgType><![CDATA[text]]></MsgType><Content>{_cdata(reply.content)}</Content></xml>"
+        return (
+            head
+            + f"<MsgType><![CDATA[text]]></MsgType><Content>{_cdata(reply.content)}</Content></xml>"
+        )
     if reply.kind == "image":
         return (
             head + "<MsgType><![CDATA[image]]></MsgType>"
@@ -242,7 +249,7 @@ def render_reply(reply: Reply, message: Message, now: int | None = None) -> str:
 
 
 class Crypto:
-    """Safe/compatible mode: wechatpy's AES (PrpCrypto), with our own constant-time signature check."""
+    """Safe/compatible mode: wechatpy's AES (PrpCrypto) and a constant-time signature check."""
 
     def __init__(self, token: str, encoding_aes_key: str, app_id: str) -> None:
         self.token = token

@@ -59,8 +59,15 @@ class WeChatSide:
         self.crypto = WeChatCrypto(token, encoding_aes_key, app_id) if encoding_aes_key else None
 
     # -- messages -----------------------------------------------------------------------------
-    def message_xml(self, openid: str, msg_type: str, *, create_time: int | None = None,
-                    msg_id: int | str | None = None, **fields: Any) -> str:
+    def message_xml(
+        self,
+        openid: str,
+        msg_type: str,
+        *,
+        create_time: int | None = None,
+        msg_id: int | str | None = None,
+        **fields: Any,
+    ) -> str:
         """An inbound message as WeChat sends it; ``msg_id`` defaults to a fresh one."""
         body: dict[str, Any] = {
             "ToUserName": self.account,

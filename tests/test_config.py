@@ -32,17 +32,19 @@ def test_from_env_reads_types():
             "PORT": "9001",
             "REPLY_BUDGET": "2.5",
             "XHEADERS": "no",
-            "DATA_DIR": "/tmp/x",
+            "DATA_DIR": "/srv/x",
             "UNRELATED": "ignored",
         }
     )
-    assert (s.port, s.reply_budget, s.xheaders, str(s.data_dir)) == (9001, 2.5, False, "/tmp/x")
+    assert (s.port, s.reply_budget, s.xheaders, str(s.data_dir)) == (9001, 2.5, False, "/srv/x")
     assert s.embedded_db
 
 
 def test_config_file_and_environment_precedence(tmp_path):
     f = tmp_path / "env"
-    f.write_text('# comment\nWECHAT_TOKEN=from-file\nexport MONGODB_DB="filedb"\n', encoding="utf-8")
+    f.write_text(
+        '# comment\nWECHAT_TOKEN=from-file\nexport MONGODB_DB="filedb"\n', encoding="utf-8"
+    )
     s = Settings.from_env({"MONGODB_DB": "envdb"}, config_file=f)
     assert s.wechat_token == "from-file"
     assert s.mongodb_db == "envdb"

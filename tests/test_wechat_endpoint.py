@@ -22,6 +22,7 @@ async def fetch_code(http_client, url, **kw):
 
 # -- handshake -------------------------------------------------------------------------------
 
+
 @pytest.mark.gen_test
 async def test_handshake_echoes_echostr(http_client, base_url, wechat):
     q = wechat.handshake("echo-123")
@@ -49,6 +50,7 @@ async def test_handshake_wrong_signature_is_403(http_client, base_url, wechat):
 
 
 # -- forged requests touch nothing -----------------------------------------------------------
+
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("mode", MODES)
@@ -144,7 +146,9 @@ def test_image_media_id_setting_reaches_the_bot(settings, db):
 @pytest.mark.parametrize("mode", MODES)
 async def test_image_gets_the_configured_image(send, wechat, db, app, mode):
     app.settings["bot"].image_media_id = "configured-media-id"
-    xml = wechat.message_xml("user-i", "image", msg_id=3003, PicUrl="http://mmbiz/x.jpg", MediaId="m1")
+    xml = wechat.message_xml(
+        "user-i", "image", msg_id=3003, PicUrl="http://mmbiz/x.jpg", MediaId="m1"
+    )
     _, reply = await send(xml, mode)
     assert reply["MsgType"] == "image"
     assert reply["Image"]["MediaId"] == "configured-media-id"
@@ -153,6 +157,7 @@ async def test_image_gets_the_configured_image(send, wechat, db, app, mode):
 
 
 # -- events -----------------------------------------------------------------------------------
+
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("mode", MODES)
@@ -213,9 +218,12 @@ async def test_click_with_an_unknown_key_and_unknown_events_do_not_crash(send, w
 
 # -- exactly once -----------------------------------------------------------------------------
 
+
 @pytest.mark.gen_test
 @pytest.mark.parametrize("mode", ["plain", "aes"])
-async def test_concurrent_retries_are_stored_once_with_identical_replies(send, wechat, db, app, mode):
+async def test_concurrent_retries_are_stored_once_with_identical_replies(
+    send, wechat, db, app, mode
+):
     xml = wechat.text("user-r", "在吗", msg_id=4004)
     results = await asyncio.gather(*(send(xml, mode) for _ in range(3)))
     replies = [reply for _, reply in results]
@@ -251,6 +259,7 @@ async def test_ordinary_text_costs_two_round_trips(send, wechat, db, db_counter)
 
 # -- long replies -----------------------------------------------------------------------------
 
+
 def test_long_text_is_cut_on_a_character_boundary():
     from service.wechat import Reply
 
@@ -263,6 +272,7 @@ def test_long_text_is_cut_on_a_character_boundary():
 
 
 # -- bad input --------------------------------------------------------------------------------
+
 
 async def post_raw(http_client, base_url, wechat, body, **query_overrides):
     signed = wechat.sign("<xml></xml>")

@@ -24,7 +24,9 @@ Db = AsyncDatabase[dict[str, Any]]
 async def ensure_indexes(db: Db) -> None:
     coll = db[COLLECTION]
     await coll.create_index([("received_at", DESCENDING)], name="received_at")
-    await coll.create_index([("openid", ASCENDING), ("received_at", DESCENDING)], name="openid_time")
+    await coll.create_index(
+        [("openid", ASCENDING), ("received_at", DESCENDING)], name="openid_time"
+    )
     await coll.create_index([("type", ASCENDING), ("received_at", DESCENDING)], name="type_time")
 
 
@@ -41,9 +43,9 @@ async def find(db: Db, key: str) -> dict[str, Any] | None:
     return await db[COLLECTION].find_one({"_id": key})
 
 
-async def wait_for(db: Db, key: str, timeout: float = 3.0) -> dict[str, Any] | None:
+async def wait_for(db: Db, key: str, patience: float = 3.0) -> dict[str, Any] | None:
     """The stored message, waiting briefly if a concurrent insert is not visible yet."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + patience
     delay = 0.02
     while True:
         doc = await find(db, key)

@@ -17,6 +17,7 @@ from .config import Settings
 from .inbox import Inbox
 from .store.users import UserStats
 from .wechat import Crypto
+from .wechat_api import ImageReply, make_api
 
 __all__ = ["make_app"]
 
@@ -51,6 +52,11 @@ def make_app(
     surveys = extra.pop("surveys", None)
     bot = Bot(db, surveys=surveys, image_media_id=settings.image_media_id)
     users = UserStats(db)
+    # The WeChat API client (None without AppID/AppSecret) and the image reply kept in step with
+    # `python -m service media upload` (see service/wechat_api.py).
+    wechat_api = extra.pop("wechat_api", None) or make_api(settings, db)
+    image_reply = ImageReply(db, bot, settings.image_media_id)
+    bot.refresh_image = image_reply
     crypto = (
         Crypto(settings.wechat_token, settings.encoding_aes_key, settings.app_id)
         if settings.aes_enabled
@@ -65,9 +71,16 @@ def make_app(
         "users": users,
         "inbox": Inbox(db, bot, users),
         "crypto": crypto,
+        "wechat_api": wechat_api,
+        "image_reply": image_reply,
         "cookie_secret": settings.cookie_secret or None,
         "xsrf_cookies": True,
         "log_function": _log_request,
     }
     app_settings.update(extra)
+    app_settings["on_shutdown"] = [
+        *app_settings.get("on_shutdown", []),
+        image_reply.close,
+        *([wechat_api.close] if wechat_api is not None else []),
+    ]
     return tornado.web.Application(routes, **app_settings)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -67,12 +68,17 @@ class Bot:
         self.surveys = surveys
         # Mutable on purpose: `python -m service media upload` changes it at run time.
         self.image_media_id = image_media_id
+        # Optional hook awaited before an image reply (make_app sets it to a
+        # ``service.wechat_api.ImageReply``): keeps image_media_id in step with `media upload`.
+        self.refresh_image: Callable[[], Awaitable[None]] | None = None
         self._rng = rng or random.Random()  # noqa: S311 - greetings, not secrets
 
     async def reply(self, message: Message) -> Reply:
         if message.msg_type == "text":
             return await self._text(message, message.content)
         if message.msg_type == "image":
+            if self.refresh_image is not None:
+                await self.refresh_image()
             if self.image_media_id:
                 return Reply.image(self.image_media_id)
             return Reply.text(IMAGE_RECEIVED_TEXT)

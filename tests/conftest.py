@@ -26,6 +26,11 @@ TOKEN = "test-token"
 APP_ID = "wx1234567890abcdef"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"  # 43 characters, as WeChat generates
 
+# Fixture plugins of other parts of the suite (one line each).
+pytest_plugins = [
+    "tests.fake_wechat_api_fixtures",
+]
+
 
 @pytest.fixture(autouse=True)
 def _no_uncaught_handler_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:

@@ -69,7 +69,7 @@ def make_app(
         "bot": bot,
         "surveys": surveys,
         "users": users,
-        "inbox": Inbox(db, bot, users),
+        "inbox": Inbox(db, bot, users, store_messages=settings.store_messages),
         "crypto": crypto,
         "wechat_api": wechat_api,
         "image_reply": image_reply,

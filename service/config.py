@@ -92,6 +92,8 @@ class Settings:
     xheaders: bool = True
     host: str = "127.0.0.1"
     port: int = 8000
+    # Benchmark only, no environment variable: `serve --no-store` answers without storing.
+    store_messages: bool = True
     # The owner's time zone: "today" on the dashboard, day boundaries in charts.
     timezone: str = "Asia/Shanghai"
 

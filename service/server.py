@@ -107,6 +107,8 @@ async def serve(settings: Settings, *, dev: bool = False) -> None:
             where,
             "embedded SecantusDB" if rt.embedded else "MONGODB_URI",
         )
+        if not settings.store_messages:
+            log.warning("--no-store: messages are answered but NOT stored (benchmark only)")
         if dev:
             print(
                 f"\n  WeChat endpoint: {where}/wechat\n"
@@ -131,6 +133,8 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["host"] = args.host
     if args.port:
         overrides["port"] = args.port
+    if args.no_store:
+        overrides["store_messages"] = False
     try:
         settings = load_settings(args, dev=args.dev, **overrides)
         if not settings.cookie_secret:
@@ -152,5 +156,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--dev",
         action="store_true",
         help="development: without WECHAT_TOKEN, use a generated token kept under DATA_DIR",
+    )
+    p.add_argument(
+        "--no-store",
+        action="store_true",
+        help="benchmark only: answer messages without storing them (no exactly-once)",
     )
     p.set_defaults(func=_serve)

@@ -1,0 +1,61 @@
+"""The reference: the fastest ``/wechat`` one Tornado process can answer on this machine.
+
+A bare handler that returns a constant reply XML without looking at the query string or parsing
+the body (Tornado still reads the body). The benchmark measures it in the same run as the service
+and reports the service's throughput as a ratio to it, so the figures hold on any machine.
+
+    python bench/reference_server.py --port 8100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+import tornado.httpserver
+import tornado.web
+
+REPLY = (
+    b"<xml><ToUserName><![CDATA[sim-bench]]></ToUserName>"
+    b"<FromUserName><![CDATA[gh_bench]]></FromUserName><CreateTime>1700000000</CreateTime>"
+    b"<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[\xe4\xbd\xa0\xe5\xa5\xbd\xef\xbc\x81]]>"
+    b"</Content></xml>"
+)
+
+
+class ConstantHandler(tornado.web.RequestHandler):
+    def check_xsrf_cookie(self) -> None:
+        """Like the service's endpoint: no XSRF cookie on /wechat."""
+
+    def post(self) -> None:
+        self.set_header("Content-Type", "application/xml; charset=UTF-8")
+        self.finish(REPLY)
+
+
+def make_app() -> tornado.web.Application:
+    # No access log: log_function is a no-op (the service logs one line per request; that cost
+    # is part of what the ratio shows).
+    return tornado.web.Application(
+        [(r"/wechat/?", ConstantHandler)], log_function=lambda handler: None
+    )
+
+
+async def main(host: str, port: int) -> None:
+    server = tornado.httpserver.HTTPServer(make_app())
+    server.listen(port, host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"reference listening on http://{host}:{port}", flush=True)
+    await stop.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    asyncio.run(main(args.host, args.port))

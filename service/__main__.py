@@ -15,6 +15,7 @@ from . import __version__
 
 CLI_MODULES = [
     "service.server",
+    "service.api_cli",
 ]
 
 

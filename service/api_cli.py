@@ -1,0 +1,230 @@
+"""WeChat API commands: ``media upload``, ``menu push`` / ``menu check``, ``send``.
+
+::
+
+    python -m service media upload IMAGE [--permanent]  # upload, store, make it the image reply
+    python -m service menu check menu.yaml             # validate only (no network)
+    python -m service menu push menu.yaml              # validate, then create the custom menu
+    python -m service send OPENID TEXT                 # a customer-service text message
+
+They need ``WECHAT_APP_ID`` and ``WECHAT_APP_SECRET`` (``WECHAT_TOKEN`` is not needed) and the
+database the service uses (``MONGODB_URI``), where the shared access_token lives; without
+``MONGODB_URI`` they start the embedded database under ``DATA_DIR``, which a running service
+holds: stop it first, or point both at a MongoDB server. Exit status: 0 done, 1 WeChat refused or
+could not be reached, 2 bad input or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from pymongo.errors import PyMongoError
+
+from .config import ConfigError, Settings
+from .db import connect, ensure_indexes
+from .embedded import EmbeddedDatabase, EmbeddedDatabaseError
+from .store import tokens
+from .wechat_api import MenuError, WeChatAPI, WeChatAPIError, load_menu, make_api, menu_keys
+
+__all__ = ["add_parser", "cli_settings"]
+
+# Temporary media live three days on WeChat's side.
+TEMPORARY_MEDIA_SECONDS = 3 * 24 * 3600
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def cli_settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment (and ``--config``); these commands need no WECHAT_TOKEN."""
+    config_file = getattr(args, "config", None)
+    try:
+        return Settings.from_env(config_file=config_file)
+    except ConfigError as e:
+        if "WECHAT_TOKEN" not in str(e):
+            raise
+    return Settings.from_env(config_file=config_file, wechat_token="-")  # noqa: S106 - unused
+
+
+@contextlib.asynccontextmanager
+async def _api(settings: Settings) -> AsyncIterator[tuple[WeChatAPI, Any]]:
+    """The database (embedded if ``MONGODB_URI`` is unset) and a WeChatAPI on it."""
+    embedded: EmbeddedDatabase | None = None
+    uri = settings.mongodb_uri
+    if settings.embedded_db:
+        embedded = EmbeddedDatabase(
+            settings.data_dir / "secantus", log_path=settings.data_dir / "secantus.log"
+        )
+        await asyncio.to_thread(embedded.start)
+        uri = embedded.uri
+    client, db = connect(settings, uri)
+    try:
+        await ensure_indexes(db)
+        api = make_api(settings, db)
+        if api is None:
+            raise ConfigError("WECHAT_APP_ID and WECHAT_APP_SECRET are required for this command")
+        try:
+            yield api, db
+        finally:
+            await api.close()
+    finally:
+        await client.close()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+def _run(args: argparse.Namespace, action: Callable[[WeChatAPI, Any], Awaitable[int]]) -> int:
+    try:
+        settings = cli_settings(args)
+        if not settings.app_id or not settings.app_secret:
+            raise ConfigError("WECHAT_APP_ID and WECHAT_APP_SECRET are required for this command")
+
+        async def main() -> int:
+            async with _api(settings) as (api, db):
+                return await action(api, db)
+
+        return asyncio.run(main())
+    except (ConfigError, EmbeddedDatabaseError, MenuError, ValueError, OSError) as e:
+        _err(f"错误 / error: {e}")
+        return 2
+    except WeChatAPIError as e:
+        _err(f"微信接口错误 / WeChat API error: {e}")
+        return 1
+    except PyMongoError as e:
+        _err(f"数据库错误 / database error: {e}")
+        return 1
+
+
+# -- media upload ---------------------------------------------------------------------------------
+
+
+def _media_upload(args: argparse.Namespace) -> int:
+    image: Path = args.image
+    permanent: bool = args.permanent
+
+    async def action(api: WeChatAPI, db: Any) -> int:
+        media_id = await api.upload_image(image, permanent=permanent)
+        now = dt.datetime.now(dt.UTC)
+        await tokens.set_image_media_id(
+            db,
+            media_id,
+            source="media upload",
+            file=image.name,
+            permanent=permanent,
+            expires_at=None if permanent else now + dt.timedelta(seconds=TEMPORARY_MEDIA_SECONDS),
+        )
+        print(media_id)
+        print(
+            "已设为收到图片时的回复，运行中的服务一分钟内生效。\n"
+            "Now the image reply; running processes pick it up within a minute.",
+            file=sys.stderr,
+        )
+        if not permanent:
+            print(
+                "注意：临时素材 3 天后失效，长期使用请加 --permanent。\n"
+                "Note: temporary media expire after 3 days; use --permanent to keep it.",
+                file=sys.stderr,
+            )
+        return 0
+
+    return _run(args, action)
+
+
+# -- menu -----------------------------------------------------------------------------------------
+
+
+def _describe_menu(menu: dict[str, Any]) -> str:
+    lines = []
+    for button in menu["button"]:
+        if "sub_button" in button:
+            lines.append(f"- {button['name']}")
+            lines.extend(f"  - {_describe_item(sub)}" for sub in button["sub_button"])
+        else:
+            lines.append(f"- {_describe_item(button)}")
+    return "\n".join(lines)
+
+
+def _describe_item(item: dict[str, Any]) -> str:
+    detail = item.get("key") or item.get("url") or item.get("media_id") or item.get("article_id")
+    return f"{item['name']} ({item['type']}: {detail})"
+
+
+def _menu_check(args: argparse.Namespace) -> int:
+    try:
+        menu = load_menu(args.file)
+    except (MenuError, OSError) as e:
+        _err(f"错误 / error: {e}")
+        return 2
+    print(_describe_menu(menu))
+    keys = menu_keys(menu)
+    if keys:
+        print("CLICK keys (routed like typed keywords): " + ", ".join(keys))
+    return 0
+
+
+def _menu_push(args: argparse.Namespace) -> int:
+    try:
+        menu = load_menu(args.file)  # before any network or database work
+    except (MenuError, OSError) as e:
+        _err(f"错误 / error: {e}")
+        return 2
+
+    async def action(api: WeChatAPI, db: Any) -> int:
+        await api.create_menu(menu)
+        print(_describe_menu(menu))
+        print("菜单已创建（用户重新进入公众号后可见）/ menu created", file=sys.stderr)
+        return 0
+
+    return _run(args, action)
+
+
+# -- send -----------------------------------------------------------------------------------------
+
+
+def _send(args: argparse.Namespace) -> int:
+    openid: str = args.openid
+    text: str = args.text
+
+    async def action(api: WeChatAPI, db: Any) -> int:
+        await api.send_text(openid, text)
+        print("已发送 / sent", file=sys.stderr)
+        return 0
+
+    return _run(args, action)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    media = sub.add_parser("media", help="WeChat media: upload the image reply")
+    media_sub = media.add_subparsers(dest="media_command", required=True, metavar="ACTION")
+    upload = media_sub.add_parser(
+        "upload", help="upload IMAGE, store its media_id and make it the image reply"
+    )
+    upload.add_argument("image", type=Path, help="a JPG/PNG/GIF/BMP file, at most 10 MB")
+    upload.add_argument(
+        "--permanent",
+        action="store_true",
+        help="add to the permanent material library (temporary media expire after 3 days)",
+    )
+    upload.set_defaults(func=_media_upload)
+
+    menu = sub.add_parser("menu", help="the custom menu")
+    menu_sub = menu.add_subparsers(dest="menu_command", required=True, metavar="ACTION")
+    check = menu_sub.add_parser("check", help="validate a menu YAML file (no network)")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=_menu_check)
+    push = menu_sub.add_parser("push", help="validate a menu YAML file and create the menu")
+    push.add_argument("file", type=Path)
+    push.set_defaults(func=_menu_push)
+
+    send = sub.add_parser("send", help="send a customer-service text message")
+    send.add_argument("openid")
+    send.add_argument("text")
+    send.set_defaults(func=_send)

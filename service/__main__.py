@@ -16,6 +16,7 @@ from . import __version__
 CLI_MODULES = [
     "service.server",
     "service.api_cli",
+    "service.surveys.cli",
 ]
 
 

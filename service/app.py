@@ -16,6 +16,7 @@ from .bot import Bot
 from .config import Settings
 from .inbox import Inbox
 from .store.users import UserStats
+from .surveys import load_engine
 from .wechat import Crypto
 from .wechat_api import ImageReply, make_api
 
@@ -49,7 +50,8 @@ def make_app(
     """Build the application; ``extra`` overrides or adds application settings (tests use it)."""
     from handlers import wechat
 
-    surveys = extra.pop("surveys", None)
+    # An invalid survey definition raises SurveyLoadError here, listing every mistake.
+    surveys = extra.pop("surveys", None) or load_engine(settings)
     bot = Bot(db, surveys=surveys, image_media_id=settings.image_media_id)
     users = UserStats(db)
     # The WeChat API client (None without AppID/AppSecret) and the image reply kept in step with

@@ -1,0 +1,508 @@
+"""The survey engine: one text message in, one reply out, the user's progress stored exactly once.
+
+``SurveyEngine.handle_text(db, message, text)`` is what the bot router calls (the ``SurveyHook``
+protocol in ``service/bot.py``); ``None`` means "not for a survey" and the router greets instead.
+
+Per message, the engine
+1. matches keywords and commands in memory (``爆肝度调查``, ``退出``/``quit``, ``重新开始``);
+2. reads all of the user's survey sessions with one ``find`` (an ordinary text from a user with no
+   survey in progress costs exactly this one round trip);
+3. answers a WeChat retry (a message key it has already applied) with the reply stored then,
+   changing nothing;
+4. decides the transition in memory and applies it with one write conditional on the session's
+   version (``update_one({_id, v})``, or ``insert_one`` for a first start). A write that matches
+   nothing lost a race with another message of the same user: read again and decide again.
+
+So a survey answer costs two round trips (read + conditional write), and two concurrent messages
+of one user can never both apply to the same question.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from ..inbox import TEST_OPENID_PREFIX
+from ..store import surveys as store
+from ..wechat import Message, Reply
+from .loader import load_dir, normalize_keyword
+from .model import SHANGHAI, Question, Survey
+from .parsing import Answer, Invalid, accepted_hint, parse_answer
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["EXIT_WORDS", "RESTART_WORDS", "SurveyEngine", "load_engine"]
+
+log = logging.getLogger(__name__)
+
+EXIT_WORDS = frozenset({"退出", "quit", "exit", "暂停"})
+RESTART_WORDS = frozenset({"重新开始", "restart"})
+ALREADY_TAKEN = "已经参加过本项活动，不要试图重新开始"
+BUSY = "同时收到了你的好几条消息，请稍等片刻再回复一次。"
+MAX_ATTEMPTS = 6
+
+Db = AsyncDatabase[dict[str, Any]]
+Write = Callable[[Db], Awaitable[bool]]
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What to answer and which write (if any) must succeed first."""
+
+    reply: str | None
+    writes: list[Write] = dataclasses.field(default_factory=list)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _local(moment: dt.datetime) -> str:
+    return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+
+
+class SurveyEngine:
+    """Holds the loaded surveys (immutable) and runs conversations against the database."""
+
+    def __init__(
+        self, surveys: Iterable[Survey], *, test_prefix: str = TEST_OPENID_PREFIX
+    ) -> None:
+        self.surveys: dict[str, Survey] = {s.id: s for s in surveys}
+        self.test_prefix = test_prefix
+        self._keywords: dict[str, Survey] = {}
+        for survey in self.surveys.values():
+            for word in survey.keywords:
+                self._keywords[normalize_keyword(word)] = survey
+
+    # -- what the router and the dashboard use ---------------------------------------------------
+    def get(self, survey_id: str) -> Survey | None:
+        return self.surveys.get(survey_id)
+
+    def all_surveys(self) -> list[Survey]:
+        return list(self.surveys.values())
+
+    def keyword_survey(self, text: str) -> Survey | None:
+        return self._keywords.get(normalize_keyword(text))
+
+    def start_hint(self) -> str:
+        """One line per open survey: ``回复「爆肝度调查」开始爆肝度调查``."""
+        now = _now()
+        lines = [
+            f"回复「{s.keywords[0]}」开始{s.title}"
+            for s in self.surveys.values()
+            if s.availability(now) == "open"
+        ]
+        return "\n".join(lines)
+
+    async def handle_text(self, db: Db, message: Message, text: str) -> Reply | None:
+        """The reply to ``text`` from ``message.openid`` if a survey claims it, else ``None``."""
+        if not self.surveys:
+            return None
+        folded = normalize_keyword(text)
+        keyword = self._keywords.get(folded)
+        command = "exit" if folded in EXIT_WORDS else "restart" if folded in RESTART_WORDS else ""
+        for attempt in range(MAX_ATTEMPTS):
+            sessions = await store.user_sessions(db, message.openid)
+            for doc in sessions:
+                for entry in doc.get("recent") or ():
+                    if entry.get("k") == message.key:
+                        return Reply.text(entry.get("r", ""))
+            plan = self._decide(message, text, keyword, command, sessions)
+            if plan is None:
+                return None
+            if await self._apply(db, plan):
+                return Reply.text(plan.reply) if plan.reply is not None else None
+            log.info("survey write lost a race (attempt %d); reading again", attempt + 1)
+        log.warning("survey state kept changing under %d attempts; asking to resend", MAX_ATTEMPTS)
+        return Reply.text(BUSY)
+
+    @staticmethod
+    async def _apply(db: Db, plan: _Plan) -> bool:
+        for write in plan.writes:
+            if not await write(db):
+                return False
+        return True
+
+    # -- decisions (in memory) -----------------------------------------------------------------
+    def _decide(
+        self,
+        message: Message,
+        text: str,
+        keyword: Survey | None,
+        command: str,
+        sessions: Sequence[dict[str, Any]],
+    ) -> _Plan | None:
+        now = _now()
+        pre: list[Write] = []
+        for doc in sessions:
+            if not doc.get("active_user"):
+                continue
+            survey = self.surveys.get(doc["survey"])
+            status = survey.availability(now) if survey is not None else "gone"
+            if survey is not None and status == "open":
+                plan = self._in_survey(message, text, keyword, command, survey, doc)
+                if plan is not None:
+                    plan.writes[:0] = pre
+                return plan
+            # The survey closed (or disappeared) mid-way: set the session aside.
+            pre.append(self._deactivate(doc, now))
+            if survey is not None and keyword is None and not command and not message.is_event:
+                answered = len(doc.get("answers") or [])
+                return _Plan(
+                    f"「{survey.title}」已经结束，你答过的 {answered} 题都已保存。感谢参与！",
+                    pre,
+                )
+        plan = self._idle(message, keyword, command, sessions, now)
+        if plan is None:
+            return _Plan(None, pre) if pre else None
+        plan.writes[:0] = pre
+        return plan
+
+    def _idle(
+        self,
+        message: Message,
+        keyword: Survey | None,
+        command: str,
+        sessions: Sequence[dict[str, Any]],
+        now: dt.datetime,
+    ) -> _Plan | None:
+        """No survey in progress: only keywords and commands are for us."""
+        by_survey = {doc["survey"]: doc for doc in sessions}
+        if keyword is not None:
+            return self._keyword(message, keyword, by_survey.get(keyword.id), now)
+        if command == "exit":
+            return _Plan(self._with_hint("当前没有正在进行的调查。"))
+        if command == "restart":
+            latest = next((d for d in sessions if d["survey"] in self.surveys), None)
+            if latest is None:
+                return _Plan(self._with_hint("你还没有参加过调查。"))
+            survey = self.surveys[latest["survey"]]
+            return self._keyword(message, survey, latest, now, restart=True)
+        return None
+
+    def _keyword(
+        self,
+        message: Message,
+        survey: Survey,
+        doc: dict[str, Any] | None,
+        now: dt.datetime,
+        *,
+        restart: bool = False,
+    ) -> _Plan:
+        """A start keyword (or ``重新开始``) for ``survey`` while no survey is in progress."""
+        status = survey.availability(now)
+        if status != "open":
+            text = self._unavailable(survey, status)
+            if doc is not None and doc.get("state") == "finished":
+                text += "\n\n" + self._result_block(survey, doc)
+            return _Plan(text)
+        if doc is None:
+            if restart:
+                return _Plan(self._with_hint("你还没有参加过调查。"))
+            reply = self._start_text(survey) + "\n\n" + self._question_text(survey, survey.first)
+            return _Plan(reply, [self._insert(message, survey, reply, now)])
+        if doc.get("state") == "finished":
+            if not survey.allow_retake:
+                return _Plan(ALREADY_TAKEN + "\n\n" + self._result_block(survey, doc))
+            attempt = int(doc.get("attempt", 1)) + 1
+            previous = (doc.get("result") or {}).get("title")
+            lead = f"这是你第 {attempt} 次参加「{survey.title}」"
+            lead += f"，上次的结果是「{previous}」。" if previous else "。"
+            reply = (
+                f"{lead}\n\n{self._start_text(survey)}\n\n"
+                f"{self._question_text(survey, survey.first)}"
+            )
+            return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
+        # In progress but paused (or set aside): resume, or start over when asked and allowed.
+        if restart:
+            if not survey.allow_retake:
+                return _Plan(
+                    f"「{survey.title}」不支持重新开始。回复「{survey.keywords[0]}」"
+                    f"从第 {self._position(survey, doc)} 题继续作答。"
+                )
+            reply = f"好的，「{survey.title}」从头开始。\n\n" + self._question_text(
+                survey, survey.first
+            )
+            return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
+        question = self._current(survey, doc)
+        reply = f"欢迎回来！继续「{survey.title}」。\n\n" + self._question_text(survey, question)
+        return _Plan(
+            reply,
+            [self._update(message, doc, reply, set_fields={
+                "active_user": message.openid, "paused": False, "current": question.id,
+            })],
+        )
+
+    def _in_survey(
+        self,
+        message: Message,
+        text: str,
+        keyword: Survey | None,
+        command: str,
+        survey: Survey,
+        doc: dict[str, Any],
+    ) -> _Plan | None:
+        """The user is answering ``survey``: an answer, a command, or a keyword."""
+        question = self._current(survey, doc)
+        now = _now()
+        if command == "exit":
+            answered = len(doc.get("answers") or [])
+            reply = (
+                f"已暂停「{survey.title}」（已答 {answered}/{survey.total} 题）。"
+                f"想继续时回复「{survey.keywords[0]}」，"
+                f"从第 {survey.position(question.id)} 题接着答。"
+            )
+            return _Plan(reply, [self._update(
+                message, doc, reply,
+                set_fields={"paused": True, "paused_at": now, "current": question.id},
+                unset_fields=("active_user",),
+            )])
+        if command == "restart":
+            if not survey.allow_retake:
+                return _Plan(
+                    f"「{survey.title}」不支持重新开始，请继续作答。\n\n"
+                    + self._question_text(survey, question)
+                )
+            reply = f"好的，「{survey.title}」从头开始。\n\n" + self._question_text(
+                survey, survey.first
+            )
+            return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
+        if keyword is not None:
+            if keyword.id == survey.id:
+                return _Plan(
+                    f"你正在参加「{survey.title}」，接着答就好。\n\n"
+                    + self._question_text(survey, question)
+                )
+            return _Plan(
+                f"你正在参加「{survey.title}」（第 {survey.position(question.id)}/{survey.total} "
+                f"题）。先回复「退出」暂停，再回复「{keyword.keywords[0]}」开始「{keyword.title}」。"
+            )
+        if message.is_event:
+            return None  # a menu click that is not a keyword is not an answer
+        parsed = parse_answer(text, question)
+        if isinstance(parsed, Invalid):
+            return _Plan(
+                f"{parsed.message}回复「退出」可暂停。\n\n" + self._question_text(survey, question)
+            )
+        return self._answer(message, survey, doc, question, parsed, now)
+
+    def _answer(
+        self,
+        message: Message,
+        survey: Survey,
+        doc: dict[str, Any],
+        question: Question,
+        answer: Answer,
+        now: dt.datetime,
+    ) -> _Plan:
+        entry = {"q": question.id, **answer.document(), "at": now, "key": message.key}
+        following = survey.next_after(question, answer.choices)
+        if following is not None:
+            nxt = survey.question(following)
+            assert nxt is not None  # noqa: S101 - jumps are validated at load time
+            reply = self._question_text(survey, nxt)
+            return _Plan(reply, [self._update(
+                message, doc, reply, set_fields={"current": following}, answer=entry,
+            )])
+        answers = [*(doc.get("answers") or []), entry]
+        result = survey.result(answers)
+        stored = {"score": result.score, "result": result.document(), "finished_at": now}
+        reply = self._finish_text(survey, {**doc, **stored, "answers": answers})
+        return _Plan(reply, [self._update(
+            message, doc, reply,
+            set_fields={"state": "finished", "current": None, "paused": False, **stored},
+            unset_fields=("active_user",),
+            answer=entry,
+        )])
+
+    # -- writes --------------------------------------------------------------------------------
+    def _insert(self, message: Message, survey: Survey, reply: str, now: dt.datetime) -> Write:
+        reply = Reply.text(reply).content
+        doc = {
+            "_id": store.session_id(survey.id, message.openid),
+            "survey": survey.id,
+            "openid": message.openid,
+            "test_user": message.openid.startswith(self.test_prefix),
+            "state": "in_progress",
+            "paused": False,
+            "active_user": message.openid,
+            "current": survey.first.id,
+            "answers": [],
+            "attempt": 1,
+            "started_at": now,
+            "updated_at": now,
+            "v": 1,
+            "recent": [{"k": message.key, "r": reply}],
+        }
+
+        async def write(db: Db) -> bool:
+            return await store.insert_session(db, doc)
+
+        return write
+
+    def _update(
+        self,
+        message: Message,
+        doc: Mapping[str, Any],
+        reply: str | None,
+        *,
+        set_fields: Mapping[str, Any] | None = None,
+        unset_fields: Sequence[str] = (),
+        answer: Mapping[str, Any] | None = None,
+        archive: Mapping[str, Any] | None = None,
+    ) -> Write:
+        recent = {"k": message.key, "r": Reply.text(reply).content} if reply is not None else None
+
+        async def write(db: Db) -> bool:
+            return await store.update_session(
+                db, doc["_id"], int(doc.get("v", 0)),
+                set_fields=set_fields, unset_fields=unset_fields, answer=answer,
+                recent=recent, archive=archive,
+            )
+
+        return write
+
+    def _restart(
+        self, message: Message, survey: Survey, doc: Mapping[str, Any], reply: str, now: dt.datetime
+    ) -> Write:
+        archive = {
+            key: doc.get(key)
+            for key in ("attempt", "state", "answers", "score", "result", "started_at",
+                        "finished_at")
+        }
+        return self._update(
+            message, doc, reply,
+            set_fields={
+                "state": "in_progress",
+                "paused": False,
+                "active_user": message.openid,
+                "current": survey.first.id,
+                "answers": [],
+                "attempt": int(doc.get("attempt", 1)) + 1,
+                "started_at": now,
+            },
+            unset_fields=("score", "result", "finished_at", "paused_at"),
+            archive=archive,
+        )
+
+    def _deactivate(self, doc: Mapping[str, Any], now: dt.datetime) -> Write:
+        sid, version = doc["_id"], int(doc.get("v", 0))
+
+        async def write(db: Db) -> bool:
+            return await store.update_session(
+                db, sid, version, set_fields={"paused": True, "paused_at": now},
+                unset_fields=("active_user",),
+            )
+
+        return write
+
+    # -- texts ---------------------------------------------------------------------------------
+    def _with_hint(self, text: str) -> str:
+        hint = self.start_hint()
+        return f"{text}{hint}。" if hint else text
+
+    @staticmethod
+    def _current(survey: Survey, doc: Mapping[str, Any]) -> Question:
+        current = doc.get("current")
+        question = survey.question(current) if current else None
+        if question is not None:
+            return question
+        # The definition changed under a running session: continue after the last known answer.
+        answered = {a.get("q") for a in doc.get("answers") or []}
+        for candidate in survey.questions:
+            if candidate.id not in answered:
+                return candidate
+        return survey.questions[-1]
+
+    def _position(self, survey: Survey, doc: Mapping[str, Any]) -> int:
+        return survey.position(self._current(survey, doc).id)
+
+    @staticmethod
+    def _start_text(survey: Survey) -> str:
+        if survey.intro:
+            return survey.intro
+        return (
+            f"欢迎参加「{survey.title}」！共 {survey.total} 题，按提示回复即可作答。\n"
+            f"中途回复「退出」可暂停，再发「{survey.keywords[0]}」接着答。"
+        )
+
+    @staticmethod
+    def _question_text(survey: Survey, question: Question) -> str:
+        head = f"第 {survey.position(question.id)}/{survey.total} 题"
+        if question.kind != "single":
+            head += f"（{question.kind_name}）"
+        lines = [f"{head}：{question.text}"]
+        if question.kind in ("single", "multiple"):
+            lines += [f"{i}. {option.label}" for i, option in enumerate(question.options, 1)]
+        if question.kind == "rating" and (question.min_label or question.max_label):
+            lines.append(
+                f"{question.scale_min} = {question.min_label or '最低'}，"
+                f"{question.scale_max} = {question.max_label or '最高'}"
+            )
+        if question.hint:
+            lines.append(question.hint)
+        elif question.kind != "single":
+            lines.append(accepted_hint(question))
+        return "\n".join(lines)
+
+    @staticmethod
+    def _result_block(survey: Survey, doc: Mapping[str, Any]) -> str:
+        result = doc.get("result") or {}
+        lines: list[str] = []
+        if survey.bands:
+            top = survey.score_range()[1]
+            lines.append(f"你的得分：{doc.get('score', 0)} 分（满分 {top} 分）")
+        if result.get("title"):
+            lines.append(f"结果：{result['title']}")
+            band = next((b for b in survey.bands if b.id == result.get("band")), None)
+            comment = band.comment if band is not None else result.get("comment")
+            if comment:
+                lines.append(comment)
+        for dimension in survey.dimensions:
+            info = (result.get("dims") or {}).get(dimension.id) or {}
+            line = f"{dimension.title}：{info.get('score', 0)} 分"
+            if info.get("title"):
+                line += f"，{info['title']}"
+            lines.append(line)
+        if not lines:
+            finished = doc.get("finished_at")
+            when = f"于 {_local(finished)} " if isinstance(finished, dt.datetime) else ""
+            lines.append(f"你已{when}完成全部 {survey.total} 题。")
+        return "\n".join(lines)
+
+    def _finish_text(self, survey: Survey, doc: Mapping[str, Any]) -> str:
+        parts = [f"「{survey.title}」答完啦，感谢参与！"]
+        if survey.scored:
+            parts.append(self._result_block(survey, doc))
+        if survey.outro:
+            parts.append(survey.outro)
+        return "\n\n".join(parts)
+
+    @staticmethod
+    def _unavailable(survey: Survey, status: str) -> str:
+        if status == "not_yet" and survey.opens_at is not None:
+            return f"「{survey.title}」将于 {_local(survey.opens_at)} 开放，敬请期待。"
+        if status == "ended" and survey.closes_at is not None:
+            return f"「{survey.title}」已于 {_local(survey.closes_at)} 结束，感谢关注。"
+        return f"「{survey.title}」暂未开放，感谢关注。"
+
+
+def load_engine(settings: Settings | None = None, folder: Path | None = None) -> SurveyEngine:
+    """Load every survey in ``folder`` (default ``settings.surveys_dir``, else the shipped ones).
+
+    Raises ``SurveyLoadError`` listing every mistake: an invalid survey stops start-up.
+    """
+    if folder is None and settings is not None:
+        folder = settings.surveys_dir
+    surveys = load_dir(folder)
+    log.info(
+        "loaded %d survey(s): %s", len(surveys), ", ".join(s.id for s in surveys) or "none"
+    )
+    return SurveyEngine(surveys)

@@ -1,0 +1,263 @@
+"""A survey as loaded from YAML: questions, options, scoring, result bands, availability.
+
+Everything here is immutable and free of I/O; ``loader`` builds it (after validation) and
+``engine`` walks it one answer at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+from zoneinfo import ZoneInfo
+
+__all__ = [
+    "END",
+    "KINDS",
+    "SHANGHAI",
+    "Band",
+    "Dimension",
+    "Option",
+    "Question",
+    "Result",
+    "Survey",
+]
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+END = "end"  # the jump target that ends the survey
+KINDS = ("single", "multiple", "rating", "number", "text")
+KIND_NAMES = {
+    "single": "单选",
+    "multiple": "多选",
+    "rating": "评分",
+    "number": "数字",
+    "text": "填空",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    label: str
+    score: int = 0
+    dims: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    next: str | None = None  # a question id, END, or None (the question's own ``next``)
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+    id: str
+    kind: str
+    text: str
+    options: tuple[Option, ...] = ()
+    next: str | None = None
+    hint: str = ""
+    # multiple
+    min_choices: int = 1
+    max_choices: int = 0  # 0: as many as there are options
+    # rating
+    scale_min: int = 1
+    scale_max: int = 5
+    min_label: str = ""
+    max_label: str = ""
+    scored: bool = False
+    dimension: str = ""
+    # number
+    min_value: float | None = None
+    max_value: float | None = None
+    integer: bool = False
+    unit: str = ""
+    # text
+    max_length: int = 200
+
+    @property
+    def kind_name(self) -> str:
+        return KIND_NAMES[self.kind]
+
+    @property
+    def most_choices(self) -> int:
+        return self.max_choices or len(self.options)
+
+    def score_range(self) -> tuple[int, int]:
+        """The lowest and highest score one answer to this question can add to the total."""
+        if self.kind == "single":
+            scores = [o.score for o in self.options]
+            return min(scores), max(scores)
+        if self.kind == "multiple":
+            scores = sorted(o.score for o in self.options)
+            low = sum(scores[: self.min_choices])
+            low += sum(s for s in scores[self.min_choices : self.most_choices] if s < 0)
+            high_sorted = scores[::-1]
+            high = sum(high_sorted[: self.min_choices])
+            high += sum(s for s in high_sorted[self.min_choices : self.most_choices] if s > 0)
+            return low, high
+        if self.kind == "rating" and self.scored:
+            return self.scale_min, self.scale_max
+        return 0, 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Band:
+    """A score range ``[low, high]`` (inclusive) and what it means."""
+
+    id: str
+    low: int
+    high: int
+    title: str
+    comment: str = ""
+
+    def contains(self, score: int) -> bool:
+        return self.low <= score <= self.high
+
+
+@dataclasses.dataclass(frozen=True)
+class Dimension:
+    id: str
+    title: str
+    bands: tuple[Band, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """A finished attempt's outcome, as stored in the session document."""
+
+    score: int
+    band: Band | None
+    dims: Mapping[str, int]
+    dim_bands: Mapping[str, Band | None]
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "band": self.band.id if self.band else None,
+            "title": self.band.title if self.band else None,
+            "comment": self.band.comment if self.band else None,
+            "dims": {
+                key: {"score": value, "band": b.id if b else None, "title": b.title if b else None}
+                for key, value in self.dims.items()
+                for b in [self.dim_bands.get(key)]
+            },
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Survey:
+    id: str
+    title: str
+    keywords: tuple[str, ...]
+    questions: tuple[Question, ...]
+    intro: str = ""
+    outro: str = ""
+    bands: tuple[Band, ...] = ()
+    dimensions: tuple[Dimension, ...] = ()
+    allow_retake: bool = False
+    open: bool = True
+    opens_at: dt.datetime | None = None
+    closes_at: dt.datetime | None = None
+    source: str = ""
+    _positions: Mapping[str, int] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        positions = {q.id: i for i, q in enumerate(self.questions)}
+        object.__setattr__(self, "_positions", MappingProxyType(positions))
+
+    # -- structure ------------------------------------------------------------------------------
+    @property
+    def total(self) -> int:
+        return len(self.questions)
+
+    @property
+    def first(self) -> Question:
+        return self.questions[0]
+
+    def question(self, qid: str) -> Question | None:
+        index = self._positions.get(qid)
+        return None if index is None else self.questions[index]
+
+    def position(self, qid: str) -> int:
+        """1-based position of a question (``第 k/n 题``)."""
+        return self._positions[qid] + 1
+
+    def next_after(self, question: Question, choices: Iterable[int] = ()) -> str | None:
+        """The id of the question after ``question`` given the chosen options; None at the end."""
+        target: str | None = None
+        if question.kind == "single":
+            for n in choices:
+                target = question.options[n - 1].next
+        target = target or question.next
+        if target == END:
+            return None
+        if target:
+            return target
+        index = self._positions[question.id] + 1
+        return self.questions[index].id if index < len(self.questions) else None
+
+    # -- scoring --------------------------------------------------------------------------------
+    @property
+    def scored(self) -> bool:
+        return bool(self.bands or self.dimensions)
+
+    def score_range(self) -> tuple[int, int]:
+        """Lowest and highest total score over every path through the survey (jumps included)."""
+        low: dict[str | None, int] = {None: 0}
+        high: dict[str | None, int] = {None: 0}
+        for q in reversed(self.questions):
+            if q.kind == "single":
+                los = [o.score + low[self.next_after(q, [i])] for i, o in enumerate(q.options, 1)]
+                his = [o.score + high[self.next_after(q, [i])] for i, o in enumerate(q.options, 1)]
+                low[q.id], high[q.id] = min(los), max(his)
+            else:
+                q_low, q_high = q.score_range()
+                after = self.next_after(q)
+                low[q.id], high[q.id] = q_low + low[after], q_high + high[after]
+        return low[self.first.id], high[self.first.id]
+
+    def band_for(self, score: int) -> Band | None:
+        return _band(self.bands, score)
+
+    def result(self, answers: Iterable[Mapping[str, Any]]) -> Result:
+        total = 0
+        dims: dict[str, int] = {d.id: 0 for d in self.dimensions}
+        for answer in answers:
+            total += int(answer.get("score") or 0)
+            for key, value in (answer.get("dims") or {}).items():
+                dims[key] = dims.get(key, 0) + int(value)
+        dim_bands = {d.id: _band(d.bands, dims.get(d.id, 0)) for d in self.dimensions}
+        return Result(total, self.band_for(total), dims, dim_bands)
+
+    # -- availability ---------------------------------------------------------------------------
+    def availability(self, now: dt.datetime | None = None) -> str:
+        """``open``, ``closed`` (switched off), ``not_yet`` or ``ended`` (time window)."""
+        if not self.open:
+            return "closed"
+        now = now or dt.datetime.now(dt.UTC)
+        if self.opens_at is not None and now < self.opens_at:
+            return "not_yet"
+        if self.closes_at is not None and now >= self.closes_at:
+            return "ended"
+        return "open"
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly summary (the dashboard and ``surveys list`` show it)."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "keywords": list(self.keywords),
+            "questions": self.total,
+            "scored": self.scored,
+            "allow_retake": self.allow_retake,
+            "open": self.open,
+            "opens_at": self.opens_at.isoformat() if self.opens_at else None,
+            "closes_at": self.closes_at.isoformat() if self.closes_at else None,
+            "availability": self.availability(),
+            "source": self.source,
+        }
+
+
+def _band(bands: Iterable[Band], score: int) -> Band | None:
+    for band in bands:
+        if band.contains(score):
+            return band
+    return None

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -37,6 +38,13 @@ __all__ = ["add_parser", "cli_settings"]
 
 # Temporary media live three days on WeChat's side.
 TEMPORARY_MEDIA_SECONDS = 3 * 24 * 3600
+
+
+def _logs_to_stderr() -> None:
+    """Keep stdout for the command's result (e.g. ``MEDIA_ID=$(... media upload x.png)``)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
 
 
 def _err(text: str) -> None:
@@ -82,6 +90,7 @@ async def _api(settings: Settings) -> AsyncIterator[tuple[WeChatAPI, Any]]:
 
 
 def _run(args: argparse.Namespace, action: Callable[[WeChatAPI, Any], Awaitable[int]]) -> int:
+    _logs_to_stderr()
     try:
         settings = cli_settings(args)
         if not settings.app_id or not settings.app_secret:

@@ -460,3 +460,49 @@ def test_menu_file_errors(tmp_path):
     bad.write_text("button: [unclosed\n", encoding="utf-8")
     with pytest.raises(MenuError, match="not valid YAML"):
         load_menu(bad)
+
+
+# -- wiring into the application ------------------------------------------------------------------
+
+
+@pytest.mark.gen_test
+async def test_make_app_provides_the_api_and_closes_it(wechat_settings, db, fake_wechat_api):
+    from service.app import make_app
+
+    app = make_app(wechat_settings, db=db)
+    api = app.settings["wechat_api"]
+    assert isinstance(api, WeChatAPI) and api.base_url == fake_wechat_api.base_url
+    await api.send_reply(OPENID, Reply.text("稍后补发的回复"))
+    assert fake_wechat_api.sent[0]["text"]["content"] == "稍后补发的回复"
+    for hook in app.settings["on_shutdown"]:
+        await hook()
+    await app.settings["users"].close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await api.send_text(OPENID, "after shutdown")
+
+
+def test_make_app_without_credentials_has_no_api(settings, db):
+    from service.app import make_app
+
+    assert make_app(settings, db=db).settings["wechat_api"] is None
+
+
+@pytest.mark.gen_test
+async def test_image_reply_reads_the_database_once_per_interval(db, db_counter):
+    from service.bot import Bot
+    from service.wechat_api import ImageReply
+
+    bot = Bot(db, image_media_id="from-env")
+    refresher = ImageReply(db, bot, "from-env", interval=60)
+    before = db_counter.snapshot()["by_command"].get("find", 0)
+    for _ in range(10):
+        await refresher()
+    assert db_counter.snapshot()["by_command"].get("find", 0) - before == 1
+    assert bot.image_media_id == "from-env"  # nothing stored: the setting stays
+    await tokens.set_image_media_id(db, "uploaded")
+    refresher.interval = 0
+    await refresher()  # starts a background refresh; the message does not wait for it
+    await poll(lambda: bot.image_media_id == "uploaded")
+    await db[tokens.COLLECTION].delete_one({"_id": f"setting:{tokens.IMAGE_MEDIA_ID}"})
+    assert await refresher.refresh() == "from-env"  # removed upload: back to the default
+    await refresher.close()

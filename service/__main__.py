@@ -15,6 +15,7 @@ from . import __version__
 
 CLI_MODULES = [
     "service.server",
+    "service.owners_cli",
     "service.api_cli",
     "service.surveys.cli",
 ]

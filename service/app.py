@@ -48,6 +48,7 @@ def make_app(
     **extra: Any,
 ) -> tornado.web.Application:
     """Build the application; ``extra`` overrides or adds application settings (tests use it)."""
+    import dashboard
     from handlers import wechat
 
     # An invalid survey definition raises SurveyLoadError here, listing every mistake.
@@ -64,7 +65,7 @@ def make_app(
         if settings.aes_enabled
         else None
     )
-    routes: list[Any] = [*wechat.routes]
+    routes: list[Any] = [*wechat.routes, *dashboard.routes]
     app_settings: dict[str, Any] = {
         "config": settings,
         "db": db,
@@ -79,10 +80,12 @@ def make_app(
         "xsrf_cookies": True,
         "log_function": _log_request,
     }
+    app_settings.update(dashboard.app_settings(settings, db))
     app_settings.update(extra)
     app_settings["on_shutdown"] = [
         *app_settings.get("on_shutdown", []),
         image_reply.close,
         *([wechat_api.close] if wechat_api is not None else []),
     ]
+    app_settings["on_shutdown"].append(app_settings["hub"].stop)
     return tornado.web.Application(routes, **app_settings)

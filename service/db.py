@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 STORE_MODULES = [
     "service.store.messages",
     "service.store.users",
+    "service.store.owners",
     "service.store.surveys",
     "service.store.tokens",
 ]

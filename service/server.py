@@ -110,11 +110,13 @@ async def serve(settings: Settings, *, dev: bool = False) -> None:
         if not settings.store_messages:
             log.warning("--no-store: messages are answered but NOT stored (benchmark only)")
         if dev:
+            from .owners_cli import owner_banner
+
             print(
                 f"\n  WeChat endpoint: {where}/wechat\n"
                 f"  Token (development, kept in {settings.data_dir}/dev-token): "
                 f"{settings.wechat_token}\n"
-                f"  Dashboard: {where}/dashboard/\n",
+                f"  Dashboard: {where}/dashboard/\n" + await owner_banner(rt.db),
                 flush=True,
             )
         await stop.wait()

@@ -1,0 +1,60 @@
+"""The owner's dashboard: pages, JSON API, live WebSocket, simulator (served by ``make_app``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from pymongo.asynchronous.database import AsyncDatabase
+
+from service.config import Settings
+from service.live import Hub
+
+from . import api, auth, pages, simulator, surveys, ws
+from .base import StaticHandler
+from .i18n import Translations
+
+__all__ = ["STATIC_DIR", "TEMPLATE_DIR", "app_settings", "routes"]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATE_DIR = PACKAGE_DIR / "templates"
+TRANSLATION_DIR = PACKAGE_DIR / "translations"
+STATIC_DIR = PACKAGE_DIR.parent / "static"
+
+routes: list[Any] = [
+    *auth.routes,
+    *pages.routes,
+    *api.routes,
+    *surveys.routes,
+    *simulator.routes,
+    *ws.routes,
+]
+
+
+def jinja_env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def app_settings(settings: Settings, db: AsyncDatabase[dict[str, Any]]) -> dict[str, Any]:
+    """The application settings the dashboard needs; ``make_app`` merges them in.
+
+    ``hub`` is a fresh live-traffic hub per application: its watcher starts with the first
+    WebSocket; ``make_app`` adds ``hub.stop`` to ``on_shutdown``.
+    """
+    return {
+        "login_url": "/dashboard/login",
+        "static_path": str(STATIC_DIR),
+        "static_url_prefix": "/static/",
+        "static_handler_class": StaticHandler,
+        "jinja_env": jinja_env(),
+        "translations": Translations(TRANSLATION_DIR, STATIC_DIR),
+        "hub": Hub(db),
+        "xsrf_cookie_kwargs": {"httponly": True, "samesite": "Lax"},
+    }

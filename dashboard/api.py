@@ -1,0 +1,113 @@
+"""The dashboard's JSON API under ``/api/``: every method needs a logged-in owner (else 403)."""
+
+from __future__ import annotations
+
+import tornado.web
+
+from service.store import dashboard as store
+
+from . import surveys as survey_views
+from .base import ApiHandler
+
+
+class OverviewApi(ApiHandler):
+    """Counts for the overview cards (test users left out unless ``test=1``)."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        include_test = self.bool_argument("test", False)
+        data = await store.overview(self.db, tz=self.config.timezone, include_test=include_test)
+        data["surveys"] = await survey_views.totals(self, include_test=include_test)
+        self.write_json(data)
+
+
+class TrafficApi(ApiHandler):
+    """Messages per minute, the last ``minutes`` (default 60) minutes."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        minutes = self.int_argument("minutes", 60, 1, 24 * 60)
+        include_test = self.bool_argument("test", False)
+        buckets = await store.messages_per_minute(
+            self.db, minutes=minutes, include_test=include_test
+        )
+        self.write_json({"minutes": minutes, "buckets": buckets})
+
+
+class MessagesApi(ApiHandler):
+    """The message log: ``q`` (text), ``user``, ``type``, ``since``, ``until``, ``page``."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        msg_type = self.get_query_argument("type", "")
+        if msg_type and msg_type not in store.MESSAGE_TYPES:
+            raise tornado.web.HTTPError(400, "unknown type %s", msg_type)
+        data = await store.search_messages(
+            self.db,
+            text=self.get_query_argument("q", "").strip(),
+            openid=self.get_query_argument("user", "").strip(),
+            msg_type=msg_type,
+            since=self.date_argument("since"),
+            until=self.date_argument("until"),
+            include_test=self.bool_argument("test", True),
+            page=self.int_argument("page", 1, 1, 1_000_000),
+            per_page=self.int_argument("per_page", 50, 1, 200),
+        )
+        self.write_json(data)
+
+
+class UsersApi(ApiHandler):
+    """Users with their progress in every survey: ``q``, ``subscribed``, ``test``, ``page``."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        raw_subscribed = self.get_query_argument("subscribed", "")
+        subscribed = None if not raw_subscribed else raw_subscribed in {"1", "true", "yes"}
+        data = await store.search_users(
+            self.db,
+            query=self.get_query_argument("q", "").strip(),
+            subscribed=subscribed,
+            include_test=self.bool_argument("test", True),
+            page=self.int_argument("page", 1, 1, 1_000_000),
+            per_page=self.int_argument("per_page", 50, 1, 200),
+        )
+        progress = await survey_views.progress_for(self, [u["openid"] for u in data["items"]])
+        for user in data["items"]:
+            user["surveys"] = progress.get(user["openid"], [])
+        data["survey_titles"] = survey_views.titles(self)
+        self.write_json(data)
+
+
+class UserApi(ApiHandler):
+    @tornado.web.authenticated
+    async def get(self, openid: str) -> None:
+        user = await store.get_user(self.db, openid)
+        if user is None:
+            raise tornado.web.HTTPError(404, "no such user")
+        progress = await survey_views.progress_for(self, [openid])
+        user["surveys"] = progress.get(openid, [])
+        self.write_json(user)
+
+
+class ConversationApi(ApiHandler):
+    """One user's conversation, oldest first; ``before`` (ISO time) pages back."""
+
+    @tornado.web.authenticated
+    async def get(self, openid: str) -> None:
+        data = await store.conversation(
+            self.db,
+            openid,
+            before=self.date_argument("before"),
+            limit=self.int_argument("limit", 100, 1, 500),
+        )
+        self.write_json(data)
+
+
+routes = [
+    (r"/api/overview", OverviewApi),
+    (r"/api/traffic", TrafficApi),
+    (r"/api/messages", MessagesApi),
+    (r"/api/users", UsersApi),
+    (r"/api/users/([^/]+)", UserApi),
+    (r"/api/users/([^/]+)/messages", ConversationApi),
+]

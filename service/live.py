@@ -1,0 +1,205 @@
+"""The live-traffic hub: subscribe / unsubscribe / publish, across processes.
+
+Every process runs one background task that follows the ``messages`` collection (a MongoDB change
+stream; on a standalone mongod, which has none, it polls) and hands each new message to the local
+subscribers, the dashboard WebSockets. A message answered by process 2 therefore reaches a dashboard
+served by process 1: both watch the same collection. The process that stored the message learns of
+it the same way, so there is one path and no duplicates.
+
+The watcher starts with the first subscriber and stops with the application. When the stream
+breaks it reconnects with the last resume token; when that is no longer possible it fills the gap
+by reading the messages received since the last one it delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure, PyMongoError
+
+from .store import dashboard as store
+
+__all__ = ["Hub", "Listener", "message_event"]
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[dict[str, Any]], None]
+# Server error codes meaning "change streams are not available here" (standalone mongod).
+_NO_CHANGE_STREAMS = {40573, 40324, 20, 115}
+# Error codes meaning "the resume token is too old": start afresh and fill the gap by a query.
+_HISTORY_LOST = {280, 286, 136}
+
+
+def message_event(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The event a subscriber receives for one stored message."""
+    return {"type": "message", "message": store.message_view(doc)}
+
+
+class Hub:
+    """Fan-out of new messages to this process's subscribers."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[dict[str, Any]],
+        *,
+        poll_interval: float = 1.0,
+        max_backoff: float = 10.0,
+        gap_overlap: float = 5.0,
+    ) -> None:
+        self.db = db
+        self.poll_interval = poll_interval
+        self.max_backoff = max_backoff
+        # How far back the gap-filling query looks before the last delivered message: inserts
+        # from other processes commit slightly out of order.
+        self.gap_overlap = dt.timedelta(seconds=gap_overlap)
+        self.mode = "idle"  # "change-stream", "polling", "reconnecting"
+        self.delivered = 0
+        self._listeners: list[Listener] = []
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._stopped = False
+        self._resume_token: Mapping[str, Any] | None = None
+        self._last_at: dt.datetime | None = None
+        self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._followed = False
+
+    # -- subscribers --------------------------------------------------------------------------
+    @property
+    def subscribers(self) -> int:
+        return len(self._listeners)
+
+    def subscribe(self, listener: Listener) -> None:
+        """Add ``listener``; it is called with each event and dropped if it raises."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+        self.start()
+
+    def unsubscribe(self, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Hand ``event`` to every subscriber of this process."""
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # boundary: one broken subscriber must not stop the others
+                log.info("dropping a live subscriber whose delivery failed", exc_info=True)
+                self.unsubscribe(listener)
+
+    # -- the watcher --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start following the collection (idempotent; needs a running event loop)."""
+        if self._stopped or (self._task is not None and not self._task.done()):
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="live-hub")
+
+    async def ready(self) -> None:
+        """Wait until the watcher follows the collection: later inserts will be delivered.
+
+        Callers bound the wait with ``asyncio.timeout``.
+        """
+        self.start()
+        await self._ready.wait()
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self._listeners.clear()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.mode = "idle"
+
+    def _seen(self, key: str) -> bool:
+        if key in self._recent:
+            return True
+        self._recent[key] = None
+        while len(self._recent) > 5000:
+            self._recent.popitem(last=False)
+        return False
+
+    def _deliver(self, doc: Mapping[str, Any]) -> None:
+        if self._seen(str(doc["_id"])):
+            return
+        at = doc.get("received_at")
+        if isinstance(at, dt.datetime) and (self._last_at is None or at > self._last_at):
+            self._last_at = at
+        self.delivered += 1
+        self.publish(message_event(doc))
+
+    async def _fill_gap(self) -> None:
+        """Deliver what was stored while the watcher was not following (deduplicated)."""
+        if self._last_at is None:
+            return
+        since = self._last_at - self.gap_overlap
+        for doc in await store.messages_after(self.db, since, limit=1000):
+            self._deliver(doc)
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        if self._last_at is None:
+            self._last_at = dt.datetime.now(dt.UTC)
+        while not self._stopped:
+            try:
+                if self.mode == "polling":
+                    await self._poll()
+                else:
+                    await self._follow()
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except OperationFailure as e:
+                if e.code in _NO_CHANGE_STREAMS:
+                    log.warning("no change streams on this server (%s); polling instead", e)
+                    self.mode = "polling"
+                    continue
+                if e.code in _HISTORY_LOST:
+                    log.warning("live feed: resume point lost; filling the gap by a query")
+                    self._resume_token = None
+                else:
+                    log.warning("live feed interrupted: %s", e)
+            except PyMongoError as e:
+                log.warning("live feed interrupted: %s", e)
+            except Exception:  # boundary: the background task must survive anything
+                log.exception("live feed failed")
+            self._ready.clear()
+            if self.mode != "polling":
+                self.mode = "reconnecting"
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff)
+
+    async def _follow(self) -> None:
+        resuming = self._resume_token is not None
+        stream = await store.watch_messages(self.db, resume_after=self._resume_token)
+        async with stream:
+            self.mode = "change-stream"
+            if self._followed and not resuming:
+                # A fresh stream starts now: read what arrived since the last delivery.
+                await self._fill_gap()
+            self._followed = True
+            self._ready.set()
+            log.info("live feed following messages (change stream)")
+            while not self._stopped:
+                change = await stream.try_next()
+                if stream.resume_token is not None:
+                    self._resume_token = stream.resume_token
+                if change is None:
+                    continue
+                doc = change.get("fullDocument")
+                if doc is not None:
+                    self._deliver(doc)
+
+    async def _poll(self) -> None:
+        self._ready.set()
+        while not self._stopped:
+            await self._fill_gap()
+            await asyncio.sleep(self.poll_interval)

@@ -1,0 +1,71 @@
+// Live traffic: every message and our reply as it happens; pause, filter by type and user.
+
+import { messageRow, t } from "./common.js";
+import { LiveFeed } from "./feed.js";
+
+const MAX_ROWS = 500;
+const tbody = document.getElementById("feed");
+const empty = document.getElementById("feed-empty");
+const pauseButton = document.getElementById("pause");
+const typeFilter = document.getElementById("filter-type");
+const userFilter = document.getElementById("filter-user");
+const includeTest = document.getElementById("include-test");
+const pausedCount = document.getElementById("paused-count");
+
+let paused = false;
+let held = [];
+
+function visible(m) {
+  if (!includeTest.checked && m.test_user) return false;
+  if (typeFilter.value && m.type !== typeFilter.value) return false;
+  const user = userFilter.value.trim();
+  return !user || m.openid.includes(user);
+}
+
+function applyFilters() {
+  for (const row of tbody.rows) {
+    row.hidden = !visible(row.message);
+  }
+}
+
+function show(m) {
+  const row = messageRow(m);
+  row.message = m;
+  row.classList.add("fresh");
+  row.hidden = !visible(m);
+  tbody.prepend(row);
+  while (tbody.rows.length > MAX_ROWS) tbody.deleteRow(-1);
+  empty.hidden = true;
+}
+
+function updatePaused() {
+  pauseButton.textContent = paused ? t("Resume") : t("Pause");
+  pausedCount.textContent = paused && held.length ? t("%(n)s new while paused", { n: held.length }) : "";
+}
+
+pauseButton.addEventListener("click", () => {
+  paused = !paused;
+  if (!paused) {
+    for (const m of held) show(m);
+    held = [];
+  }
+  updatePaused();
+});
+document.getElementById("clear").addEventListener("click", () => {
+  tbody.replaceChildren();
+  held = [];
+  updatePaused();
+});
+for (const control of [typeFilter, includeTest]) control.addEventListener("change", applyFilters);
+userFilter.addEventListener("input", applyFilters);
+
+new LiveFeed()
+  .onMessage((m) => {
+    if (paused) {
+      held.push(m);
+      updatePaused();
+    } else {
+      show(m);
+    }
+  })
+  .start();

@@ -1,0 +1,92 @@
+// Overview: counters and a messages-per-minute chart of the last hour that moves with the feed.
+
+import { baseOption, chart } from "./charts.js";
+import { fmt, getJSON, t } from "./common.js";
+import { LiveFeed } from "./feed.js";
+
+const includeTest = document.getElementById("include-test");
+const trafficChart = chart(document.getElementById("traffic-chart"));
+let buckets = [];
+
+function params() {
+  return { test: includeTest.checked ? "1" : "0" };
+}
+
+async function loadCounts() {
+  const data = await getJSON("/api/overview", params());
+  for (const node of document.querySelectorAll("[data-stat]")) {
+    const key = node.dataset.stat;
+    if (key === "survey_starts") node.textContent = fmt.number(data.surveys?.started);
+    else if (key === "survey_completions") node.textContent = fmt.number(data.surveys?.finished);
+    else node.textContent = fmt.number(data[key]);
+  }
+}
+
+function draw() {
+  trafficChart.setOption(
+    baseOption({
+      xAxis: { type: "category", data: buckets.map((b) => fmt.minute(b.t)), boundaryGap: true },
+      yAxis: { type: "value", minInterval: 1 },
+      series: [{ name: t("Messages"), type: "bar", data: buckets.map((b) => b.count), barMaxWidth: 14 }],
+    }),
+  );
+}
+
+async function loadTraffic() {
+  const data = await getJSON("/api/traffic", { minutes: 60, ...params() });
+  buckets = data.buckets;
+  draw();
+}
+
+/** Move the window forward to the current minute (empty buckets for minutes without messages). */
+function advance() {
+  if (!buckets.length) return;
+  const current = new Date();
+  current.setSeconds(0, 0);
+  let last = new Date(buckets[buckets.length - 1].t);
+  let moved = false;
+  while (last < current) {
+    last = new Date(last.getTime() + 60000);
+    buckets.push({ t: last.toISOString(), count: 0 });
+    buckets.shift();
+    moved = true;
+  }
+  if (moved) draw();
+}
+
+const feed = new LiveFeed();
+feed.onMessage((m) => {
+  if (m.test_user && !includeTest.checked) return;
+  advance();
+  const minute = new Date(m.received_at);
+  minute.setSeconds(0, 0);
+  const bucket = buckets.find((b) => new Date(b.t).getTime() === minute.getTime());
+  if (bucket) {
+    bucket.count += 1;
+    draw();
+  }
+  scheduleCounts();
+});
+
+let countsTimer = null;
+function scheduleCounts() {
+  if (countsTimer) return;
+  countsTimer = setTimeout(() => {
+    countsTimer = null;
+    loadCounts().catch(console.error);
+  }, 2000);
+}
+
+includeTest.addEventListener("change", () => {
+  loadCounts().catch(console.error);
+  loadTraffic().catch(console.error);
+});
+
+await Promise.all([loadCounts(), loadTraffic()]);
+feed.start();
+setInterval(advance, 5000);
+// Re-read the truth from the server now and then (other time zones' "today", missed events).
+setInterval(() => {
+  loadCounts().catch(console.error);
+  loadTraffic().catch(console.error);
+}, 60000);

@@ -1,0 +1,51 @@
+// One user: profile, progress in every survey, and the whole conversation (paged backwards).
+
+import { el, fmt, getJSON, progressBadge, t } from "./common.js";
+import { LiveFeed } from "./feed.js";
+
+const openid = document.querySelector("main").dataset.openid;
+const chat = document.getElementById("conversation");
+const olderButton = document.getElementById("older");
+let oldest = null;
+
+for (const node of document.querySelectorAll("[data-time]")) node.textContent = fmt.dateTime(node.dataset.time);
+
+export function bubbles(m) {
+  const out = [el("div", { class: "bubble in", dataset: { id: m.id } }, m.text, el("span", { class: "meta" }, fmt.dateTime(m.received_at)))];
+  if (m.reply_kind && m.reply_kind !== "success") {
+    out.push(el("div", { class: "bubble out" }, m.reply, el("span", { class: "meta" }, fmt.ms(m.latency_ms))));
+  }
+  return out;
+}
+
+async function loadProgress() {
+  const user = await getJSON(`/api/users/${encodeURIComponent(openid)}`);
+  const list = document.getElementById("progress");
+  list.replaceChildren(...user.surveys.map((p) => el("li", {}, el("a", { href: `/dashboard/surveys/${encodeURIComponent(p.survey_id)}` }, p.title), " ", progressBadge(p))));
+  if (!user.surveys.length) list.append(el("li", { class: "muted" }, t("No surveys.")));
+}
+
+async function loadOlder() {
+  const data = await getJSON(`/api/users/${encodeURIComponent(openid)}/messages`, { before: oldest || "" });
+  const nodes = data.items.flatMap(bubbles);
+  const atTop = chat.scrollTop;
+  chat.prepend(...nodes);
+  if (data.items.length) oldest = data.items[0].received_at;
+  olderButton.hidden = !data.more;
+  if (atTop === 0 && !oldest) chat.scrollTop = chat.scrollHeight;
+  return data;
+}
+
+olderButton.addEventListener("click", () => loadOlder().catch(console.error));
+await loadOlder();
+chat.scrollTop = chat.scrollHeight;
+await loadProgress();
+
+new LiveFeed()
+  .onMessage((m) => {
+    if (m.openid !== openid || chat.querySelector(`[data-id="${CSS.escape(m.id)}"]`)) return;
+    chat.append(...bubbles(m));
+    chat.scrollTop = chat.scrollHeight;
+    loadProgress().catch(console.error);
+  })
+  .start();

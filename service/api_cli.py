@@ -166,7 +166,32 @@ def _describe_item(item: dict[str, Any]) -> str:
     return f"{item['name']} ({item['type']}: {detail})"
 
 
+def _warn_unclaimed_keys(args: argparse.Namespace, menu: dict[str, Any]) -> None:
+    """CLICK keys reach the bot like typed keywords: warn about keys no survey or command claims."""
+    from .surveys import SurveyLoadError, load_engine
+    from .surveys.engine import EXIT_WORDS, RESTART_WORDS
+    from .surveys.loader import normalize_keyword
+
+    try:
+        engine = load_engine(cli_settings(args))
+    except (ConfigError, SurveyLoadError, OSError) as e:
+        _err(f"警告 / warning: surveys not loaded, CLICK keys not checked: {e}")
+        return
+    commands = {normalize_keyword(word) for word in EXIT_WORDS | RESTART_WORDS}
+    unclaimed = [
+        key
+        for key in menu_keys(menu)
+        if engine.keyword_survey(key) is None and normalize_keyword(key) not in commands
+    ]
+    if unclaimed:
+        _err(
+            "警告 / warning: 这些 CLICK key 不是问卷关键词或命令，点击后机器人会回复「不能识别」 / "
+            "these CLICK keys match no survey keyword or command: " + ", ".join(unclaimed)
+        )
+
+
 def _menu_check(args: argparse.Namespace) -> int:
+    _logs_to_stderr()
     try:
         menu = load_menu(args.file)
     except (MenuError, OSError) as e:
@@ -176,15 +201,18 @@ def _menu_check(args: argparse.Namespace) -> int:
     keys = menu_keys(menu)
     if keys:
         print("CLICK keys (routed like typed keywords): " + ", ".join(keys))
+    _warn_unclaimed_keys(args, menu)
     return 0
 
 
 def _menu_push(args: argparse.Namespace) -> int:
+    _logs_to_stderr()
     try:
         menu = load_menu(args.file)  # before any network or database work
     except (MenuError, OSError) as e:
         _err(f"错误 / error: {e}")
         return 2
+    _warn_unclaimed_keys(args, menu)
 
     async def action(api: WeChatAPI, db: Any) -> int:
         await api.create_menu(menu)

@@ -157,7 +157,22 @@ async def test_menu_check_needs_no_credentials(cli, fake_wechat_api):
     )
     assert code == 0, err
     assert "CLICK keys" in out and "爆肝度调查" in out
+    assert "warning" not in err  # its key is the shipped survey's keyword
     assert fake_wechat_api.calls == []
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_menu_check_warns_about_click_keys_no_survey_claims(cli, tmp_path):
+    menu = tmp_path / "menu.yaml"
+    menu.write_text(
+        "button:\n  - {type: click, name: 调查, key: 爆肝度调查}\n"
+        "  - {type: click, name: 退出, key: 退出}\n  - {type: click, name: 天气, key: WEATHER}\n",
+        encoding="utf-8",
+    )
+    code, _, err = await cli("menu", "check", str(menu))
+    assert code == 0
+    assert "warning" in err and "WEATHER" in err
+    assert "爆肝度调查," not in err and "退出" not in err.split("command:")[-1]
 
 
 @pytest.mark.gen_test(timeout=120)

@@ -506,3 +506,20 @@ async def test_image_reply_reads_the_database_once_per_interval(db, db_counter):
     await db[tokens.COLLECTION].delete_one({"_id": f"setting:{tokens.IMAGE_MEDIA_ID}"})
     assert await refresher.refresh() == "from-env"  # removed upload: back to the default
     await refresher.close()
+
+
+@pytest.mark.gen_test
+async def test_the_example_menu_click_starts_the_survey_once(send, wechat, db, app):
+    """A CLICK of the shipped menu reaches the survey engine like the typed keyword; WeChat's
+    retries of that click (same openid + CreateTime) start it once and get the same reply."""
+    from service.store import surveys as survey_store
+
+    [key] = menu_keys(load_menu(ROOT / "deploy" / "menu.example.yaml"))
+    assert key == "爆肝度调查"
+    xml = wechat.event("clicker", "CLICK", EventKey=key, create_time=int(time.time()))
+    replies = await asyncio.gather(*[send(xml) for _ in range(3)])
+    texts = {reply["Content"] for _, reply in replies}
+    assert len(texts) == 1
+    [text] = texts
+    assert "爆肝度调查" in text and "1/10" in text.replace(" ", "")
+    assert await db[survey_store.COLLECTION].count_documents({"openid": "clicker"}) == 1

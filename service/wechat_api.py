@@ -39,6 +39,7 @@ import concurrent.futures
 import logging
 import os
 import random
+import re
 import secrets
 import socket
 import threading
@@ -102,28 +103,50 @@ TOKEN_PATH = "/cgi-bin/token"  # noqa: S105 - a URL path, not a secret
 
 
 class WeChatAPIError(Exception):
-    """A WeChat API call failed for good.
+    """A WeChat API call failed for good (after the retries that were safe).
 
-    ``errcode`` is WeChat's code (None for HTTP or network failures), ``api`` the call
-    (e.g. ``"message/custom/send"``), ``retryable`` whether it was a temporary failure that
-    outlasted the retries (or a send whose delivery is uncertain) rather than a permanent refusal.
+    - ``errcode``: WeChat's code (None for HTTP or network failures); ``api``: the call, e.g.
+      ``"message/custom/send"``.
+    - ``retryable``: a temporary failure (system busy, network) that outlasted the retries; calling
+      again later is safe and may succeed.
+    - ``uncertain``: a customer-service message whose answer was lost after the request went out
+      (timeout, dropped connection, HTTP error): it may have been delivered, so it is not resent.
+    - ``permanent``: neither; WeChat refused (45015 outside the 48-hour window, 40003 bad openid,
+      ...). Retrying will not help.
     """
 
     def __init__(
-        self, errcode: int | None, errmsg: str, *, api: str, retryable: bool = False
+        self,
+        errcode: int | None,
+        errmsg: str,
+        *,
+        api: str,
+        retryable: bool = False,
+        uncertain: bool = False,
     ) -> None:
         self.errcode = errcode
-        self.errmsg = errmsg
+        self.errmsg = _redact(errmsg)
         self.api = api
         self.retryable = retryable
+        self.uncertain = uncertain
         hint = PERMANENT_ERRCODES.get(errcode) if errcode is not None else None
         code = f"errcode {errcode}" if errcode is not None else "no errcode"
-        text = f"WeChat API {api} failed ({code}): {errmsg}"
+        text = f"WeChat API {api} failed ({code}): {self.errmsg}"
+        if uncertain:
+            text += " — may have been delivered, not resent"
         super().__init__(text + (f" — {hint}" if hint else ""))
 
     @property
     def permanent(self) -> bool:
-        return not self.retryable
+        return not self.retryable and not self.uncertain
+
+
+_SECRET_PARAM = re.compile(r"\b(access_token|secret)=[^&\s'\")]+")
+
+
+def _redact(text: str) -> str:
+    """Network errors quote the URL: never let the AppSecret or a token reach a log or message."""
+    return _SECRET_PARAM.sub(r"\1=***", text)
 
 
 class TokenSession(SessionStorage):
@@ -457,15 +480,21 @@ class WeChatAPI:
                 status = getattr(e.response, "status_code", None)
                 if errcode is None:  # an HTTP error status (e.g. a 502 from a proxy)
                     retry = idempotent
-                    error = WeChatAPIError(None, f"HTTP {status}", api=api, retryable=retry)
+                    error = WeChatAPIError(
+                        None, f"HTTP {status}", api=api, retryable=retry, uncertain=not retry
+                    )
                 else:
                     retry = errcode in RETRYABLE_ERRCODES
                     error = WeChatAPIError(errcode, str(e.errmsg), api=api, retryable=retry)
             except requests.RequestException as e:
-                retry = idempotent or _sent_nothing(e)
                 # A send that may have reached WeChat is not repeated: it may have been delivered.
+                retry = idempotent or _sent_nothing(e)
                 error = WeChatAPIError(
-                    None, f"{type(e).__name__}: {e}", api=api, retryable=True
+                    None,
+                    f"{type(e).__name__}: {e}",
+                    api=api,
+                    retryable=retry,
+                    uncertain=not retry,
                 )
             if not retry:
                 raise error

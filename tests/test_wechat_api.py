@@ -319,7 +319,8 @@ async def test_a_send_whose_answer_was_lost_is_not_repeated(make, fake_wechat_ap
     fake_wechat_api.fail_next(SEND, disconnect=True)
     with pytest.raises(WeChatAPIError) as e:
         await make().send_text(OPENID, "hi")
-    assert e.value.retryable
+    assert e.value.uncertain and not e.value.retryable and not e.value.permanent
+    assert "may have been delivered" in str(e.value)
     assert len(fake_wechat_api.calls_to(SEND)) == 1
 
 
@@ -328,7 +329,7 @@ async def test_a_send_that_timed_out_is_not_repeated(make, fake_wechat_api):
     fake_wechat_api.delay(SEND, 3.0, times=1)
     with pytest.raises(WeChatAPIError) as e:
         await make(timeout=0.5).send_text(OPENID, "slow")
-    assert e.value.retryable and "Timeout" in str(e.value)
+    assert e.value.uncertain and "Timeout" in str(e.value)
     await poll(lambda: fake_wechat_api.sent)  # WeChat delivered it after all: exactly once
     assert len(fake_wechat_api.calls_to(SEND)) == 1
     assert len(fake_wechat_api.sent) == 1
@@ -343,10 +344,29 @@ async def test_unreachable_server_is_retried_then_raised(db):
     try:
         with pytest.raises(WeChatAPIError) as e:
             await api.send_text(OPENID, "hi")
-        assert e.value.api == "token" and e.value.retryable
+        assert e.value.api == "token" and e.value.retryable and not e.value.uncertain
         assert "ConnectionError" in str(e.value)
+        assert FAKE_APP_SECRET not in str(e.value) and "secret=***" in str(e.value)
     finally:
         await api.close()
+
+
+@pytest.mark.gen_test
+async def test_a_send_that_never_left_is_retried(db, caplog):
+    """Connection refused: WeChat never saw the message, so resending is safe."""
+    await tokens.save_token(db, FAKE_APP_ID, "TOKEN", 7200, fetched_by="elsewhere")
+    api = WeChatAPI(
+        db, app_id=FAKE_APP_ID, app_secret=FAKE_APP_SECRET,
+        base_url="http://127.0.0.1:9", retry_delays=(0.01, 0.01),
+    )
+    try:
+        with pytest.raises(WeChatAPIError) as e:
+            await api.send_text(OPENID, "hi")
+    finally:
+        await api.close()
+    assert e.value.api == SEND and e.value.retryable and not e.value.uncertain
+    assert sum("retrying" in r.getMessage() for r in caplog.records) == 2
+    assert not any("TOKEN" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.gen_test

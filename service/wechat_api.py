@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
+import urllib3.exceptions
 import yaml
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
@@ -237,8 +238,6 @@ def _sent_nothing(error: requests.RequestException) -> bool:
     if isinstance(error, requests.ConnectTimeout):
         return True
     if isinstance(error, requests.ConnectionError):
-        import urllib3.exceptions
-
         reason = error.args[0] if error.args else None
         reason = getattr(reason, "reason", reason)
         # urllib3's NewConnectionError (refused, unreachable, DNS) is a ConnectTimeoutError.
@@ -273,8 +272,8 @@ class WeChatAPI:
         timeout: float = 10.0,
         refresh_margin: float = 300.0,
         retry_delays: Sequence[float] = (0.5, 1.0, 2.0),
-        lease_ttl: float = 30.0,
-        wait_timeout: float = 40.0,
+        lease_ttl: float | None = None,
+        wait_timeout: float | None = None,
         max_workers: int = 4,
     ) -> None:
         if not app_id or not app_secret:
@@ -289,8 +288,11 @@ class WeChatAPI:
         self.timeout = timeout
         self.refresh_margin = refresh_margin
         self.retry_delays = tuple(retry_delays)
-        self.lease_ttl = lease_ttl
-        self.wait_timeout = wait_timeout
+        # The lease outlives the longest refresh (every attempt timing out, with back-off), so a
+        # slow refresh is never joined by a second one; a crashed holder blocks no longer than it.
+        worst_refresh = timeout * (1 + len(self.retry_delays)) + 1.5 * sum(self.retry_delays)
+        self.lease_ttl = lease_ttl if lease_ttl is not None else worst_refresh + 5
+        self.wait_timeout = wait_timeout if wait_timeout is not None else self.lease_ttl + 10
         # Who holds the refresh lease: one id per WeChatAPI object (one per process in production).
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.session = TokenSession()

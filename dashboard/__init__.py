@@ -53,6 +53,7 @@ def app_settings(settings: Settings, db: AsyncDatabase[dict[str, Any]]) -> dict[
         "static_path": str(STATIC_DIR),
         "static_url_prefix": "/static/",
         "static_handler_class": StaticHandler,
+        "default_handler_class": pages.NotFoundHandler,
         "jinja_env": jinja_env(),
         "translations": Translations(TRANSLATION_DIR, STATIC_DIR),
         "hub": Hub(db),

@@ -18,6 +18,19 @@ class RootHandler(DashboardHandler):
         self.redirect("/dashboard/")
 
 
+class NotFoundHandler(DashboardHandler):
+    """Any path no route matches: a 404 page (JSON under ``/api/``) with the usual headers."""
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self.request.path.startswith("/api/"):
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.set_status(404)
+            self.finish({"error": "not found", "status": 404})
+            return
+        raise tornado.web.HTTPError(404, "no route for %s", self.request.path)
+
+
 class OverviewPage(DashboardHandler):
     @tornado.web.authenticated
     def get(self) -> None:

@@ -28,6 +28,7 @@ AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"  # 43 characters, as WeC
 
 # Fixture plugins of other parts of the suite (one line each).
 pytest_plugins = [
+    "tests.dashboard_fixtures",
     "tests.fake_wechat_api_fixtures",
 ]
 

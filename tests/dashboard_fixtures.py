@@ -1,0 +1,142 @@
+"""Fixtures for the dashboard tests: an owner account and a logged-in HTTP session.
+
+``Session`` keeps cookies the way a browser does (Tornado's HTTP client does not), reads the XSRF
+token from the page like the dashboard's scripts do, and opens the live WebSocket.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import tornado.websocket
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+
+from service.store import owners
+
+OWNER = "boss"
+PASSWORD = "correct horse battery"
+
+_XSRF_META = re.compile(r'<meta name="xsrf-token" content="([^"]+)"')
+
+
+class Session:
+    """A browser-like client: cookies, XSRF token, JSON helpers, the WebSocket."""
+
+    def __init__(self, client: AsyncHTTPClient, base_url: str) -> None:
+        self.client = client
+        self.base_url = base_url
+        self.cookies: dict[str, str] = {}
+        self.xsrf = ""
+
+    def _remember(self, response: HTTPResponse) -> None:
+        for header in response.headers.get_list("Set-Cookie"):
+            jar: SimpleCookie = SimpleCookie()
+            jar.load(header)
+            for name, morsel in jar.items():
+                if morsel["expires"] and "1970" in morsel["expires"] or morsel.value == "":
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.value
+        match = _XSRF_META.search(response.body.decode("utf-8", "replace")) if response.body else None
+        if match:
+            self.xsrf = match.group(1)
+
+    def cookie_header(self) -> str:
+        return "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+
+    async def fetch(
+        self, path: str, *, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None
+    ) -> HTTPResponse:
+        all_headers = dict(headers or {})
+        if self.cookies:
+            all_headers["Cookie"] = self.cookie_header()
+        response = await self.client.fetch(
+            self.base_url + path,
+            method=method,
+            body=body,
+            headers=all_headers,
+            follow_redirects=False,
+            raise_error=False,
+        )
+        self._remember(response)
+        return response
+
+    async def get(self, path: str, **params: Any) -> HTTPResponse:
+        query = ("?" + urlencode(params)) if params else ""
+        return await self.fetch(path + query)
+
+    async def get_json(self, path: str, **params: Any) -> Any:
+        response = await self.get(path, **params)
+        assert response.code == 200, (response.code, response.body[:300])
+        return json.loads(response.body)
+
+    async def post_form(self, path: str, data: dict[str, str], *, xsrf: bool = True) -> HTTPResponse:
+        fields = dict(data)
+        if xsrf:
+            if not self.xsrf:
+                await self.get("/dashboard/login")
+            fields["_xsrf"] = self.xsrf
+        return await self.fetch(
+            path,
+            method="POST",
+            body=urlencode(fields),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+
+    async def post_json(self, path: str, data: Any = None, *, xsrf: bool = True) -> HTTPResponse:
+        headers = {"Content-Type": "application/json"}
+        if xsrf:
+            headers["X-XSRFToken"] = self.xsrf
+        return await self.fetch(path, method="POST", body=json.dumps(data or {}), headers=headers)
+
+    async def login(self, name: str = OWNER, password: str = PASSWORD) -> HTTPResponse:
+        await self.get("/dashboard/login")
+        return await self.post_form("/dashboard/login", {"name": name, "password": password})
+
+    async def websocket(self, query: str = "") -> tornado.websocket.WebSocketClientConnection:
+        url = self.base_url.replace("http://", "ws://") + "/dashboard/ws" + query
+        headers = {"Cookie": self.cookie_header()} if self.cookies else {}
+        request = HTTPRequest(url, headers=headers)
+        return await tornado.websocket.websocket_connect(request)
+
+
+async def next_event(
+    ws: tornado.websocket.WebSocketClientConnection, *, kind: str | None = None, timeout: float = 20
+) -> dict[str, Any]:
+    """The next event (of ``kind``) from the live socket; fails after ``timeout`` seconds."""
+    import asyncio
+
+    async def read() -> dict[str, Any]:
+        while True:
+            raw = await ws.read_message()
+            assert raw is not None, "the socket closed"
+            event = json.loads(raw)
+            if kind is None or event["type"] == kind:
+                return event
+
+    return await asyncio.wait_for(read(), timeout)
+
+
+@pytest.fixture
+def owner(io_loop: Any, db: Any) -> dict[str, Any]:
+    """The owner ``boss`` (password ``PASSWORD``)."""
+    return io_loop.run_sync(lambda: owners.create(db, OWNER, PASSWORD))
+
+
+@pytest.fixture
+def session(http_client: AsyncHTTPClient, base_url: str, app: Any) -> Session:
+    """An anonymous browser-like session against the test server."""
+    return Session(http_client, base_url)
+
+
+@pytest.fixture
+def logged_in(io_loop: Any, session: Session, owner: dict[str, Any]) -> Session:
+    """A session logged in as the owner."""
+    response = io_loop.run_sync(session.login)
+    assert response.code == 302, response.body
+    return session

@@ -2,6 +2,8 @@
 
 GET is the handshake; POST carries a message in plaintext, compatible or safe (AES) mode. The
 signature is checked before anything else runs: a forged request gets 403 and touches nothing.
+A message goes through the reply guard (``service/guard.py``): WeChat gets the reply within the
+reply budget, or ``success`` and the reply later as a customer-service message.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Any, cast
 import tornado.web
 from tornado.http1connection import HTTP1Connection
 
+from service.guard import ReplyGuard
 from service.inbox import Inbox, user_hash
+from service.metrics import Metrics
 from service.wechat import Crypto, ProtocolError, check_signature, message_from_xml, parse_xml
 
 from .base import BaseHandler
@@ -28,6 +32,7 @@ class WeChatHandler(BaseHandler):
         self._size = 0
         self._started = time.perf_counter()
         self._summary: dict[str, Any] = {"type": "-", "user": "-", "outcome": "-"}
+        self._new_message = False
 
     def check_xsrf_cookie(self) -> None:
         """WeChat proves itself by signature, not by an XSRF cookie."""
@@ -35,6 +40,10 @@ class WeChatHandler(BaseHandler):
     @property
     def inbox(self) -> Inbox:
         return cast(Inbox, self.settings["inbox"])
+
+    @property
+    def guard(self) -> ReplyGuard:
+        return cast(ReplyGuard, self.settings["guard"])
 
     def prepare(self) -> None:
         limit = self.config.max_body_bytes
@@ -104,8 +113,9 @@ class WeChatHandler(BaseHandler):
             self._summary["outcome"] = "forbidden" if e.status == 403 else "bad-request"
             raise tornado.web.HTTPError(e.status, "%s", e.reason) from e
         self._summary.update(type=message.kind, user=user_hash(message.openid))
-        outcome = await self.inbox.process(message, mode=mode)
-        self._summary["outcome"] = "duplicate" if outcome.duplicate else "ok"
+        outcome = await self.guard.handle(message, mode=mode, received=self._started)
+        self._summary["outcome"] = outcome.label
+        self._new_message = not outcome.duplicate
         if outcome.xml == "success":
             self.set_header("Content-Type", "text/plain; charset=UTF-8")
             self.finish("success")
@@ -117,7 +127,22 @@ class WeChatHandler(BaseHandler):
             self.finish(outcome.xml)
 
     def on_finish(self) -> None:
-        latency = (time.perf_counter() - self._started) * 1000
+        elapsed = time.perf_counter() - self._started
+        latency = elapsed * 1000
+        if self._summary["outcome"] == "-" and self.get_status() >= 500:
+            self._summary["outcome"] = "error"
+        metrics = cast("Metrics | None", self.settings.get("metrics"))
+        if metrics is not None:
+            outcome = self._summary["outcome"]
+            if self._summary["type"] == "handshake":
+                outcome = "handshake"
+            metrics.requests.labels(outcome=outcome).inc()
+            if self.request.method == "POST" and self._summary["type"] != "-":
+                metrics.reply_latency.observe(elapsed)
+                if self._new_message:
+                    metrics.message(self._summary["type"])
+                else:
+                    metrics.duplicates.inc()
         log.info(
             "wechat %s type=%s user=%s status=%d outcome=%s latency=%.1fms",
             self.request.method,

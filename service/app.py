@@ -14,7 +14,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from .bot import Bot
 from .config import Settings
+from .guard import ReplyGuard
 from .inbox import Inbox
+from .metrics import Metrics
+from .spool import Spool
 from .store.users import UserStats
 from .surveys import load_engine
 from .wechat import Crypto
@@ -49,7 +52,7 @@ def make_app(
 ) -> tornado.web.Application:
     """Build the application; ``extra`` overrides or adds application settings (tests use it)."""
     import dashboard
-    from handlers import wechat
+    from handlers import health, wechat
 
     # An invalid survey definition raises SurveyLoadError here, listing every mistake.
     surveys = extra.pop("surveys", None) or load_engine(settings)
@@ -65,14 +68,41 @@ def make_app(
         if settings.aes_enabled
         else None
     )
-    routes: list[Any] = [*wechat.routes, *dashboard.routes]
+    # Metrics (own registry per app), the outage spool and the reply budget: service/metrics.py,
+    # service/spool.py, service/guard.py. Database calls on the hot path stay within the budget.
+    metrics = Metrics(db_counter=extra.get("db_counter"))
+    spool = (
+        Spool(settings.data_dir / "spool", max_bytes=settings.spool_max_bytes)
+        if settings.store_messages
+        else None
+    )
+    metrics.track_spool(lambda: spool.backlog if spool is not None else 0)
+    inbox = Inbox(
+        db,
+        bot,
+        users,
+        store_messages=settings.store_messages,
+        spool=spool,
+        metrics=metrics,
+        db_timeout=max(0.75 * settings.reply_budget, 1.0),
+    )
+    guard = ReplyGuard(inbox, budget=settings.reply_budget, metrics=metrics)
+
+    async def close_inbox() -> None:
+        await guard.close()
+        await inbox.close()
+
+    routes: list[Any] = [*wechat.routes, *health.routes, *dashboard.routes]
     app_settings: dict[str, Any] = {
         "config": settings,
         "db": db,
         "bot": bot,
         "surveys": surveys,
         "users": users,
-        "inbox": Inbox(db, bot, users, store_messages=settings.store_messages),
+        "inbox": inbox,
+        "guard": guard,
+        "metrics": metrics,
+        "spool": spool,
         "crypto": crypto,
         "wechat_api": wechat_api,
         "image_reply": image_reply,
@@ -83,9 +113,12 @@ def make_app(
     app_settings.update(dashboard.app_settings(settings, db))
     app_settings.update(extra)
     app_settings["on_shutdown"] = [
+        close_inbox,  # first: late replies still use the API client and the database
         *app_settings.get("on_shutdown", []),
         image_reply.close,
         *([wechat_api.close] if wechat_api is not None else []),
     ]
     app_settings["on_shutdown"].append(app_settings["hub"].stop)
-    return tornado.web.Application(routes, **app_settings)
+    app = tornado.web.Application(routes, **app_settings)
+    guard.api = lambda: app.settings.get("wechat_api")
+    return app

@@ -37,6 +37,7 @@ ENV_VARS: dict[str, tuple[str, type]] = {
     "REPLY_BUDGET": ("reply_budget", float),
     "MAX_BODY_BYTES": ("max_body_bytes", int),
     "METRICS_TOKEN": ("metrics_token", str),
+    "SPOOL_MAX_BYTES": ("spool_max_bytes", int),
     "XHEADERS": ("xheaders", bool),
     "HOST": ("host", str),
     "PORT": ("port", int),
@@ -89,6 +90,8 @@ class Settings:
     reply_budget: float = 4.0
     max_body_bytes: int = 1024 * 1024
     metrics_token: str = ""
+    # Bound of the outage spool under DATA_DIR/spool (see service/spool.py).
+    spool_max_bytes: int = 256 * 1024 * 1024
     xheaders: bool = True
     host: str = "127.0.0.1"
     port: int = 8000
@@ -110,6 +113,8 @@ class Settings:
             raise ConfigError("REPLY_BUDGET must be between 0 and 5 seconds (WeChat waits 5 s)")
         if self.max_body_bytes <= 0:
             raise ConfigError("MAX_BODY_BYTES must be positive")
+        if self.spool_max_bytes <= 0:
+            raise ConfigError("SPOOL_MAX_BYTES must be positive")
         try:
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:

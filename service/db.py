@@ -9,14 +9,16 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+import time
 from typing import Any
 
+import pymongo
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .config import Settings
 
-__all__ = ["STORE_MODULES", "CommandCounter", "connect", "ensure_indexes"]
+__all__ = ["STORE_MODULES", "CommandCounter", "connect", "ensure_indexes", "ping"]
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +97,11 @@ async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
         module = importlib.import_module(name)
         await module.ensure_indexes(db)
     log.info("indexes ensured on %s", db.name)
+
+
+async def ping(db: AsyncDatabase[dict[str, Any]], limit: float) -> float:
+    """Round trip ``ping`` bounded by ``limit`` seconds; the latency in ms, or ``PyMongoError``."""
+    started = time.perf_counter()
+    with pymongo.timeout(limit):
+        await db.command("ping")
+    return (time.perf_counter() - started) * 1000

@@ -5,6 +5,14 @@ side effects, survey answers, are guarded by conditional updates); then the mess
 are inserted. A retry that loses the insert race answers with the reply stored by the winner, so
 all tries of one message get the same reply and count once. An ordinary text message costs two
 round trips: the survey-state lookup and the insert.
+
+Outages (see ``service/spool.py``): every database call here is bounded (``db_timeout``). When
+the database is unreachable, the bot still answers what it can without it (a greeting, the
+welcome, an image; a survey step gets the short apology ``BUSY_TEXT``), and the message document
+goes to the local spool, fsynced before the answer, to be replayed into MongoDB when the database
+is back. While the database is known to be down, no call waits for it.
+
+The reply budget (WeChat's 5 seconds) is enforced one level up, by ``service.guard.ReplyGuard``.
 """
 
 from __future__ import annotations
@@ -15,14 +23,20 @@ import hashlib
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pymongo
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
 from .bot import UNKNOWN_TEXT, Bot
+from .spool import Replayer, Spool, is_outage
 from .store import messages
 from .store.users import UserStats
 from .wechat import Message, Reply, render_reply
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 __all__ = ["TEST_OPENID_PREFIX", "Inbox", "Outcome", "user_hash"]
 
@@ -30,7 +44,10 @@ log = logging.getLogger(__name__)
 
 # The dashboard simulator's fake users; their data is marked and can be wiped.
 TEST_OPENID_PREFIX = "sim-"
-BUSY_TEXT = "系统有点忙，请稍后再试。"
+BUSY_TEXT = "系统繁忙，请稍后再试。"
+# While the database is known to be down, a bot path that needs it fails after this long (seconds)
+# instead of waiting for server selection; paths that do not touch the database are unaffected.
+OFFLINE_DB_TIMEOUT = 0.1
 
 
 def user_hash(openid: str) -> str:
@@ -46,6 +63,20 @@ class Outcome:
     reply: Reply
     duplicate: bool = False
     doc: dict[str, Any] | None = None
+    # The reply budget ran out: WeChat got "success"; the reply follows as a customer-service
+    # message.
+    late: bool = False
+    # The database was unavailable: the message is in the local spool, not in MongoDB yet.
+    spooled: bool = False
+
+    @property
+    def label(self) -> str:
+        """The request's outcome for logs and metrics."""
+        if self.late:
+            return "late"
+        if self.duplicate:
+            return "duplicate"
+        return "spooled" if self.spooled else "ok"
 
 
 class Inbox:
@@ -56,6 +87,9 @@ class Inbox:
         users: UserStats,
         *,
         store_messages: bool = True,
+        spool: Spool | None = None,
+        metrics: Metrics | None = None,
+        db_timeout: float = 4.0,
     ) -> None:
         self.db = db
         self.bot = bot
@@ -64,12 +98,39 @@ class Inbox:
         # hence no exactly-once either.
         self.store_messages = store_messages
         self.process_tag = f"{os.uname().nodename}:{os.getpid()}"
+        self.metrics = metrics
+        # Upper bound of each database phase (bot, insert) on the hot path, in seconds.
+        self.db_timeout = db_timeout
+        # Without a spool (tests that build an Inbox by hand) a database failure is raised.
+        self.spool = spool
+        self.replayer = (
+            Replayer(db, spool, self.replay_one, metrics=metrics) if spool is not None else None
+        )
+
+    @property
+    def db_up(self) -> bool:
+        return self.replayer is None or self.replayer.up
+
+    def _db_failed(self, error: BaseException, operation: str) -> None:
+        if self.replayer is not None:
+            self.replayer.failed(error, operation)
+        elif self.metrics is not None:
+            self.metrics.database_errors.labels(operation=operation).inc()
 
     def document(
-        self, message: Message, reply: Reply, xml: str, *, mode: str, started: float
+        self,
+        message: Message,
+        reply: Reply,
+        xml: str,
+        *,
+        mode: str,
+        started: float,
+        delivery: str = "passive",
     ) -> dict[str, Any]:
+        """The stored form of a message. ``delivery``: ``passive`` (the reply was the answer to
+        WeChat's request), ``custom`` (sent later as a customer-service message), or ``none``."""
         received = dt.datetime.now(dt.UTC)
-        return {
+        doc = {
             "_id": message.key,
             "msg_id": message.msg_id or None,
             "openid": message.openid,
@@ -89,12 +150,36 @@ class Inbox:
             "mode": mode,
             "test_user": message.openid.startswith(TEST_OPENID_PREFIX),
             "process": self.process_tag,
+            "delivery": "none" if reply.kind == "success" else delivery,
         }
+        if doc["delivery"] == "custom":
+            doc["delivery_status"] = "pending"
+        return doc
 
     async def compute(self, message: Message) -> Reply:
-        """The bot's reply; a bug in a bot path is logged and answered politely, never a 500."""
+        """The bot's reply; a bug in a bot path is logged and answered politely, never a 500.
+
+        Database calls of the bot share one deadline (``db_timeout``; a tiny one while the
+        database is known to be down), so an outage costs an apology, not a hang.
+        """
         try:
-            return await self.bot.reply(message)
+            with pymongo.timeout(self.db_timeout if self.db_up else OFFLINE_DB_TIMEOUT):
+                return await self.bot.reply(message)
+        except PyMongoError as e:
+            if is_outage(e):
+                if self.db_up:
+                    self._db_failed(e, "bot")
+                log.warning(
+                    "database unavailable for %s from %s: apologising (%s)",
+                    message.kind,
+                    user_hash(message.openid),
+                    type(e).__name__,
+                )
+            else:
+                log.exception("bot failed on %s from %s", message.kind, user_hash(message.openid))
+                if self.metrics is not None:
+                    self.metrics.database_errors.labels(operation="bot").inc()
+            return Reply.text(BUSY_TEXT)
         except Exception:  # boundary: WeChat must get an answer
             log.exception("bot failed on %s from %s", message.kind, user_hash(message.openid))
             return Reply.text(BUSY_TEXT if message.msg_type == "text" else UNKNOWN_TEXT)
@@ -107,27 +192,101 @@ class Inbox:
         return await self.store(message, doc, reply)
 
     async def store(self, message: Message, doc: dict[str, Any], reply: Reply) -> Outcome:
-        """Insert the message once; a retry gets the reply the first try stored."""
+        """Insert the message once; a retry gets the reply the first try stored.
+
+        Database unavailable: the document goes to the spool and is inserted on replay.
+        """
         if not self.store_messages:
             return Outcome(doc["reply_xml"], reply, doc=doc)
-        existing = await messages.insert_once(self.db, doc)
+        if self.spool is not None and not self.db_up:
+            return await self._spool(doc, reply)
+        try:
+            with pymongo.timeout(self.db_timeout):
+                existing = await messages.insert_once(self.db, doc)
+        except PyMongoError as e:
+            if self.spool is None:
+                raise
+            if is_outage(e):
+                self._db_failed(e, "insert")
+            else:  # not an outage, but the message must not be lost: the replay sets it aside
+                log.exception("storing %s failed; spooling it", message.key)
+                if self.metrics is not None:
+                    self.metrics.database_errors.labels(operation="insert").inc()
+            return await self._spool(doc, reply)
         if existing is not None:
-            stored = existing.get("reply") or {}
-            first = Reply(
-                stored.get("kind", "success"), stored.get("content", ""), stored.get("media_id", "")
-            )
-            return Outcome(
-                existing.get("reply_xml", "success"), first, duplicate=True, doc=existing
-            )
+            return self.retry_outcome(existing)
+        self.count_user(doc)
+        return Outcome(doc["reply_xml"], reply, doc=doc)
+
+    @staticmethod
+    def retry_outcome(existing: dict[str, Any]) -> Outcome:
+        """The answer to a retry of a stored message: the stored reply, or ``success`` when that
+        reply went out as a customer-service message (it must not arrive twice)."""
+        stored = existing.get("reply") or {}
+        first = Reply(
+            stored.get("kind", "success"), stored.get("content", ""), stored.get("media_id", "")
+        )
+        xml = existing.get("reply_xml", "success")
+        if existing.get("delivery") == "custom":
+            xml = "success"
+        return Outcome(xml, first, duplicate=True, doc=existing)
+
+    def count_user(self, doc: dict[str, Any]) -> None:
+        """Count a newly stored message in its user's record (batched by ``UserStats``)."""
         subscribed: bool | None = None
-        if message.event in ("subscribe", "subscribe_scan"):
+        if doc.get("event") in ("subscribe", "subscribe_scan"):
             subscribed = True
-        elif message.event == "unsubscribe":
+        elif doc.get("event") == "unsubscribe":
             subscribed = False
         self.users.seen(
-            message.openid,
+            doc["openid"],
             doc["received_at"],
-            test_user=doc["test_user"],
+            test_user=bool(doc.get("test_user")),
             subscribed=subscribed,
         )
-        return Outcome(doc["reply_xml"], reply, doc=doc)
+
+    async def _spool(self, doc: dict[str, Any], reply: Reply) -> Outcome:
+        assert self.spool is not None  # noqa: S101 - callers check
+        doc["spooled"] = True
+        if await self.spool.append(doc):
+            if self.metrics is not None:
+                self.metrics.spooled.inc()
+        elif self.metrics is not None:
+            self.metrics.spool_dropped.inc()
+        if self.replayer is not None:
+            self.replayer.poke()
+        return Outcome(doc["reply_xml"], reply, doc=doc, spooled=True)
+
+    async def save_unanswered(self, message: Message, *, mode: str, started: float) -> None:
+        """Keep a message whose processing was cut short (shutdown): spooled, no reply."""
+        reply = Reply.nothing()
+        doc = self.document(message, reply, "success", mode=mode, started=started)
+        doc["interrupted"] = True
+        if self.spool is not None:
+            await self._spool(doc, reply)
+
+    async def replay_one(self, doc: dict[str, Any]) -> bool:
+        """Insert one spooled document; True if it was new (and then counted for its user)."""
+        with pymongo.timeout(max(self.db_timeout, 5.0)):
+            new = await messages.insert_new(self.db, doc)
+        if new:
+            self.count_user(doc)
+        return new
+
+    async def mark_delivery(self, key: str, status: str, error: str = "") -> None:
+        """Record how a late reply's customer-service message went (off the hot path)."""
+        try:
+            with pymongo.timeout(max(self.db_timeout, 5.0)):
+                await messages.set_delivery(self.db, key, status, error)
+        except PyMongoError as e:
+            log.warning("could not record delivery %s of %s: %s", status, key, type(e).__name__)
+
+    async def start(self) -> None:
+        """Begin watching the spool (replays what an earlier run left behind)."""
+        if self.replayer is not None:
+            self.replayer.start()
+
+    async def close(self) -> None:
+        """Replay what is left in the spool if the database is up, then close the spool."""
+        if self.replayer is not None:
+            await self.replayer.close()

@@ -15,7 +15,15 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-__all__ = ["COLLECTION", "ensure_indexes", "find", "insert_once", "wait_for"]
+__all__ = [
+    "COLLECTION",
+    "ensure_indexes",
+    "find",
+    "insert_new",
+    "insert_once",
+    "set_delivery",
+    "wait_for",
+]
 
 COLLECTION = "messages"
 Db = AsyncDatabase[dict[str, Any]]
@@ -37,6 +45,23 @@ async def insert_once(db: Db, doc: dict[str, Any]) -> dict[str, Any] | None:
     except DuplicateKeyError:
         return await wait_for(db, doc["_id"])
     return None
+
+
+async def insert_new(db: Db, doc: dict[str, Any]) -> bool:
+    """Insert ``doc`` (a spool replay); False when a document with its ``_id`` already exists."""
+    try:
+        await db[COLLECTION].insert_one(doc)
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+async def set_delivery(db: Db, key: str, status: str, error: str = "") -> None:
+    """Record the fate of a late reply's customer-service message (``sent``, ``failed``, ...)."""
+    fields: dict[str, Any] = {"delivery": "custom", "delivery_status": status}
+    if error:
+        fields["delivery_error"] = error[:500]
+    await db[COLLECTION].update_one({"_id": key}, {"$set": fields})
 
 
 async def find(db: Db, key: str) -> dict[str, Any] | None:

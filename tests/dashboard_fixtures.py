@@ -38,11 +38,12 @@ class Session:
             jar: SimpleCookie = SimpleCookie()
             jar.load(header)
             for name, morsel in jar.items():
-                if morsel["expires"] and "1970" in morsel["expires"] or morsel.value == "":
+                if (morsel["expires"] and "1970" in morsel["expires"]) or morsel.value == "":
                     self.cookies.pop(name, None)
                 else:
                     self.cookies[name] = morsel.value
-        match = _XSRF_META.search(response.body.decode("utf-8", "replace")) if response.body else None
+        text = response.body.decode("utf-8", "replace") if response.body else ""
+        match = _XSRF_META.search(text)
         if match:
             self.xsrf = match.group(1)
 
@@ -50,7 +51,12 @@ class Session:
         return "; ".join(f"{k}={v}" for k, v in self.cookies.items())
 
     async def fetch(
-        self, path: str, *, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        body: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> HTTPResponse:
         all_headers = dict(headers or {})
         if self.cookies:
@@ -75,7 +81,9 @@ class Session:
         assert response.code == 200, (response.code, response.body[:300])
         return json.loads(response.body)
 
-    async def post_form(self, path: str, data: dict[str, str], *, xsrf: bool = True) -> HTTPResponse:
+    async def post_form(
+        self, path: str, data: dict[str, str], *, xsrf: bool = True
+    ) -> HTTPResponse:
         fields = dict(data)
         if xsrf:
             if not self.xsrf:

@@ -49,6 +49,10 @@ def _defined_methods(handler_class):
     return methods
 
 
+def session_cookie(response) -> str:
+    return next(c for c in response.headers.get_list("Set-Cookie") if c.startswith("wsv_session="))
+
+
 def _sample_path(pattern: str) -> str:
     path = pattern.rstrip("$")
     path = re.sub(r"\([^)]*\)", "x", path)
@@ -129,7 +133,7 @@ async def test_login_success_sets_a_signed_httponly_lax_cookie(session, owner):
     )
     assert response.code == 302
     assert response.headers["Location"] == "/dashboard/users"
-    cookie = next(c for c in response.headers.get_list("Set-Cookie") if c.startswith("wsv_session="))
+    cookie = session_cookie(response)
     assert "HttpOnly" in cookie
     assert "SameSite=Lax" in cookie
     assert "Secure" not in cookie  # plain HTTP on loopback
@@ -148,7 +152,7 @@ async def test_login_cookie_is_secure_behind_an_https_proxy(session, owner):
         headers={"X-Forwarded-Proto": "https", "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert response.code == 302
-    cookie = next(c for c in response.headers.get_list("Set-Cookie") if c.startswith("wsv_session="))
+    cookie = session_cookie(response)
     assert "Secure" in cookie
 
 
@@ -258,7 +262,8 @@ async def test_change_password_ends_other_sessions(logged_in, http_client, base_
     )
     assert mismatch.code == 400
     done = await logged_in.post_form(
-        "/dashboard/password", {"current": PASSWORD, "new": "n3w password", "repeat": "n3w password"}
+        "/dashboard/password",
+        {"current": PASSWORD, "new": "n3w password", "repeat": "n3w password"},
     )
     assert done.code == 200
     assert "密码已修改" in done.body.decode()

@@ -10,6 +10,7 @@ from typing import Any
 
 from service.db import CommandCounter
 from service.surveys import SurveyEngine, load_dir
+from service.wechat import Message, message_from_xml, parse_xml
 from service.wechat_client import WeChatSide
 
 # The 爆肝度调查's answers for a known total: option n scores n-1 on every question but 'reason'
@@ -143,3 +144,17 @@ LAB_YAML = """\
             - {min: 1, max: 3, title: 一般}
             - {min: 4, max: 5, title: 不错}
 """
+
+
+def text_message(wechat: WeChatSide, openid: str, text: str) -> Message:
+    """A text message exactly as the endpoint builds it from WeChat's XML."""
+    xml = wechat.text(openid, text)
+    return message_from_xml(parse_xml(xml.encode("utf-8")), xml)
+
+
+async def talk(engine: SurveyEngine, db: Any, wechat: WeChatSide, openid: str, *texts: str) -> str:
+    """Send ``texts`` straight to the engine (no HTTP); return the last reply text ('' if none)."""
+    reply = None
+    for text in texts:
+        reply = await engine.handle_text(db, text_message(wechat, openid, text), text)
+    return reply.content if reply is not None else ""

@@ -208,7 +208,8 @@ async def test_restart_with_retakes_allowed(send, wechat, db, app):
     assert doc["state"] == "finished"
 
     retake = await user.say("实验问卷")
-    assert retake.startswith(f"这是你第 3 次参加「实验问卷」，上次的结果是「{doc['result']['title']}」")
+    previous = doc["result"]["title"]
+    assert retake.startswith(f"这是你第 3 次参加「实验问卷」，上次的结果是「{previous}」")
     assert "第 1/5 题" in retake
     doc = await session(db, user.openid, "lab")
     assert doc["attempt"] == 3 and doc["state"] == "in_progress"

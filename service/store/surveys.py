@@ -398,13 +398,13 @@ def _progress_of(survey: Survey, doc: Mapping[str, Any] | None) -> dict[str, Any
             "title": result.get("title"),
         }
     current = doc.get("current")
-    question = survey.question(current) if current else None
+    question = survey.question(current) if isinstance(current, str) else None
     return {
         **base,
         "state": "in_progress",
         "paused": bool(doc.get("paused")),
         "question_id": current,
-        "question": survey.position(current) if question is not None else None,
+        "question": survey.position(question.id) if question is not None else None,
     }
 
 

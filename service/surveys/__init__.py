@@ -8,7 +8,15 @@ Aggregates for the dashboard live in ``service.store.surveys``.
 from __future__ import annotations
 
 from .engine import SurveyEngine, load_engine
-from .loader import SHIPPED_DIR, Issue, SurveyLoadError, check_paths, load_dir, load_file
+from .loader import (
+    SHIPPED_DIR,
+    Issue,
+    SurveyLoadError,
+    check_paths,
+    load_dir,
+    load_file,
+    load_shipped,
+)
 from .model import Survey
 
 __all__ = [
@@ -21,4 +29,5 @@ __all__ = [
     "load_dir",
     "load_engine",
     "load_file",
+    "load_shipped",
 ]

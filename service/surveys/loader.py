@@ -32,6 +32,7 @@ __all__ = [
     "check_paths",
     "load_dir",
     "load_file",
+    "load_shipped",
     "normalize_keyword",
     "parse_survey",
     "survey_files",
@@ -92,6 +93,7 @@ class _Doc:
         self.issues: list[Issue] = []
         self.marks: dict[Path_, tuple[int, int]] = {}
         self.data: Any = None
+        self.fatal = False  # the YAML itself could not be read
         loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
@@ -102,8 +104,10 @@ class _Doc:
             line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
             problem = " ".join(str(p) for p in (e.context, e.problem) if p)
             self.issues.append(Issue(file, line, column, "", f"invalid YAML: {problem}"))
+            self.fatal = True
         except yaml.YAMLError as e:
             self.issues.append(Issue(file, 0, 0, "", f"invalid YAML: {e}"))
+            self.fatal = True
         finally:
             loader.dispose()
 
@@ -270,6 +274,10 @@ class _Validator:
         closes_at = self._time(top, "closes_at", ())
         if opens_at and closes_at and opens_at >= closes_at:
             self.error(("closes_at",), "closes_at must be after opens_at")
+        intro = self._str(top, "intro", ())
+        outro = self._str(top, "outro", ())
+        allow_retake = self._bool(top, "allow_retake", (), False)
+        is_open = self._bool(top, "open", (), True)
         if len(self.doc.issues) > errors_before or not questions:
             return None
         survey = Survey(
@@ -277,12 +285,12 @@ class _Validator:
             title=title,
             keywords=keywords,
             questions=tuple(questions),
-            intro=self._str(top, "intro", ()),
-            outro=self._str(top, "outro", ()),
+            intro=intro,
+            outro=outro,
             bands=bands,
             dimensions=self.dimensions,
-            allow_retake=self._bool(top, "allow_retake", (), False),
-            open=self._bool(top, "open", (), True),
+            allow_retake=allow_retake,
+            open=is_open,
             opens_at=opens_at,
             closes_at=closes_at,
             source=self.doc.file,
@@ -472,19 +480,19 @@ class _Validator:
                                f"max_choices must be between min_choices and {len(options)}")
                 common.update(min_choices=low, max_choices=high)
         elif kind == "rating":
-            low = self._int(item, "min", path, 1)
-            high = self._int(item, "max", path, 5)
-            if low is not None and high is not None:
-                if low >= high:
-                    self.error(path, f"rating min {low} must be below max {high}")
-                elif high - low > 100:
+            scale_min = self._int(item, "min", path, 1)
+            scale_max = self._int(item, "max", path, 5)
+            if scale_min is not None and scale_max is not None:
+                if scale_min >= scale_max:
+                    self.error(path, f"rating min {scale_min} must be below max {scale_max}")
+                elif scale_max - scale_min > 100:
                     self.error(path, "a rating scale may have at most 101 steps")
             dimension = self._str(item, "dimension", path)
             if dimension and dimension not in self.dimension_ids:
                 self.error((*path, "dimension"), f"unknown dimension {dimension!r}")
             common.update(
-                scale_min=low if low is not None else 1,
-                scale_max=high if high is not None else 5,
+                scale_min=scale_min if scale_min is not None else 1,
+                scale_max=scale_max if scale_max is not None else 5,
                 min_label=self._str(item, "min_label", path),
                 max_label=self._str(item, "max_label", path),
                 scored=self._bool(item, "scored", path, bool(dimension)),
@@ -585,6 +593,7 @@ def _read(path: Path) -> _Doc:
     except (OSError, UnicodeDecodeError) as e:
         doc = _Doc(str(path), "")
         doc.issues.append(Issue(str(path), 0, 0, "", f"cannot read: {e}"))
+        doc.fatal = True
         return doc
     return _Doc(str(path), text)
 
@@ -592,15 +601,16 @@ def _read(path: Path) -> _Doc:
 def parse_survey(text: str, file: str = "<string>") -> tuple[Survey | None, list[Issue]]:
     """Validate one survey from YAML text; return it (or None) and the mistakes found."""
     doc = _Doc(file, text)
-    if doc.issues:
+    if doc.fatal:
         return None, doc.issues
     survey = _Validator(doc).survey()
+    doc.issues.sort(key=lambda issue: (issue.line, issue.column))
     return survey, doc.issues
 
 
 def _check_one(path: Path) -> tuple[Survey | None, list[Issue], _Doc]:
     doc = _read(path)
-    if doc.issues:
+    if doc.fatal:
         return None, doc.issues, doc
     survey = _Validator(doc).survey()
     doc.issues.sort(key=lambda issue: (issue.line, issue.column))
@@ -614,43 +624,43 @@ def survey_files(folder: Path) -> list[Path]:
 def check_paths(paths: Iterable[Path]) -> tuple[list[Survey], list[Issue]]:
     """Validate files (and the ``*.yaml`` files in folders) together, across files too.
 
-    Ids and keywords must be unique across all of them. Returns the surveys and every issue.
+    Ids and keywords must be unique across all of them. Returns the surveys and every issue,
+    in the order the paths were given (and line order within a file).
     """
-    files: list[Path] = []
-    issues: list[Issue] = []
-    for path in paths:
-        if path.is_dir():
-            found = survey_files(path)
-            if not found:
-                issues.append(Issue(str(path), 0, 0, "", "no *.yaml survey files in this folder"))
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            issues.append(Issue(str(path), 0, 0, "", "no such file or folder"))
     surveys: list[Survey] = []
+    issues: list[Issue] = []
     seen_ids: dict[str, str] = {}
     seen_keywords: dict[str, tuple[str, str]] = {}
-    for file in files:
-        survey, found, doc = _check_one(file)
-        issues.extend(found)
-        if survey is None:
+    for path in paths:
+        if path.is_dir():
+            files = survey_files(path)
+            if not files:
+                issues.append(Issue(str(path), 0, 0, "", "no *.yaml survey files in this folder"))
+        elif path.is_file():
+            files = [path]
+        else:
+            issues.append(Issue(str(path), 0, 0, "", "no such file or folder"))
             continue
-        before = len(doc.issues)
-        if survey.id in seen_ids:
-            doc.error(("id",), f"survey id {survey.id!r} is also used by {seen_ids[survey.id]}")
-        seen_ids.setdefault(survey.id, str(file))
-        for i, word in enumerate(survey.keywords):
-            key = normalize_keyword(word)
-            if key in seen_keywords and seen_keywords[key][0] != survey.id:
-                other_id, other_file = seen_keywords[key]
-                doc.error(("keywords", i),
-                          f"keyword {word!r} also starts survey {other_id!r} ({other_file})")
-            seen_keywords.setdefault(key, (survey.id, str(file)))
-        if len(doc.issues) > before:
-            issues.extend(doc.issues[before:])
-            continue
-        surveys.append(survey)
+        for file in files:
+            survey, found, doc = _check_one(file)
+            issues.extend(found)
+            if survey is None:
+                continue
+            before = len(doc.issues)
+            if survey.id in seen_ids:
+                doc.error(("id",), f"survey id {survey.id!r} is also used by {seen_ids[survey.id]}")
+            seen_ids.setdefault(survey.id, str(file))
+            for i, word in enumerate(survey.keywords):
+                key = normalize_keyword(word)
+                if key in seen_keywords and seen_keywords[key][0] != survey.id:
+                    other_id, other_file = seen_keywords[key]
+                    doc.error(("keywords", i),
+                              f"keyword {word!r} also starts survey {other_id!r} ({other_file})")
+                seen_keywords.setdefault(key, (survey.id, str(file)))
+            if len(doc.issues) > before:
+                issues.extend(doc.issues[before:])
+                continue
+            surveys.append(survey)
     return surveys, issues
 
 
@@ -671,3 +681,8 @@ def load_dir(folder: Path | None = None) -> list[Survey]:
     if issues:
         raise SurveyLoadError(issues)
     return surveys
+
+
+def load_shipped() -> list[Survey]:
+    """The surveys shipped with the service (``service/surveys/*.yaml``)."""
+    return load_dir(SHIPPED_DIR)

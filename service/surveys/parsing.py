@@ -176,8 +176,8 @@ def _option_answer(question: Question, picks: list[int]) -> Answer:
     options = [question.options[p - 1] for p in picks]
     dims: dict[str, int] = {}
     for option in options:
-        for key, value in option.dims.items():
-            dims[key] = dims.get(key, 0) + value
+        for key, points in option.dims.items():
+            dims[key] = dims.get(key, 0) + points
     label = "；".join(o.label for o in options)
     value: Any = picks[0] if question.kind == "single" else picks
     return Answer(value, label, tuple(picks), sum(o.score for o in options), dims)

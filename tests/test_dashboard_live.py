@@ -1,0 +1,191 @@
+"""Live traffic: the WebSocket feed, gap filling, and delivery across two application instances."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+import tornado.httpserver
+import tornado.testing
+
+from service.app import make_app
+from service.db import connect
+from service.live import Hub
+from service.store import messages
+from tests.dashboard_fixtures import next_event
+from tests.test_dashboard_api import message_doc
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_websocket_delivers_each_message_and_reply(logged_in, send, wechat):
+    ws = await logged_in.websocket()
+    hello = await next_event(ws, kind="hello")
+    assert hello["mode"] == "change-stream"
+    _, reply = await send(wechat.text("live-user", "实时消息测试"), "aes")
+    event = await next_event(ws, kind="message")
+    m = event["message"]
+    assert m["openid"] == "live-user"
+    assert m["type"] == "text" and m["kind"] == "text"
+    assert m["text"] == "实时消息测试"
+    assert m["reply"] == reply["Content"]
+    assert m["mode"] == "aes"
+    assert m["latency_ms"] >= 0
+    assert m["received_at"].endswith("Z")
+    await send(wechat.event("live-user", "subscribe"))
+    event = await next_event(ws, kind="message")
+    assert event["message"]["kind"] == "event:subscribe"
+    ws.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_reconnect_fills_the_gap(logged_in, send, wechat):
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    await send(wechat.text("gap-user", "while you were away 1"))
+    await send(wechat.text("gap-user", "while you were away 2"))
+    since = before.isoformat().replace("+00:00", "Z")
+    ws = await logged_in.websocket(f"?since={since}")
+    backlog = await next_event(ws, kind="backlog")
+    assert [m["text"] for m in backlog["messages"]] == [
+        "while you were away 1",
+        "while you were away 2",
+    ]
+    assert backlog["truncated"] is False
+    await next_event(ws, kind="hello")
+    ws.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_unsubscribes_when_the_page_goes_away(logged_in, app):
+    hub: Hub = app.settings["hub"]
+    ws = await logged_in.websocket()
+    await next_event(ws, kind="hello")
+    assert hub.subscribers == 1
+    ws.close()
+    for _ in range(200):
+        if hub.subscribers == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert hub.subscribers == 0
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_message_answered_by_another_instance_reaches_this_dashboard(
+    logged_in, settings, send, wechat, http_client, io_loop
+):
+    """Two application instances on one database (as supervisord runs several processes):
+    a message POSTed to instance B shows up on the WebSocket of instance A."""
+    client_b, db_b = connect(settings)
+    app_b = make_app(settings, db=db_b)
+    sock, port = tornado.testing.bind_unused_port()
+    server_b = tornado.httpserver.HTTPServer(app_b)
+    server_b.add_sockets([sock])
+    try:
+        ws = await logged_in.websocket()  # instance A: the pytest-tornado server
+        await next_event(ws, kind="hello")
+        signed = wechat.sign(wechat.text("cross-user", "从进程 B 来的消息"), "aes")
+        response = await http_client.fetch(signed.url(f"http://127.0.0.1:{port}"), method="POST",
+                                           body=signed.body)
+        assert response.code == 200
+        event = await next_event(ws, kind="message")
+        assert event["message"]["text"] == "从进程 B 来的消息"
+        assert event["message"]["openid"] == "cross-user"
+        ws.close()
+        assert app_b.settings["hub"].subscribers == 0  # B's hub never had to start
+    finally:
+        server_b.stop()
+        await server_b.close_all_connections()
+        await app_b.settings["users"].close()
+        for hook in app_b.settings["on_shutdown"]:
+            await hook()
+        await client_b.close()
+
+
+# -- the hub on its own ---------------------------------------------------------------------------
+
+async def _collect(hub: Hub, count: int) -> tuple[list[dict], asyncio.Event, object]:
+    """Subscribe a listener that keeps events; the event is set once ``count`` have come."""
+    got: list[dict] = []
+    done = asyncio.Event()
+
+    def listener(event: dict) -> None:
+        got.append(event)
+        if len(got) >= count:
+            done.set()
+
+    hub.subscribe(listener)
+    return got, done, listener
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_hub_drops_a_subscriber_whose_delivery_fails(db):
+    hub = Hub(db)
+    try:
+        got, done, _ = await _collect(hub, 1)
+
+        def broken(event: dict) -> None:
+            raise ConnectionError("gone")
+
+        hub.subscribe(broken)
+        async with asyncio.timeout(20):
+            await hub.ready()
+        now = dt.datetime.now(dt.UTC)
+        await messages.insert_once(db, message_doc("msg:h1", "hub-user", now, text="one"))
+        async with asyncio.timeout(20):
+            await done.wait()
+        assert got[0]["message"]["text"] == "one"
+        assert hub.subscribers == 1  # the broken one is gone, the good one stays
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_hub_polls_where_there_are_no_change_streams_and_deduplicates(db):
+    hub = Hub(db, poll_interval=0.2)
+    hub.mode = "polling"  # what a standalone mongod (no change streams) gets
+    try:
+        got, done, _ = await _collect(hub, 2)
+        async with asyncio.timeout(20):
+            await hub.ready()
+        now = dt.datetime.now(dt.UTC)
+        await messages.insert_once(db, message_doc("msg:p1", "poll-user", now, text="a"))
+        await messages.insert_once(
+            db, message_doc("msg:p2", "poll-user", now + dt.timedelta(milliseconds=5), text="b")
+        )
+        async with asyncio.timeout(20):
+            await done.wait()
+        await asyncio.sleep(1)  # several more polls overlap the same window
+        assert [e["message"]["text"] for e in got] == ["a", "b"]
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_hub_fills_the_gap_after_losing_its_stream(db):
+    """A lost resume point: the hub starts a new stream and reads what it missed meanwhile."""
+    hub = Hub(db)
+    try:
+        got, done, _ = await _collect(hub, 2)
+        async with asyncio.timeout(20):
+            await hub.ready()
+        now = dt.datetime.now(dt.UTC)
+        await messages.insert_once(db, message_doc("msg:g1", "gap", now, text="before"))
+        for _ in range(400):
+            if got:
+                break
+            await asyncio.sleep(0.05)
+        # Break the watcher the way a dropped connection would, and forget the resume token.
+        task = hub._task
+        assert task is not None
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        hub._resume_token = None
+        await messages.insert_once(
+            db, message_doc("msg:g2", "gap", now + dt.timedelta(seconds=1), text="missed")
+        )
+        hub.start()
+        async with asyncio.timeout(20):
+            await done.wait()
+        assert [e["message"]["text"] for e in got] == ["before", "missed"]
+    finally:
+        await hub.stop()

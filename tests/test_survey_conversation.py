@@ -114,11 +114,12 @@ async def test_subscribe_welcome_tells_how_to_start(send, wechat, app):
 
 
 @pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("mode", ["plain", "aes"])
 @pytest.mark.parametrize("step", ["start", "answer", "finish"])
-async def test_retries_of_one_message_apply_once(send, wechat, db, app, step):
+async def test_retries_of_one_message_apply_once(send, wechat, db, app, step, mode):
     """WeChat's three retries of one MsgId, concurrently: one stored message, one advance,
     identical replies; a later retry changes nothing either."""
-    user = chat(send, wechat, f"retry-{step}")
+    user = chat(send, wechat, f"retry-{step}-{mode}", mode)
     if step != "start":
         await user.say("爆肝度调查")
         answers = 1 if step == "answer" else 9
@@ -148,8 +149,9 @@ async def test_retries_of_one_message_apply_once(send, wechat, db, app, step):
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_concurrent_different_answers_do_not_corrupt_state(send, wechat, db, app):
-    user = chat(send, wechat, "hasty")
+@pytest.mark.parametrize("mode", ["plain", "aes"])
+async def test_concurrent_different_answers_do_not_corrupt_state(send, wechat, db, app, mode):
+    user = chat(send, wechat, f"hasty-{mode}", mode)
     await user.say("爆肝度调查")
     await user.say("1")
     await user.say("1")

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
@@ -262,6 +266,22 @@ def test_start_up_fails_loudly_on_an_invalid_survey(settings, db, tmp_path):
     assert "2 mistake(s)" in text and "one.yaml:7:14" in text and "two.yaml:1:5" in text
 
 
+@pytest.mark.gen_test
+async def test_make_app_loads_surveys_dir_or_the_shipped_folder(settings, db, tmp_path):
+    folder = write_surveys(tmp_path / "s", good=GOOD, lab=LAB_YAML)
+    apps = [make_app(settings.replace(surveys_dir=folder), db=db), make_app(settings, db=db)]
+    try:
+        custom, shipped = (app.settings["surveys"] for app in apps)
+        assert sorted(s.id for s in custom.all_surveys()) == ["lab", "ok"]
+        assert apps[0].settings["bot"].surveys is custom
+        assert [s.id for s in shipped.all_surveys()] == ["baogan"]
+    finally:
+        for app in apps:
+            await app.settings["users"].close()
+            for hook in app.settings.get("on_shutdown", []):
+                await hook()
+
+
 def test_cli_check(tmp_path, capsys):
     good = SHIPPED_DIR / "baogan.yaml"
     assert main(["surveys", "check", str(good)]) == 0
@@ -312,3 +332,29 @@ def test_dedented_helper_yaml_is_valid():
     survey = load_file(write_surveys(Path(__import__("tempfile").mkdtemp()), lab=LAB_YAML)
                        / "lab.yaml")
     assert survey.id == "lab" and survey.allow_retake
+
+
+def test_serve_refuses_to_start_with_an_invalid_survey(tmp_path, mongo_uri):
+    """``python -m service serve`` exits with status 2 and lists every mistake."""
+    folder = write_surveys(tmp_path / "s", one=GOOD.replace("options: [是, 否]", "options: []"),
+                           two=GOOD.replace("id: ok", "id: Two").replace("好问卷", "二号"))
+    env = {
+        **os.environ,
+        "WECHAT_TOKEN": "t",
+        "MONGODB_URI": mongo_uri,
+        "MONGODB_DB": f"test_{uuid.uuid4().hex[:12]}",
+        "SURVEYS_DIR": str(folder),
+        "DATA_DIR": str(tmp_path / "data"),
+        "PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "serve"], env=env, capture_output=True, text=True,
+        timeout=60, cwd=Path(__file__).resolve().parent.parent, check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "2 mistake(s) in survey definitions" in done.stdout
+    assert f"{folder / 'one.yaml'}:7:14: questions[0].options: options must not be empty" in (
+        done.stdout
+    )
+    assert f"{folder / 'two.yaml'}:1:5: id: id 'Two' must be lowercase" in done.stdout

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from ..config import ConfigError
 from .model import END, KINDS, SHANGHAI, Band, Dimension, Option, Question, Survey
 
 __all__ = [
@@ -62,8 +63,11 @@ class Issue:
         return f"{where}: {self.path + ': ' if self.path else ''}{self.message}"
 
 
-class SurveyLoadError(ValueError):
-    """Surveys failed validation; ``issues`` lists every mistake found."""
+class SurveyLoadError(ConfigError):
+    """Surveys failed validation; ``issues`` lists every mistake found.
+
+    A ``ConfigError``: ``serve`` reports it (every mistake) and exits with status 2.
+    """
 
     def __init__(self, issues: Sequence[Issue]) -> None:
         self.issues = list(issues)

@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# Debian packages the test suite drives: a real headless browser and its driver.
-APT_PACKAGES := chromium chromium-driver
+# Debian packages the test suite drives: a real headless browser and its driver, and a small
+# Chinese font so the browser test's screenshots show the dashboard's text.
+APT_PACKAGES := chromium chromium-driver fonts-wqy-microhei
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint typecheck bench system-deps clean

@@ -1,6 +1,6 @@
 // One survey's charts, drawn from the survey aggregates; they refresh when new answers arrive.
 
-import { baseOption, chart } from "./charts.js";
+import { baseOption, chart, emptyNote } from "./charts.js";
 import { debounce, el, fmt, getJSON, t } from "./common.js";
 import { LiveFeed } from "./feed.js";
 
@@ -43,6 +43,7 @@ function drawFunnel(funnel) {
 function drawTime(completions) {
   timeChart.setOption(
     baseOption({
+      title: emptyNote(completions.length > 0),
       xAxis: { type: "category", data: completions.map((c) => c.date.slice(5)) },
       yAxis: { type: "value", minInterval: 1 },
       series: [{ name: t("Completions"), type: "line", smooth: true, areaStyle: { opacity: 0.15 }, data: completions.map((c) => c.count) }],
@@ -58,6 +59,7 @@ function drawScores(scores, [low, high]) {
   else axis.push(...scores.map((s) => s.score));
   scoresChart.setOption(
     baseOption({
+      title: emptyNote(scores.length > 0),
       xAxis: { type: "category", name: t("Score"), data: axis.map(String) },
       yAxis: { type: "value", minInterval: 1 },
       series: [{ name: t("Users"), type: "bar", data: axis.map((s) => counts.get(s) || 0), barMaxWidth: 24 }],
@@ -69,10 +71,11 @@ function drawScores(scores, [low, high]) {
 function drawBands(bands) {
   bandsChart.setOption(
     baseOption({
+      title: emptyNote(bands.some((b) => b.count > 0)),
       tooltip: { trigger: "item", renderMode: "richText" },
       legend: { bottom: 0, type: "scroll" },
       series: [{
-        type: "pie", radius: ["35%", "65%"], center: ["50%", "45%"],
+        type: "pie", radius: ["35%", "65%"], center: ["50%", "45%"], stillShowZeroSum: false,
         label: { formatter: "{b}\n{c} ({d}%)" },
         data: bands.map((b) => ({ name: b.title, value: b.count })),
       }],

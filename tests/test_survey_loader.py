@@ -358,3 +358,20 @@ def test_serve_refuses_to_start_with_an_invalid_survey(tmp_path, mongo_uri):
         done.stdout
     )
     assert f"{folder / 'two.yaml'}:1:5: id: id 'Two' must be lowercase" in done.stdout
+
+
+def test_messages_must_fit_in_one_wechat_reply():
+    option = "      - 这是一个相当长的选项，用来把消息撑到两千字节以上"
+    text = (
+        "id: big\ntitle: 太长\nkeywords: [太长]\n"
+        f"intro: {'很长的开场白' * 120}\n"
+        "questions:\n  - id: q1\n    text: 选项很多\n    options:\n"
+        + "".join(f"{option} {i}\n" for i in range(26))
+    )
+    survey, issues = parse_survey(text, "big.yaml")
+    assert survey is None
+    found = [str(i) for i in issues]
+    assert len(found) == 2, found
+    assert found[0].startswith("big.yaml:4:8: intro: the intro with question 1 is ")
+    assert found[1].startswith("big.yaml:6:5: questions[0]: question 'q1' is ")
+    assert found[1].endswith("bytes as sent; at most 1748 fit in one WeChat reply")

@@ -33,7 +33,8 @@ from ..store import surveys as store
 from ..wechat import Message, Reply
 from .loader import load_dir, normalize_keyword
 from .model import SHANGHAI, Question, Survey
-from .parsing import Answer, Invalid, accepted_hint, parse_answer
+from .parsing import Answer, Invalid, parse_answer
+from .render import question_text, start_text
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -206,7 +207,7 @@ class SurveyEngine:
         if doc is None:
             if restart:
                 return _Plan(self._with_hint("你还没有参加过调查。"))
-            reply = self._start_text(survey) + "\n\n" + self._question_text(survey, survey.first)
+            reply = start_text(survey) + "\n\n" + question_text(survey, survey.first)
             return _Plan(reply, [self._insert(message, survey, reply, now)])
         if doc.get("state") == "finished":
             if not survey.allow_retake:
@@ -216,8 +217,8 @@ class SurveyEngine:
             lead = f"这是你第 {attempt} 次参加「{survey.title}」"
             lead += f"，上次的结果是「{previous}」。" if previous else "。"
             reply = (
-                f"{lead}\n\n{self._start_text(survey)}\n\n"
-                f"{self._question_text(survey, survey.first)}"
+                f"{lead}\n\n{start_text(survey)}\n\n"
+                f"{question_text(survey, survey.first)}"
             )
             return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
         # In progress but paused (or set aside): resume, or start over when asked and allowed.
@@ -227,12 +228,12 @@ class SurveyEngine:
                     f"「{survey.title}」不支持重新开始。回复「{survey.keywords[0]}」"
                     f"从第 {self._position(survey, doc)} 题继续作答。"
                 )
-            reply = f"好的，「{survey.title}」从头开始。\n\n" + self._question_text(
+            reply = f"好的，「{survey.title}」从头开始。\n\n" + question_text(
                 survey, survey.first
             )
             return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
         question = self._current(survey, doc)
-        reply = f"欢迎回来！继续「{survey.title}」。\n\n" + self._question_text(survey, question)
+        reply = f"欢迎回来！继续「{survey.title}」。\n\n" + question_text(survey, question)
         return _Plan(
             reply,
             [self._update(message, doc, reply, set_fields={
@@ -268,9 +269,9 @@ class SurveyEngine:
             if not survey.allow_retake:
                 return _Plan(
                     f"「{survey.title}」不支持重新开始，请继续作答。\n\n"
-                    + self._question_text(survey, question)
+                    + question_text(survey, question)
                 )
-            reply = f"好的，「{survey.title}」从头开始。\n\n" + self._question_text(
+            reply = f"好的，「{survey.title}」从头开始。\n\n" + question_text(
                 survey, survey.first
             )
             return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
@@ -278,7 +279,7 @@ class SurveyEngine:
             if keyword.id == survey.id:
                 return _Plan(
                     f"你正在参加「{survey.title}」，接着答就好。\n\n"
-                    + self._question_text(survey, question)
+                    + question_text(survey, question)
                 )
             return _Plan(
                 f"你正在参加「{survey.title}」（第 {survey.position(question.id)}/{survey.total} "
@@ -289,7 +290,7 @@ class SurveyEngine:
         parsed = parse_answer(text, question)
         if isinstance(parsed, Invalid):
             return _Plan(
-                f"{parsed.message}回复「退出」可暂停。\n\n" + self._question_text(survey, question)
+                f"{parsed.message}回复「退出」可暂停。\n\n" + question_text(survey, question)
             )
         return self._answer(message, survey, doc, question, parsed, now)
 
@@ -307,7 +308,7 @@ class SurveyEngine:
         if following is not None:
             nxt = survey.question(following)
             assert nxt is not None  # noqa: S101 - jumps are validated at load time
-            reply = self._question_text(survey, nxt)
+            reply = question_text(survey, nxt)
             return _Plan(reply, [self._update(
                 message, doc, reply, set_fields={"current": following}, answer=entry,
             )])
@@ -423,34 +424,6 @@ class SurveyEngine:
 
     def _position(self, survey: Survey, doc: Mapping[str, Any]) -> int:
         return survey.position(self._current(survey, doc).id)
-
-    @staticmethod
-    def _start_text(survey: Survey) -> str:
-        if survey.intro:
-            return survey.intro
-        return (
-            f"欢迎参加「{survey.title}」！共 {survey.total} 题，按提示回复即可作答。\n"
-            f"中途回复「退出」可暂停，再发「{survey.keywords[0]}」接着答。"
-        )
-
-    @staticmethod
-    def _question_text(survey: Survey, question: Question) -> str:
-        head = f"第 {survey.position(question.id)}/{survey.total} 题"
-        if question.kind != "single":
-            head += f"（{question.kind_name}）"
-        lines = [f"{head}：{question.text}"]
-        if question.kind in ("single", "multiple"):
-            lines += [f"{i}. {option.label}" for i, option in enumerate(question.options, 1)]
-        if question.kind == "rating" and (question.min_label or question.max_label):
-            lines.append(
-                f"{question.scale_min} = {question.min_label or '最低'}，"
-                f"{question.scale_max} = {question.max_label or '最高'}"
-            )
-        if question.hint:
-            lines.append(question.hint)
-        elif question.kind != "single":
-            lines.append(accepted_hint(question))
-        return "\n".join(lines)
 
     @staticmethod
     def _result_block(survey: Survey, doc: Mapping[str, Any]) -> str:

@@ -23,7 +23,9 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..config import ConfigError
+from ..wechat import TEXT_LIMIT_BYTES
 from .model import END, KINDS, SHANGHAI, Band, Dimension, Option, Question, Survey
+from .render import REPLY_HEADROOM, fits, question_text, start_text
 
 __all__ = [
     "COMMAND_WORDS",
@@ -300,6 +302,7 @@ class _Validator:
             source=self.doc.file,
         )
         self._check_coverage(survey)
+        self._check_sizes(survey)
         return None if len(self.doc.issues) > errors_before else survey
 
     def _keywords(self, top: dict[str, Any]) -> tuple[str, ...]:
@@ -571,6 +574,25 @@ class _Validator:
             else:
                 out[key] = value
         return out
+
+    def _check_sizes(self, survey: Survey) -> None:
+        """Every message must fit in one WeChat reply (2048 bytes), or users see it cut off."""
+        limit = TEXT_LIMIT_BYTES - REPLY_HEADROOM
+        ok, size = fits(start_text(survey) + "\n\n" + question_text(survey, survey.first))
+        if not ok:
+            self.error(("intro",), f"the intro with question 1 is {size} bytes; at most {limit} "
+                                   "fit in one WeChat reply")
+        for i, question in enumerate(survey.questions):
+            ok, size = fits(question_text(survey, question))
+            if not ok:
+                self.error(("questions", i), f"question {question.id!r} is {size} bytes as sent; "
+                                             f"at most {limit} fit in one WeChat reply")
+        for i, band in enumerate(survey.bands):
+            ok, size = fits(f"{band.title}\n{band.comment}\n\n{survey.outro}")
+            if not ok:
+                self.error(("results", "bands", i),
+                           f"band {band.title!r} with the outro is {size} bytes; at most "
+                           f"{limit} fit in one WeChat reply")
 
     def _check_coverage(self, survey: Survey) -> None:
         """Every reachable total score must fall in exactly one band (no gaps at the ends)."""

@@ -73,11 +73,11 @@ function drawBands(bands) {
     baseOption({
       title: emptyNote(bands.some((b) => b.count > 0)),
       tooltip: { trigger: "item", renderMode: "richText" },
-      legend: { bottom: 0, type: "scroll" },
+      legend: { bottom: 0, type: "scroll", data: bands.map((b) => b.title) },
       series: [{
         type: "pie", radius: ["35%", "65%"], center: ["50%", "45%"], stillShowZeroSum: false,
         label: { formatter: "{b}\n{c} ({d}%)" },
-        data: bands.map((b) => ({ name: b.title, value: b.count })),
+        data: bands.filter((b) => b.count > 0).map((b) => ({ name: b.title, value: b.count })),
       }],
     }),
     true,

@@ -60,11 +60,11 @@ class LiveSocket(DashboardHandler, tornado.websocket.WebSocketHandler):
         raise tornado.web.HTTPError(403, "password change required")
 
     @tornado.web.authenticated
-    async def get(self, *args: Any, **kwargs: Any) -> None:
+    async def get(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         await super().get(*args, **kwargs)
 
     # -- the socket -----------------------------------------------------------------------------
-    async def open(self, *args: str, **kwargs: str) -> None:  # type: ignore[override]
+    async def open(self, *args: str, **kwargs: str) -> None:
         self._queue: list[dict[str, Any]] | None = []
         self._pending = 0
         self._sent: set[str] = set()

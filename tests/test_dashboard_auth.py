@@ -328,7 +328,9 @@ async def test_pages_have_no_inline_script_and_only_local_assets(logged_in):
 @pytest.mark.gen_test
 async def test_static_assets_are_served_with_version_hashes(logged_in):
     html = (await logged_in.get("/dashboard/surveys/baogan")).body.decode()
-    src = re.search(r'src="(/static/vendor/echarts-6\.0\.0\.min\.js\?v=[0-9a-f]+)"', html).group(1)
+    found = re.search(r'src="(/static/vendor/echarts-6\.0\.0\.min\.js\?v=[0-9a-f]+)"', html)
+    assert found is not None
+    src = found.group(1)
     response = await logged_in.get(src)
     assert response.code == 200
     assert "max-age=31536000" in response.headers["Cache-Control"]

@@ -135,7 +135,7 @@ async def overview(
     counts: dict[str, Any] = {}
     async for row in await db[MESSAGES].aggregate(pipeline):
         counts = row
-    result = {
+    result: dict[str, Any] = {
         key: int(counts.get(key, 0))
         for key in (
             "messages_today",

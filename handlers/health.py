@@ -89,6 +89,9 @@ class HealthHandler(BaseHandler):
         self.set_status(200 if database["ok"] else 503)
         self.finish(body)
 
+    async def head(self) -> None:
+        await self.get()  # Tornado sends the headers of a HEAD response without its body
+
 
 class MetricsHandler(BaseHandler):
     """``GET /metrics``: Prometheus text format; bearer token or loopback only (allow-list)."""

@@ -206,6 +206,8 @@ class Inbox:
         except PyMongoError as e:
             if self.spool is None:
                 raise
+            # The insert may have landed anyway (a timeout after the write): the replay finds out.
+            doc["insert_uncertain"] = True
             if is_outage(e):
                 self._db_failed(e, "insert")
             else:  # not an outage, but the message must not be lost: the replay sets it aside
@@ -269,6 +271,15 @@ class Inbox:
         """Insert one spooled document; True if it was new (and then counted for its user)."""
         with pymongo.timeout(max(self.db_timeout, 5.0)):
             new = await messages.insert_new(self.db, doc)
+            if not new and doc.get("insert_uncertain"):
+                # Is the stored one this very document (the insert that "failed" landed)? Then
+                # nobody has counted it yet.
+                stored = await messages.find(self.db, doc["_id"])
+                landed = stored is not None and all(
+                    stored.get(k) == doc.get(k) for k in ("received_at", "process")
+                )
+                if landed:
+                    self.count_user(doc)
         if new:
             self.count_user(doc)
         return new

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import signal
@@ -19,7 +20,7 @@ from service.wechat import Message, Reply
 
 
 async def until(check: Callable[[], Any], *, timeout: float = 30.0, every: float = 0.05) -> Any:
-    """Poll ``check()`` (sync or async) until it returns something truthy; fail after ``timeout``."""
+    """Poll ``check()`` (sync or async) until it is truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -32,12 +33,14 @@ async def until(check: Callable[[], Any], *, timeout: float = 30.0, every: float
         await asyncio.sleep(every)
 
 
-def serve_app(app: tornado.web.Application) -> tuple[tornado.httpserver.HTTPServer, str]:
-    """Serve ``app`` on a fresh loopback port (a second process, as far as WeChat can tell)."""
-    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(app)
+def serve_app(
+    app: tornado.web.Application, host: str = "127.0.0.1", **server_options: Any
+) -> tuple[tornado.httpserver.HTTPServer, str]:
+    """Serve ``app`` on a fresh port (a second process, as far as WeChat can tell)."""
+    sockets = tornado.netutil.bind_sockets(0, host)
+    server = tornado.httpserver.HTTPServer(app, **server_options)
     server.add_sockets(sockets)
-    return server, f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+    return server, f"http://{host}:{sockets[0].getsockname()[1]}"
 
 
 async def close_app(app: tornado.web.Application) -> None:
@@ -115,7 +118,5 @@ def wait_gone(pids: list[int], timeout: float = 30.0) -> list[int]:
 
 def kill_quietly(pids: list[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

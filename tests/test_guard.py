@@ -60,7 +60,7 @@ async def test_slow_reply_is_success_now_and_one_custom_message_later(
     app, send, wechat, db, slow, fake_wechat_api
 ):
     xml = wechat.text("user-slow", SlowSurvey.TRIGGER, msg_id=7001)
-    response, reply = await send(xml)
+    response, _reply = await send(xml)
     assert response.body == b"success"  # the budget ran out while the survey step was busy
     assert slow.calls == 1
 
@@ -110,7 +110,7 @@ async def test_reply_in_time_is_passive_and_nothing_is_sent(
     app, send, wechat, db, slow, fake_wechat_api
 ):
     slow.release.set()  # the survey step is quick this time
-    response, reply = await send(wechat.text("user-quick", SlowSurvey.TRIGGER, msg_id=7003))
+    _response, reply = await send(wechat.text("user-quick", SlowSurvey.TRIGGER, msg_id=7003))
     assert reply["Content"] == "让你久等了：这是第 1 次计算的回复"
     _, greeting = await send(wechat.text("user-quick", "hello", msg_id=7004))
     assert greeting["Content"] in GREETINGS

@@ -8,6 +8,7 @@ from service.inbox import TEST_OPENID_PREFIX
 from service.store import dashboard as store
 
 from .base import DashboardHandler
+from .surveys import find_survey
 
 
 class RootHandler(DashboardHandler):
@@ -67,8 +68,6 @@ class SurveysPage(DashboardHandler):
 class SurveyPage(DashboardHandler):
     @tornado.web.authenticated
     def get(self, survey_id: str) -> None:
-        from .surveys import find_survey
-
         survey = find_survey(self, survey_id)
         self.render_page("survey.html", page="surveys", survey=survey.describe())
 

@@ -22,6 +22,8 @@ from service.store import dashboard as store
 
 from .base import DashboardHandler
 
+__all__ = ["LiveSocket", "message_event", "routes"]
+
 log = logging.getLogger(__name__)
 
 BACKLOG_LIMIT = 500
@@ -141,9 +143,5 @@ class LiveSocket(DashboardHandler, tornado.websocket.WebSocketHandler):
 
 def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-# Re-exported for tests that build events the way the hub does.
-__all__ = ["LiveSocket", "message_event", "routes"]
 
 routes = [(r"/dashboard/ws", LiveSocket)]

@@ -88,7 +88,14 @@ def _create(args: argparse.Namespace) -> int:
     except owners.OwnerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except (ConfigError, EmbeddedDatabaseError) as e:
+    except EmbeddedDatabaseError as e:
+        log.error(
+            "%s\nIf the service is running on the embedded database, stop it first "
+            "(one process owns DATA_DIR), or set MONGODB_URI to the running server.",
+            e,
+        )
+        return 2
+    except ConfigError as e:
         log.error("%s", e)
         return 2
     name = owners.normalize_name(args.name)

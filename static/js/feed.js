@@ -43,8 +43,10 @@ export class LiveFeed {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const params = new URLSearchParams();
     // After a disconnect, ask for what we missed; on the first connect only for new messages.
+    // A few seconds of overlap: other processes' inserts can commit slightly out of order.
+    // Duplicates are dropped by id.
     const since = this.lastReceived || (this.connectedOnce ? this.disconnectedAt : null);
-    if (since) params.set("since", since);
+    if (since) params.set("since", new Date(new Date(since).getTime() - 5000).toISOString());
     const query = params.toString();
     return `${scheme}//${location.host}/dashboard/ws${query ? "?" + query : ""}`;
   }

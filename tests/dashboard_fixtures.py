@@ -7,8 +7,15 @@ token from the page like the dashboard's scripts do, and opens the live WebSocke
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,11 +23,15 @@ import pytest
 import tornado.websocket
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
+from service.embedded import free_port
 from service.store import owners
+from tests.conftest import AES_KEY, APP_ID, TOKEN
 
 OWNER = "boss"
 PASSWORD = "correct horse battery"
 
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
 _XSRF_META = re.compile(r'<meta name="xsrf-token" content="([^"]+)"')
 
 
@@ -148,3 +159,57 @@ def logged_in(io_loop: Any, session: Session, owner: dict[str, Any]) -> Session:
     response = io_loop.run_sync(session.login)
     assert response.code == 302, response.body
     return session
+
+
+@pytest.fixture
+def service_process(settings: Any, db: Any, tmp_path: Path) -> Iterator[str]:
+    """``python -m service serve`` as a subprocess on the test database; yields its base URL.
+
+    Its log is copied to ``test-artifacts/service-process.log``.
+    """
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")},
+        "WECHAT_TOKEN": TOKEN,
+        "WECHAT_APP_ID": APP_ID,
+        "WECHAT_ENCODING_AES_KEY": AES_KEY,
+        "MONGODB_URI": settings.mongodb_uri,
+        "MONGODB_DB": settings.mongodb_db,
+        "COOKIE_SECRET": "browser-test-secret",
+        "DATA_DIR": str(tmp_path / "data"),
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+    }
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/dashboard/login", timeout=2) as r:  # noqa: S310
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("service did not start:\n" + log_path.read_text())
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        log_text = log_path.read_text(errors="replace")
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "service-process.log").write_text(log_text)

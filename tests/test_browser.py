@@ -12,19 +12,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from service.embedded import free_port
 from service.store import owners
-from tests.conftest import AES_KEY, APP_ID, TOKEN
 from tests.dashboard_fixtures import OWNER, PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -36,55 +30,10 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 @pytest.fixture
-def server(settings: Any, db: Any, io_loop: Any, tmp_path: Path) -> Iterator[str]:
-    """``python -m service serve`` on the test database; yields its base URL."""
+def server(service_process: str, db: Any, io_loop: Any) -> str:
+    """The service as a subprocess on the test database, with the owner ``boss``."""
     io_loop.run_sync(lambda: owners.create(db, OWNER, PASSWORD))
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")},
-        "WECHAT_TOKEN": TOKEN,
-        "WECHAT_APP_ID": APP_ID,
-        "WECHAT_ENCODING_AES_KEY": AES_KEY,
-        "MONGODB_URI": settings.mongodb_uri,
-        "MONGODB_DB": settings.mongodb_db,
-        "COOKIE_SECRET": "browser-test-secret",
-        "DATA_DIR": str(tmp_path / "data"),
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-    }
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/dashboard/login", timeout=2) as r:  # noqa: S310
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("service did not start:\n" + log_path.read_text())
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        log_text = log_path.read_text(errors="replace")
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "browser-server.log").write_text(log_text)
+    return service_process
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 
 import pytest
 import tornado.httpserver
@@ -99,6 +100,25 @@ async def test_message_answered_by_another_instance_reaches_this_dashboard(
         for hook in app_b.settings["on_shutdown"]:
             await hook()
         await client_b.close()
+
+
+@pytest.mark.slow
+@pytest.mark.gen_test(timeout=120)
+async def test_message_answered_by_another_process_reaches_this_dashboard(
+    logged_in, service_process, wechat, http_client
+):
+    """As under supervisord: ``python -m service serve`` (another process, same database)
+    answers the message; the dashboard served by this process shows it."""
+    ws = await logged_in.websocket()
+    await next_event(ws, kind="hello")
+    signed = wechat.sign(wechat.text("other-process", "进程间消息"), "aes")
+    response = await http_client.fetch(signed.url(service_process), method="POST", body=signed.body)
+    assert response.code == 200
+    event = await next_event(ws, kind="message", timeout=30)
+    m = event["message"]
+    assert (m["openid"], m["text"]) == ("other-process", "进程间消息")
+    assert m["process"] != f"{os.uname().nodename}:{os.getpid()}"  # answered over there
+    ws.close()
 
 
 # -- the hub on its own ---------------------------------------------------------------------------

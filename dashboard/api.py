@@ -35,7 +35,11 @@ class TrafficApi(ApiHandler):
 
 
 class MessagesApi(ApiHandler):
-    """The message log: ``q`` (text), ``user``, ``type``, ``since``, ``until``, ``page``."""
+    """The message log: ``q`` (text), ``user``, ``type``, ``since``, ``until``, ``page``.
+
+    ``since`` and ``until`` are dates (in ``TIMEZONE``, both inclusive) or ISO times (``until``
+    exclusive).
+    """
 
     @tornado.web.authenticated
     async def get(self) -> None:
@@ -48,7 +52,7 @@ class MessagesApi(ApiHandler):
             openid=self.get_query_argument("user", "").strip(),
             msg_type=msg_type,
             since=self.date_argument("since"),
-            until=self.date_argument("until"),
+            until=self.date_argument("until", end_of_day=True),
             include_test=self.bool_argument("test", True),
             page=self.int_argument("page", 1, 1, 1_000_000),
             per_page=self.int_argument("per_page", 50, 1, 200),

@@ -160,8 +160,10 @@ async def test_message_log_search_and_pages(logged_in, seeded):
     today = seeded["today"].astimezone(zone).date().isoformat()
     only_today = await logged_in.get_json("/api/messages", since=today)
     assert only_today["total"] == 4
-    before_today = await logged_in.get_json("/api/messages", until=today)
-    assert before_today["total"] == 3
+    yesterday = (seeded["today"].astimezone(zone).date() - dt.timedelta(days=1)).isoformat()
+    up_to_yesterday = await logged_in.get_json("/api/messages", until=yesterday)  # inclusive
+    assert up_to_yesterday["total"] == 3
+    assert (await logged_in.get_json("/api/messages", since=today, until=today))["total"] == 4
 
     page1 = await logged_in.get_json("/api/messages", per_page=3, page=1)
     page3 = await logged_in.get_json("/api/messages", per_page=3, page=3)

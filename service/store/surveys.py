@@ -75,6 +75,9 @@ async def ensure_indexes(db: Db) -> None:
     await coll.create_index(
         [("survey", ASCENDING), ("finished_at", ASCENDING)], name="survey_finished"
     )
+    await coll.create_index(
+        [("survey", ASCENDING), ("started_at", ASCENDING)], name="survey_started"
+    )  # the export's order
     await coll.create_index("test_user", name="test_user")
 
 

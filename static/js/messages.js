@@ -13,7 +13,7 @@ async function load(page = 1) {
   const data = await getJSON("/api/messages", { ...values, page });
   tbody.replaceChildren(...data.items.map(messageRow));
   if (!data.items.length) tbody.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, t("No messages found."))));
-  total.textContent = t("%(n)s messages", { n: data.total });
+  total.textContent = t("Messages found: %(n)s", { n: data.total });
   renderPager(pager, data, load);
 }
 

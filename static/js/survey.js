@@ -93,7 +93,7 @@ function drawQuestion(q) {
     entry = { card, chart: chart(box) };
     questionCharts.set(q.id, entry);
   }
-  entry.card.querySelector("p").textContent = t("%(n)s answers", { n: q.answered });
+  entry.card.querySelector("p").textContent = t("Answers: %(n)s", { n: q.answered });
   if (!q.options.length) {
     const stats = q.stats ? t("Average %(avg)s, min %(min)s, max %(max)s", { avg: q.stats.avg ?? "–", min: q.stats.min ?? "–", max: q.stats.max ?? "–" }) : "";
     entry.card.querySelector("p").textContent += stats ? ` · ${stats}` : "";

@@ -32,7 +32,7 @@ async function load(page = 1) {
   const data = await getJSON("/api/users", { ...values, page });
   tbody.replaceChildren(...data.items.map(row));
   if (!data.items.length) tbody.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, t("No users found."))));
-  total.textContent = t("%(n)s users", { n: data.total });
+  total.textContent = t("Users found: %(n)s", { n: data.total });
   renderPager(pager, data, load);
 }
 

@@ -9,8 +9,8 @@
 
 They need ``WECHAT_APP_ID`` and ``WECHAT_APP_SECRET`` (``WECHAT_TOKEN`` is not needed) and the
 database the service uses (``MONGODB_URI``), where the shared access_token lives; without
-``MONGODB_URI`` they start the embedded database under ``DATA_DIR``, which a running service
-holds: stop it first, or point both at a MongoDB server. Exit status: 0 done, 1 WeChat refused or
+``MONGODB_URI`` they use the embedded database of the service running on the same ``DATA_DIR``
+(or start it for the duration of the command). Exit status: 0 done, 1 WeChat refused or
 could not be reached, 2 bad input or configuration.
 """
 
@@ -29,8 +29,8 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from .config import ConfigError, Settings
-from .db import connect, ensure_indexes
-from .embedded import EmbeddedDatabase, EmbeddedDatabaseError
+from .db import open_database
+from .embedded import EmbeddedDatabaseError
 from .store import tokens
 from .wechat_api import MenuError, WeChatAPI, WeChatAPIError, load_menu, make_api, menu_keys
 
@@ -65,17 +65,7 @@ def cli_settings(args: argparse.Namespace) -> Settings:
 @contextlib.asynccontextmanager
 async def _api(settings: Settings) -> AsyncIterator[tuple[WeChatAPI, Any]]:
     """The database (embedded if ``MONGODB_URI`` is unset) and a WeChatAPI on it."""
-    embedded: EmbeddedDatabase | None = None
-    uri = settings.mongodb_uri
-    if settings.embedded_db:
-        embedded = EmbeddedDatabase(
-            settings.data_dir / "secantus", log_path=settings.data_dir / "secantus.log"
-        )
-        await asyncio.to_thread(embedded.start)
-        uri = embedded.uri
-    client, db = connect(settings, uri)
-    try:
-        await ensure_indexes(db)
+    async with open_database(settings) as (_client, db):
         api = make_api(settings, db)
         if api is None:
             raise ConfigError("WECHAT_APP_ID and WECHAT_APP_SECRET are required for this command")
@@ -83,10 +73,6 @@ async def _api(settings: Settings) -> AsyncIterator[tuple[WeChatAPI, Any]]:
             yield api, db
         finally:
             await api.close()
-    finally:
-        await client.close()
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
 
 
 def _run(args: argparse.Namespace, action: Callable[[WeChatAPI, Any], Awaitable[int]]) -> int:

@@ -6,10 +6,13 @@ only here and in ``service/store/``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pymongo
@@ -17,8 +20,16 @@ from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .config import Settings
+from .embedded import EmbeddedDatabase, running_uri
 
-__all__ = ["STORE_MODULES", "CommandCounter", "connect", "ensure_indexes", "ping"]
+__all__ = [
+    "STORE_MODULES",
+    "CommandCounter",
+    "connect",
+    "ensure_indexes",
+    "open_database",
+    "ping",
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +116,38 @@ async def ping(db: AsyncDatabase[dict[str, Any]], limit: float) -> float:
     with pymongo.timeout(limit):
         await db.command("ping")
     return (time.perf_counter() - started) * 1000
+
+
+@contextlib.asynccontextmanager
+async def open_database(
+    settings: Settings,
+    *,
+    attach: bool = True,
+    counter: CommandCounter | None = None,
+) -> AsyncIterator[tuple[AsyncMongoClient[dict[str, Any]], AsyncDatabase[dict[str, Any]]]]:
+    """Connect (to ``MONGODB_URI``, or the embedded server under ``DATA_DIR``) and ensure indexes.
+
+    Embedded: with ``attach`` (command-line tools) a server already started by a running
+    ``serve`` on the same ``DATA_DIR`` is used; otherwise (or when none runs) this process starts
+    one and stops it on exit.
+    """
+    embedded: EmbeddedDatabase | None = None
+    uri = settings.mongodb_uri
+    if settings.embedded_db:
+        storage = settings.data_dir / "secantus"
+        attached = running_uri(storage) if attach else None
+        if attached is None:
+            embedded = EmbeddedDatabase(storage, log_path=settings.data_dir / "secantus.log")
+            await asyncio.to_thread(embedded.start)
+            uri = embedded.uri
+        else:
+            log.info("using the embedded database of the running service (%s)", storage)
+            uri = attached
+    client, db = connect(settings, uri, counter=counter)
+    try:
+        await ensure_indexes(db)
+        yield client, db
+    finally:
+        await client.close()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)

@@ -6,6 +6,8 @@ spoken to over the MongoDB wire protocol; nothing here imports it.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import shutil
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EmbeddedDatabase", "EmbeddedDatabaseError", "free_port"]
+__all__ = ["EmbeddedDatabase", "EmbeddedDatabaseError", "free_port", "running_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,41 @@ def _executable() -> str:
             "or set MONGODB_URI to a MongoDB server"
         )
     return found
+
+
+def _state_file(storage_path: Path) -> Path:
+    return storage_path.with_name(storage_path.name + ".json")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_uri(storage_path: Path) -> str | None:
+    """The URI of a server already running on ``storage_path`` (started by ``serve``), if any.
+
+    One process owns a storage folder; command-line tools (``create-owner``, ``media upload``)
+    use this to talk to the running service's database instead of starting a second server.
+    """
+    try:
+        state = json.loads(_state_file(storage_path).read_text(encoding="utf-8"))
+        pid, host, port = int(state["pid"]), str(state["host"]), int(state["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not _alive(pid):
+        return None
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            pass
+    except OSError:
+        return None
+    return f"mongodb://{host}:{port}/?retryWrites=false&directConnection=true"
 
 
 class EmbeddedDatabase:
@@ -109,14 +146,24 @@ class EmbeddedDatabase:
                 )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):
+                    self._write_state()
                     return
             except OSError:
                 time.sleep(0.1)
         self.stop()
         raise EmbeddedDatabaseError(f"secantusd-py did not open port {self.port} in {timeout}s")
 
+    def _write_state(self) -> None:
+        if self.storage_path is None or self.process is None:
+            return
+        state = {"pid": self.process.pid, "host": self.host, "port": self.port}
+        _state_file(self.storage_path).write_text(json.dumps(state), encoding="utf-8")
+
     def stop(self, timeout: float = 20.0) -> None:
         process, self.process = self.process, None
+        if self.storage_path is not None and process is not None:
+            with contextlib.suppress(OSError):
+                _state_file(self.storage_path).unlink()
         if process is None or process.poll() is not None:
             return
         log.info("stopping embedded database (pid %d)", process.pid)

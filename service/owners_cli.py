@@ -1,9 +1,8 @@
 """``create-owner NAME``: create (or ``--reset``) a dashboard owner account.
 
 The password is asked for twice on a terminal, or read from standard input with
-``--password-stdin`` (scripts, CI). Without ``MONGODB_URI`` the command opens the embedded database
-under ``DATA_DIR``; stop a running ``make run`` first (one process owns those files), or point
-``MONGODB_URI`` at the running server.
+``--password-stdin`` (scripts, CI). Without ``MONGODB_URI`` the command uses the embedded database
+of the service running on the same ``DATA_DIR`` (``make run``), or starts it for its duration.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .config import ConfigError, Settings
+from .db import open_database
 from .embedded import EmbeddedDatabaseError
 from .store import owners
 
@@ -37,15 +37,13 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 async def create_owner(settings: Settings, name: str, password: str, *, reset: bool) -> str:
-    from .server import runtime
-
-    async with runtime(settings) as rt:
+    async with open_database(settings) as (_client, db):
         if reset:
-            if await owners.get(rt.db, name) is None:
+            if await owners.get(db, name) is None:
                 raise owners.OwnerError(f"owner {owners.normalize_name(name)!r} does not exist")
-            await owners.set_password(rt.db, name, password)
+            await owners.set_password(db, name, password)
             return "reset"
-        await owners.create(rt.db, name, password)
+        await owners.create(db, name, password)
         return "created"
 
 
@@ -89,11 +87,7 @@ def _create(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except EmbeddedDatabaseError as e:
-        log.error(
-            "%s\nIf the service is running on the embedded database, stop it first "
-            "(one process owns DATA_DIR), or set MONGODB_URI to the running server.",
-            e,
-        )
+        log.error("%s", e)
         return 2
     except ConfigError as e:
         log.error("%s", e)

@@ -1,0 +1,58 @@
+"""Command-line tools reach the embedded database of a running ``serve`` on the same DATA_DIR."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from service.config import ENV_VARS
+from service.embedded import running_uri
+from tests.test_shutdown import ROOT, Service, services  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.slow
+
+
+def cli(tmp_path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env.update(DATA_DIR=str(tmp_path / "data"), COOKIE_SECRET="x")
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_create_owner_while_the_service_runs_on_the_embedded_database(tmp_path, services):  # noqa: F811
+    service = Service(tmp_path, DATA_DIR=str(tmp_path / "data"))
+    services.append(service)
+    service.wait_ready()
+    storage = tmp_path / "data" / "secantus"
+    uri = running_uri(storage)
+    assert uri is not None, "serve records where its embedded database listens"
+
+    done = cli(tmp_path, "create-owner", "alice", "--password-stdin", stdin="correct horse 42\n")
+    assert done.returncode == 0, done.stderr
+    again = cli(tmp_path, "create-owner", "alice", "--password-stdin", stdin="correct horse 42\n")
+    assert again.returncode == 1, "the second run saw the first one's owner"
+
+    client: MongoClient[dict[str, Any]] = MongoClient(uri)
+    try:
+        names = [o["_id"] for o in client["wechat_survey"]["owners"].find({}, {"_id": 1})]
+    finally:
+        client.close()
+    assert "alice" in names
+    assert service.process.poll() is None, "the running service was not disturbed"
+
+    service.process.terminate()
+    assert service.process.wait(60) == 0
+    assert running_uri(storage) is None, "the state file goes away with the server"

@@ -136,6 +136,8 @@ class WeChatHandler(BaseHandler):
             outcome = self._summary["outcome"]
             if self._summary["type"] == "handshake":
                 outcome = "handshake"
+            elif outcome == "-":
+                outcome = "other"  # e.g. a method WeChat never uses
             metrics.requests.labels(outcome=outcome).inc()
             if self.request.method == "POST" and self._summary["type"] != "-":
                 metrics.reply_latency.observe(elapsed)

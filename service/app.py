@@ -119,6 +119,9 @@ def make_app(
         *([wechat_api.close] if wechat_api is not None else []),
     ]
     app_settings["on_shutdown"].append(app_settings["hub"].stop)
+    hub = app_settings.get("hub")
+    if hub is not None:
+        metrics.track_websockets(lambda: int(hub.subscribers))
     app = tornado.web.Application(routes, **app_settings)
     guard.api = lambda: app.settings.get("wechat_api")
     return app

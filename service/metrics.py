@@ -2,8 +2,8 @@
 
 Each ``make_app`` builds its own ``Metrics`` (never prometheus-client's global default registry), so
 every test starts from zero and two applications in one process do not mix their numbers. Other
-parts of the service reach it through ``app.settings["metrics"]``; the dashboard's WebSocket sets
-``metrics.websocket_clients``.
+parts of the service reach it through ``app.settings["metrics"]``. Gauges that mirror state kept
+elsewhere (spool backlog, WebSocket clients) read it at scrape time.
 """
 
 from __future__ import annotations
@@ -158,6 +158,10 @@ class Metrics:
     def track_spool(self, backlog: Callable[[], int]) -> None:
         """Read the spool backlog at scrape time."""
         self.spool_backlog.set_function(lambda: float(backlog()))
+
+    def track_websockets(self, clients: Callable[[], int]) -> None:
+        """Read the number of dashboard WebSocket clients at scrape time (the live hub's)."""
+        self.websocket_clients.set_function(lambda: float(clients()))
 
     def message(self, kind: str) -> None:
         self.messages.labels(type=kind if kind in MESSAGE_TYPES else "other").inc()

@@ -82,7 +82,12 @@ async def test_metrics_count_requests_messages_duplicates_and_round_trips(
     await http_client.fetch(
         forged.url(base_url), method="POST", body=forged.body, raise_error=False
     )
-    app.settings["metrics"].websocket_clients.set(2)  # what the dashboard's socket does
+    hub = app.settings["hub"]
+
+    def listener(event: Any) -> None:  # a dashboard WebSocket, as the live hub sees it
+        pass
+
+    hub.subscribe(listener)
 
     response = await http_client.fetch(f"{base_url}/metrics")
     assert response.code == 200
@@ -97,7 +102,8 @@ async def test_metrics_count_requests_messages_duplicates_and_round_trips(
     assert found[("wechat_survey_reply_latency_seconds_count", ())] == 3
     assert found[("wechat_survey_spool_backlog", ())] == 0
     assert found[("wechat_survey_database_up", ())] == 1
-    assert found[("wechat_survey_websocket_clients", ())] == 2
+    assert found[("wechat_survey_websocket_clients", ())] == 1
+    hub.unsubscribe(listener)
     assert found[("wechat_survey_database_commands_total", (("command", "insert"),))] >= 2
     assert ("wechat_survey_database_errors_total", (("operation", "insert"),)) not in found
     assert found[("wechat_survey_info", (("version", __version__),))] == 1

@@ -124,8 +124,10 @@ async def open_database(
     *,
     attach: bool = True,
     counter: CommandCounter | None = None,
+    indexes: bool = True,
 ) -> AsyncIterator[tuple[AsyncMongoClient[dict[str, Any]], AsyncDatabase[dict[str, Any]]]]:
-    """Connect (to ``MONGODB_URI``, or the embedded server under ``DATA_DIR``) and ensure indexes.
+    """Connect (to ``MONGODB_URI``, or the embedded server under ``DATA_DIR``) and ensure indexes
+    (unless ``indexes`` is false: ``serve`` creates them itself, tolerating an outage).
 
     Embedded: with ``attach`` (command-line tools) a server already started by a running
     ``serve`` on the same ``DATA_DIR`` is used; otherwise (or when none runs) this process starts
@@ -145,7 +147,8 @@ async def open_database(
             uri = attached
     client, db = connect(settings, uri, counter=counter)
     try:
-        await ensure_indexes(db)
+        if indexes:
+            await ensure_indexes(db)
         yield client, db
     finally:
         await client.close()

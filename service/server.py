@@ -33,8 +33,8 @@ from pymongo.errors import PyMongoError
 
 from . import __version__
 from .config import ConfigError, Settings, dev_secret
-from .db import CommandCounter, connect, ensure_indexes
-from .embedded import EmbeddedDatabase, EmbeddedDatabaseError
+from .db import CommandCounter, ensure_indexes, open_database
+from .embedded import EmbeddedDatabaseError
 from .spool import is_outage
 
 __all__ = ["Runtime", "add_parser", "load_settings", "runtime"]
@@ -149,14 +149,13 @@ def load_settings(args: argparse.Namespace, *, dev: bool = False, **overrides: A
 
 @dataclasses.dataclass
 class Runtime:
-    """What one process holds: settings, database client, application, embedded server."""
+    """What one process holds: settings, database client, application."""
 
     settings: Settings
     client: Any
     db: Any
     app: tornado.web.Application
     counter: CommandCounter
-    embedded: EmbeddedDatabase | None = None
 
     async def close(self) -> None:
         guard = self.app.settings.get("guard")
@@ -184,17 +183,12 @@ async def runtime(
     """
     from .app import make_app
 
-    embedded: EmbeddedDatabase | None = None
-    uri = settings.mongodb_uri
-    if settings.embedded_db:
-        embedded = EmbeddedDatabase(
-            settings.data_dir / "secantus", log_path=settings.data_dir / "secantus.log"
-        )
-        await asyncio.to_thread(embedded.start)
-        uri = embedded.uri
     counter = CommandCounter()
-    client, db = connect(settings, uri, counter=counter)
-    try:
+    # attach=False: the service owns its embedded database (a second one on DATA_DIR fails).
+    async with open_database(settings, attach=False, counter=counter, indexes=False) as (
+        client,
+        db,
+    ):
         outage: PyMongoError | None = None
         try:
             await ensure_indexes(db)
@@ -208,7 +202,7 @@ async def runtime(
                 type(e).__name__,
             )
         app = make_app(settings, db=db, db_counter=counter, **app_extra)
-        rt = Runtime(settings, client, db, app, counter, embedded)
+        rt = Runtime(settings, client, db, app, counter)
         try:
             inbox = app.settings.get("inbox")
             replayer = getattr(inbox, "replayer", None)
@@ -220,10 +214,6 @@ async def runtime(
             yield rt
         finally:
             await rt.close()
-    finally:
-        await client.close()
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
 
 
 async def serve(settings: Settings, *, dev: bool = False) -> None:
@@ -245,7 +235,7 @@ async def serve(settings: Settings, *, dev: bool = False) -> None:
             "wechat-survey %s listening on %s (database: %s)",
             __version__,
             where,
-            "embedded SecantusDB" if rt.embedded else "MONGODB_URI",
+            "embedded SecantusDB" if settings.embedded_db else "MONGODB_URI",
         )
         if not settings.store_messages:
             log.warning("--no-store: messages are answered but NOT stored (benchmark only)")

@@ -18,6 +18,7 @@ checked). Anything unexpected counts as an error; the target is zero.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
@@ -26,16 +27,28 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from service.bot import GREETINGS
-from service.wechat_client import WeChatSide
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from service.bot import GREETINGS  # noqa: E402
+from service.wechat_client import WeChatSide  # noqa: E402
 
 # The greeting's text, as it appears in a plaintext reply.
 GREETING_BYTES = tuple(g.encode("utf-8") for g in GREETINGS)
 PROGRESS = re.compile(r"第\s*(\d+)\s*/\s*(\d+)\s*题")
 VERIFY_SAMPLE = 300
+
+
+def percentile(ordered: list[float], p: float) -> float | None:
+    """The ``p`` quantile (0..1) of an ascending list, by the nearest-rank method."""
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 3)
 
 
 class ProtocolFailure(Exception):
@@ -139,9 +152,7 @@ class Stats:
         lat = sorted(self.latencies)
 
         def pct(p: float) -> float | None:
-            if not lat:
-                return None
-            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3)
+            return percentile(lat, p)
 
         return {
             "requests": self.requests,
@@ -252,18 +263,30 @@ class Load:
             raise SystemExit(f"expected ack after {event}, got {line!r}")
 
     async def closed_loop(
-        self, conns: list[Connection], source: Source, seconds: float, *, record: bool
+        self,
+        conns: list[Connection],
+        source: Source,
+        seconds: float,
+        *,
+        record: bool,
+        limit: int | None = None,
     ) -> Stats:
-        """Each connection sends its next request as soon as the previous reply is in."""
+        """Each connection sends its next request as soon as the previous reply is in.
+
+        Runs for ``seconds``, or until ``limit`` requests have been sent.
+        """
         stats = Stats()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         sample_every = max(1, int(len(source.pool) / VERIFY_SAMPLE)) if record else 0
         check = self.workload != "ref"
         clock = time.perf_counter
+        sent = 0
 
         async def worker(conn: Connection) -> None:
-            while loop.time() < deadline:
+            nonlocal sent
+            while loop.time() < deadline and (limit is None or sent < limit):
+                sent += 1
                 item = source.take()
                 t0 = clock()
                 try:
@@ -407,9 +430,133 @@ class Load:
         result["messages"] = stats.requests
         return result
 
+    async def live(self, conns: list[Connection], live: dict[str, Any]) -> dict[str, Any]:
+        """Delay from our reply to its event on a logged-in dashboard WebSocket.
+
+        Two phases: ``light`` (one connection, a message every ``interval`` seconds) and
+        ``busy`` (every connection, closed loop). Every message must show up on the socket.
+        """
+        from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+        from tornado.websocket import websocket_connect
+
+        base = f"http://{self.host}:{self.port}"
+        client = AsyncHTTPClient()
+        cookies: dict[str, str] = {}
+
+        def keep(response: Any) -> None:
+            for header in response.headers.get_list("Set-Cookie"):
+                name, _, rest = header.partition("=")
+                cookies[name.strip()] = rest.split(";", 1)[0]
+
+        def cookie_header() -> str:
+            return "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+        keep(await client.fetch(f"{base}/dashboard/login", raise_error=False))
+        form = urlencode({
+            "name": live["owner"], "password": live["password"],
+            "_xsrf": cookies.get("_xsrf", ""), "next": "/dashboard/",
+        })
+        response = await client.fetch(
+            f"{base}/dashboard/login", method="POST", body=form, raise_error=False,
+            follow_redirects=False, headers={"Cookie": cookie_header()},
+        )
+        if response.code not in (200, 302):
+            raise SystemExit(f"dashboard login failed with {response.code}")
+        keep(response)
+        socket = await websocket_connect(
+            HTTPRequest(f"ws://{self.host}:{self.port}/dashboard/ws",
+                        headers={"Cookie": cookie_header()})
+        )
+        arrived: dict[str, float] = {}
+        pending: set[str] = set()
+        all_in = asyncio.Event()
+        hello = asyncio.get_running_loop().create_future()
+
+        async def reader() -> None:
+            while True:
+                text = await socket.read_message()
+                if text is None:
+                    return
+                now = time.perf_counter()
+                event = json.loads(text)
+                if event.get("type") == "hello" and not hello.done():
+                    hello.set_result(None)
+                elif event.get("type") == "message":
+                    key = event["message"]["id"]
+                    arrived.setdefault(key, now)
+                    pending.discard(key)
+                    if not pending:
+                        all_in.set()
+
+        reading = asyncio.get_running_loop().create_task(reader())
+        await asyncio.wait_for(hello, 30)
+        replied: dict[str, float] = {}
+        stats = Stats()
+
+        async def send(conn: Connection, item: Item) -> None:
+            status, body = await conn.request(item.raw)
+            replied[item.openid] = time.perf_counter()
+            stats.requests += 1
+            self.check_greeting(status, body, stats)
+
+        def message_item(index: int) -> Item:
+            msg_id = self.msg_id_base + index
+            openid = f"{self.prefix}{self.rng.randrange(self.users)}"
+            signed = self.side.sign(self.side.text(openid, f"实时 {index}", msg_id=msg_id))
+            # ``openid`` carries the message key here: that is what the event is matched by.
+            return Item(http_post(self.host, self.port, signed.query, signed.body), f"msg:{msg_id}")
+
+        async def phase(items: list[Item], width: int, interval: float) -> dict[str, Any]:
+            queue = list(reversed(items))
+
+            async def worker(conn: Connection) -> None:
+                while queue:
+                    await send(conn, queue.pop())
+                    if interval:
+                        await asyncio.sleep(interval)
+
+            await asyncio.gather(*(worker(c) for c in conns[:width]))
+            keys = [i.openid for i in items]
+            pending.update(k for k in keys if k not in arrived)
+            if pending:
+                all_in.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(all_in.wait(), 10)
+            delays = sorted((arrived[k] - replied[k]) * 1000 for k in keys if k in arrived)
+            missing = sum(1 for k in keys if k not in arrived)
+            if missing:
+                stats.error("live-event-missing")
+            return {"messages": len(items), "missing": missing,
+                    "p50_ms": percentile(delays, 0.5), "p99_ms": percentile(delays, 0.99),
+                    "max_ms": round(delays[-1], 2) if delays else None, "connections": width}
+
+        light_items = [message_item(i) for i in range(int(live["light"]))]
+        busy_items = [message_item(10**6 + i) for i in range(int(live["busy"]))]
+        await self.mark("window-start")
+        light = await phase(light_items, 1, float(live.get("interval", 0.02)))
+        busy = await phase(busy_items, len(conns), 0.0)
+        await self.mark("window-end")
+        socket.close()
+        reading.cancel()
+        client.close()
+        return {"light": light, "busy": busy, "requests": stats.requests,
+                "errors": sum(stats.errors.values()), "error_kinds": dict(stats.errors)}
+
     async def main(self) -> dict[str, Any]:
         conns = [await connect(self.host, self.port) for _ in range(self.concurrency)]
         try:
+            if self.workload == "live":
+                return await self.live(conns, self.spec["live"])
+            if self.workload == "soak":
+                source = Source(self.text_item)
+                count = int(self.spec["requests"])
+                source.fill(count)
+                stats = await self.closed_loop(
+                    conns, source, 3600.0, record=False, limit=count
+                )
+                result = stats.summary()
+                result["connections"] = len(conns)
+                return result
             if self.workload == "survey":
                 result = await self.survey(conns, self.spec["survey"])
                 result["connections"] = len(conns)

@@ -2,9 +2,11 @@
 
 A bare handler that returns a constant reply XML without looking at the query string or parsing
 the body (Tornado still reads the body). The benchmark measures it in the same run as the service
-and reports the service's throughput as a ratio to it, so the figures hold on any machine.
+and reports the service's throughput as a ratio to it, so the figures hold on any machine. The HTTP
+server gets the options ``serve`` uses (``--xheaders`` as with ``XHEADERS=true``, the body limit):
+the handler is the only difference.
 
-    python bench/reference_server.py --port 8100
+    python bench/reference_server.py --port 8100 [--xheaders]
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ def make_app() -> tornado.web.Application:
     )
 
 
-async def main(host: str, port: int) -> None:
-    server = tornado.httpserver.HTTPServer(make_app())
+async def main(host: str, port: int, xheaders: bool) -> None:
+    server = tornado.httpserver.HTTPServer(
+        make_app(), xheaders=xheaders, max_body_size=8 * 1024 * 1024
+    )
     server.listen(port, host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -57,5 +61,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--xheaders", action="store_true", help="trust X-Forwarded-* (as serve)")
     args = parser.parse_args()
-    asyncio.run(main(args.host, args.port))
+    asyncio.run(main(args.host, args.port, args.xheaders))

@@ -56,7 +56,13 @@ def make_app(
 
     # An invalid survey definition raises SurveyLoadError here, listing every mistake.
     surveys = extra.pop("surveys", None) or load_engine(settings)
-    bot = Bot(db, surveys=surveys, image_media_id=settings.image_media_id)
+    # `serve --no-store` (benchmark only) keeps the database off the message path entirely: survey
+    # state lives in the database, so the bot answers without surveys there.
+    bot = Bot(
+        db,
+        surveys=surveys if settings.store_messages else None,
+        image_media_id=settings.image_media_id,
+    )
     users = UserStats(db)
     # The WeChat API client (None without AppID/AppSecret) and the image reply kept in step with
     # `python -m service media upload` (see service/wechat_api.py).

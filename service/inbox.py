@@ -95,7 +95,7 @@ class Inbox:
         self.bot = bot
         self.users = users
         # False only under `serve --no-store` (benchmarks): no message insert, no user counters,
-        # hence no exactly-once either.
+        # hence no exactly-once either (and make_app leaves surveys out of the bot).
         self.store_messages = store_messages
         self.process_tag = f"{os.uname().nodename}:{os.getpid()}"
         self.metrics = metrics

@@ -238,7 +238,10 @@ async def serve(settings: Settings, *, dev: bool = False) -> None:
             "embedded SecantusDB" if settings.embedded_db else "MONGODB_URI",
         )
         if not settings.store_messages:
-            log.warning("--no-store: messages are answered but NOT stored (benchmark only)")
+            log.warning(
+                "--no-store: messages are answered without the database and NOT stored "
+                "(benchmark only)"
+            )
         if dev:
             from .owners_cli import owner_banner
 
@@ -298,6 +301,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--no-store",
         action="store_true",
-        help="benchmark only: answer messages without storing them (no exactly-once)",
+        help="benchmark only: answer without the database (nothing stored, no surveys, "
+        "no exactly-once)",
     )
     p.set_defaults(func=_serve)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import secrets
 import unicodedata
@@ -54,9 +55,17 @@ MAX_PASSWORD_LENGTH = 1024
 Db = AsyncDatabase[dict[str, Any]]
 
 _hasher = PasswordHasher()
-# Verified against when the account does not exist, so that a wrong name costs as much time as a
-# wrong password and the response time does not tell which names exist.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the account does not exist, so that a wrong name costs as much time
+    as a wrong password and the response time does not tell which names exist.
+
+    Made on first use, not at import: an argon2 hash holds 64 MiB for a moment, and a process
+    that never sees a login (most of them answer WeChat only) should not carry that peak.
+    """
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class OwnerError(ValueError):
@@ -170,7 +179,8 @@ async def authenticate(db: Db, name: str, password: str) -> dict[str, Any] | Non
     """The owner if ``password`` is right, else ``None`` (same cost whether the name exists)."""
     doc = await get(db, name)
     if doc is None or not password or len(password) > MAX_PASSWORD_LENGTH:
-        await _verify(_DUMMY_HASH, password[:MAX_PASSWORD_LENGTH] or "-")
+        dummy = await asyncio.to_thread(_dummy_hash)
+        await _verify(dummy, password[:MAX_PASSWORD_LENGTH] or "-")
         return None
     if not await _verify(doc["password_hash"], password):
         return None

@@ -176,6 +176,35 @@ export function writeURL(values) {
   history.replaceState(null, "", `${location.pathname}?${params}`);
 }
 
+/**
+ * A search page: the #filters form (kept in the URL), the #rows table body, #pager and #total.
+ * `api` answers {items, total, page, per_page}; `row` draws one item; `empty` is the (translated)
+ * text for no results and `totalText(n)` the (translated) count line.
+ */
+export function searchPage({ api, row, columns, empty, totalText }) {
+  const form = document.getElementById("filters");
+  const tbody = document.getElementById("rows");
+  const pager = document.getElementById("pager");
+  const total = document.getElementById("total");
+
+  async function load(page = 1) {
+    const values = formValues(form);
+    writeURL({ ...values, page });
+    const data = await getJSON(api, { ...values, page });
+    tbody.replaceChildren(...data.items.map(row));
+    if (!data.items.length) tbody.append(el("tr", {}, el("td", { colspan: columns, class: "empty" }, empty)));
+    total.textContent = totalText(data.total);
+    renderPager(pager, data, load);
+  }
+
+  syncFormWithURL(form);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    load(1).catch(console.error);
+  });
+  load(Number(new URLSearchParams(location.search).get("page")) || 1).catch(console.error);
+}
+
 /** "not started", "question k of n", or "finished: <result>". */
 export function progressBadge(p) {
   if (p.state === "finished") {

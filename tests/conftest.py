@@ -35,10 +35,11 @@ pytest_plugins = [
 
 @pytest.fixture(autouse=True)
 def _no_uncaught_handler_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Fail a test whose request raised an uncaught exception inside Tornado (logged, not raised)."""
+    """Fail a test whose request raised an uncaught exception (Tornado logs it, not raises)."""
     yield
     errors = [
-        r for r in caplog.get_records("call")
+        r
+        for r in caplog.get_records("call")
         if r.name == "tornado.application" and r.levelno >= logging.ERROR
     ]
     assert not errors, "uncaught errors in handlers:\n" + "\n".join(
@@ -79,7 +80,9 @@ def db_counter() -> CommandCounter:
 
 
 @pytest.fixture
-def db(io_loop: Any, settings: Settings, db_counter: CommandCounter) -> Iterator[AsyncDatabase[Any]]:
+def db(
+    io_loop: Any, settings: Settings, db_counter: CommandCounter
+) -> Iterator[AsyncDatabase[Any]]:
     """A fresh database on the test server, with indexes, dropped after the test."""
     client, database = connect(settings, counter=db_counter)
     io_loop.run_sync(lambda: ensure_indexes(database))
@@ -99,7 +102,9 @@ def app_extra() -> dict[str, Any]:
 
 
 @pytest.fixture
-def app(io_loop: Any, settings: Settings, db: AsyncDatabase[Any], app_extra: dict[str, Any]) -> Iterator[Any]:
+def app(
+    io_loop: Any, settings: Settings, db: AsyncDatabase[Any], app_extra: dict[str, Any]
+) -> Iterator[Any]:
     application = make_app(settings, db=db, **app_extra)
     yield application
 
@@ -121,7 +126,9 @@ def wechat() -> WeChatSide:
 def send(http_client: Any, base_url: str, wechat: WeChatSide) -> Any:
     """``await send(xml, mode="plain")`` → (HTTP response, opened reply dict)."""
 
-    async def _send(xml: str, mode: str = "plain", *, raise_error: bool = True) -> tuple[Any, dict[str, Any]]:
+    async def _send(
+        xml: str, mode: str = "plain", *, raise_error: bool = True
+    ) -> tuple[Any, dict[str, Any]]:
         signed = wechat.sign(xml, mode)
         response = await http_client.fetch(
             signed.url(base_url), method="POST", body=signed.body, raise_error=raise_error

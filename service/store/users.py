@@ -55,6 +55,9 @@ class UserStats:
         self.max_pending = max_pending
         self._pending: dict[str, _Pending] = {}
         self._task: asyncio.Task[None] | None = None
+        # The early flush started when the buffer is full; one at a time, or a busy process
+        # would start one per message while a slow bulk write is running.
+        self._early: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
         self._closed = False
 
@@ -84,8 +87,10 @@ class UserStats:
             return
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
-        if len(self._pending) >= self.max_pending:
-            asyncio.get_running_loop().create_task(self.flush())
+        if len(self._pending) >= self.max_pending and (
+            self._early is None or self._early.done()
+        ):
+            self._early = asyncio.get_running_loop().create_task(self._flush_logged())
 
     @property
     def backlog(self) -> int:
@@ -96,10 +101,13 @@ class UserStats:
             await asyncio.sleep(self.interval)
             if not self._pending:
                 return
-            try:
-                await self.flush()
-            except PyMongoError:
-                log.warning("user stats flush failed; will retry", exc_info=True)
+            await self._flush_logged()
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except PyMongoError:
+            log.warning("user stats flush failed; will retry", exc_info=True)
 
     async def flush(self) -> None:
         """Write everything buffered so far (kept for the next try if the write fails)."""
@@ -150,6 +158,8 @@ class UserStats:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._early is not None:
+            await self._early  # logs its own failure; the flush below retries what it kept
         try:
             await self.flush()
         except PyMongoError:

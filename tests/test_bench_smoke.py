@@ -21,10 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CELL_KEYS = {
     "workload", "label", "concurrency", "repeat", "requests", "rps", "p50_ms", "p99_ms",
     "errors", "db_ops", "db_ops_per_msg", "rss_mb", "peak_rss_mb", "ratio", "connections",
+    "cpu_us_per_req", "cpu_ratio",
 }
 ROW_KEYS = {
     "workload", "label", "concurrency", "rps", "p50_ms", "p99_ms", "ratio", "errors",
-    "db_ops_per_msg", "peak_rss_mb",
+    "db_ops_per_msg", "peak_rss_mb", "cpu_us_per_req", "cpu_ratio",
 }
 
 
@@ -67,5 +68,10 @@ def test_bench_runs_and_reports_every_workload(mongo_uri, tmp_path):
         assert set(cell) >= CELL_KEYS, cell
         if cell["workload"] in ("a", "b", "c", "d"):
             assert cell["db_ops_per_msg"] is not None and cell["db_ops_per_msg"] > 0, cell
+    for phase in ("light", "busy"):
+        live = report["live_feed"][phase]
+        assert live["missing"] == 0 and live["p99_ms"] is not None, live
+    assert {t["target"] for t in report["targets"]} >= {"no errors"}
+    assert report["machine"]["python"]
     # The printed table is the same figures.
     assert "| (a) text |" in done.stdout

@@ -18,9 +18,14 @@ Exactly once:
   document answers with its reply, or ``success`` when that reply went out as a customer-service
   message.
 
-One future per message holds the answer. It is resolved exactly once, either by the task (the
-reply, a passive answer) or by the budget timer (``success``, a late answer); both run as plain
-callbacks on the event loop, so there is no race between "ready" and "too late".
+One answer per message, settled exactly once, either by the task (the reply, a passive answer) or
+by the budget timer (``success``, a late answer); both run as plain callbacks on the event loop, so
+there is no race between "ready" and "too late". Each request waiting for it has its own future,
+so a waiting request that is cancelled (shutdown) cannot cancel the answer the others wait for.
+
+The hot path costs one task and one timer per message: the budget timer also arms the compute
+limit (``compute_limit``, a bound on the bot that matters only once the reply is late), so a
+message answered in time never schedules a second one.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -49,19 +53,44 @@ def _late() -> Outcome:
     return Outcome("success", Reply.nothing(), late=True)
 
 
-@dataclasses.dataclass(eq=False)
 class _Flight:
     """One message being processed in this process."""
 
-    key: str
-    started: float  # time.perf_counter() at the request's arrival
-    answer: asyncio.Future[Outcome]
-    task: asyncio.Task[None] | None = None
-    timer: asyncio.TimerHandle | None = None
+    __slots__ = ("compute", "deadline", "key", "outcome", "started", "task", "timer", "waiters")
+
+    def __init__(self, key: str, started: float, deadline: float) -> None:
+        self.key = key
+        self.started = started  # time.perf_counter() at the request's arrival
+        self.deadline = deadline  # loop time at which the bot is given up (compute limit)
+        self.outcome: Outcome | None = None  # the answer, once settled
+        self.waiters: list[asyncio.Future[Outcome]] = []
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        # The compute-limit scope while the bot runs; armed by ``expire``.
+        self.compute: asyncio.Timeout | None = None
+
+    def settle(self, outcome: Outcome) -> None:
+        """The answer (the first one wins); every request waiting for it gets it."""
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():  # a waiting request cancelled at shutdown
+                waiter.set_result(outcome)
 
     def expire(self) -> None:
-        if not self.answer.done():
-            self.answer.set_result(_late())
+        """The budget ran out: ``success`` now, and the bot is bounded from here on."""
+        self.settle(_late())
+        if self.compute is not None:
+            self.compute.reschedule(self.deadline)
+
+    async def wait(self) -> Outcome:
+        if self.outcome is not None:
+            return self.outcome
+        waiter: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        return await waiter
 
 
 class ReplyGuard:
@@ -105,10 +134,9 @@ class ReplyGuard:
             return remembered[1]
         flight = self._flights.get(message.key)
         if flight is None:
-            flight = self._launch(message, mode, received)
-            return await asyncio.shield(flight.answer)
+            return await self._launch(message, mode, received).wait()
         # A retry while the first try is still being processed: same answer, no second run.
-        outcome = await asyncio.shield(flight.answer)
+        outcome = await flight.wait()
         if outcome.late:
             return Outcome("success", Reply.nothing(), duplicate=True)
         return dataclasses.replace(outcome, duplicate=True)
@@ -116,21 +144,32 @@ class ReplyGuard:
     def _launch(self, message: Message, mode: str, received: float | None) -> _Flight:
         loop = asyncio.get_running_loop()
         started = received if received is not None else time.perf_counter()
-        flight = _Flight(message.key, started, loop.create_future())
+        flight = _Flight(message.key, started, loop.time() + self.compute_limit)
         remaining = self.budget - (time.perf_counter() - started)
         flight.timer = loop.call_later(max(remaining, 0.0), flight.expire)
         self._flights[message.key] = flight
         if self.inbox.replayer is not None:
             self.inbox.replayer.start()
         flight.task = loop.create_task(self._run(message, mode, flight))
-        flight.task.add_done_callback(functools.partial(self._landed, flight))
         return flight
 
     async def _run(self, message: Message, mode: str, flight: _Flight) -> None:
+        try:
+            await self._process(message, mode, flight)
+        except Exception:  # boundary: a background task; the request still gets its answer
+            log.exception("processing %s failed", flight.key)
+        finally:
+            self._landed(flight)
+
+    async def _process(self, message: Message, mode: str, flight: _Flight) -> None:
         stored = False
         try:
+            # Unbounded while the reply can still be passive (the budget timer arms it later),
+            # unless the compute limit is the shorter of the two.
+            late = flight.outcome is not None or self.compute_limit <= self.budget
             try:
-                async with asyncio.timeout(self.compute_limit):
+                async with asyncio.timeout_at(flight.deadline if late else None) as scope:
+                    flight.compute = scope
                     reply = await self.inbox.compute(message)
             except TimeoutError:
                 log.error(
@@ -140,8 +179,10 @@ class ReplyGuard:
                     self.compute_limit,
                 )
                 reply = Reply.text(BUSY_TEXT)
+            finally:
+                flight.compute = None
             xml = render_reply(reply, message)
-            delivery = "custom" if flight.answer.done() else "passive"
+            delivery = "custom" if flight.outcome is not None else "passive"
             doc = self.inbox.document(
                 message, reply, xml, mode=mode, started=flight.started, delivery=delivery
             )
@@ -149,15 +190,14 @@ class ReplyGuard:
             stored = True
         except asyncio.CancelledError:
             # Shutdown ran out of patience: keep the message (spooled, no reply) and move on.
-            flight.expire()
+            flight.settle(_late())
             if not stored:
                 await self.inbox.save_unanswered(message, mode=mode, started=flight.started)
             raise
-        if outcome.duplicate or not flight.answer.done():
+        if outcome.duplicate or flight.outcome is None:
             # In time (a passive reply), or an earlier try elsewhere stored it first: its answer
             # stands, and it is that try's business to deliver it.
-            if not flight.answer.done():
-                flight.answer.set_result(outcome)
+            flight.settle(outcome)
             return
         await self._deliver_late(message, reply, outcome, flight)
 
@@ -198,19 +238,19 @@ class ReplyGuard:
         if not outcome.spooled:
             await self.inbox.mark_delivery(message.key, status, error)
 
-    def _landed(self, flight: _Flight, task: asyncio.Task[None]) -> None:
+    def _landed(self, flight: _Flight) -> None:
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
         if flight.timer is not None:
             flight.timer.cancel()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("processing %s failed", flight.key, exc_info=task.exception())
-        flight.expire()  # whatever happened, nobody waits forever
-        result = flight.answer.result()
-        if result.late:
+        flight.settle(_late())  # whatever happened, nobody waits forever
+        result = flight.outcome
+        if result is None or result.late:
             final = Outcome("success", Reply.nothing(), duplicate=True)
         else:
-            final = dataclasses.replace(result, duplicate=True, doc=None)
+            final = Outcome(
+                result.xml, result.reply, duplicate=True, late=False, spooled=result.spooled
+            )
         self._remember(flight.key, final)
 
     def _remember(self, key: str, outcome: Outcome) -> None:

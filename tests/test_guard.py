@@ -16,6 +16,7 @@ import pytest
 from service.app import make_app
 from service.bot import GREETINGS
 from service.config import Settings
+from service.inbox import BUSY_TEXT
 from tests.ops_helpers import SlowSurvey, close_app, serve_app, until
 
 BUDGET = 0.5  # seconds; small so the tests are quick (the default is 4)
@@ -176,6 +177,21 @@ async def test_late_reply_is_not_sent_when_another_process_answered_in_time(
     assert doc["reply_text"] == "另一个进程的回复"
     assert fake_wechat_api.sent == []
     assert app.settings["metrics"].value("wechat_survey_late_replies_total", result="sent") == 0
+
+
+@pytest.mark.gen_test
+async def test_bot_stuck_past_the_compute_limit_is_given_up_with_an_apology(
+    app, send, wechat, db, slow, fake_wechat_api
+):
+    # The compute limit is armed when the budget runs out; the stuck step is never released.
+    app.settings["guard"].compute_limit = 1.0
+    response, _ = await send(wechat.text("user-stuck", SlowSurvey.TRIGGER, msg_id=7008))
+    assert response.body == b"success"
+    doc = await stored(db, "msg:7008", delivery_status="sent")
+    assert doc["delivery"] == "custom"
+    assert doc["reply_text"] == BUSY_TEXT
+    assert custom_texts(fake_wechat_api) == [("user-stuck", BUSY_TEXT)]
+    assert slow.calls == 1
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, cast
+from typing import cast
 
 import tornado.web
 from tornado.http1connection import HTTP1Connection
@@ -31,7 +31,10 @@ class WeChatHandler(BaseHandler):
         self._chunks: list[bytes] = []
         self._size = 0
         self._started = time.perf_counter()
-        self._summary: dict[str, Any] = {"type": "-", "user": "-", "outcome": "-"}
+        # What the request's log line and metrics say: message type, user hash, outcome.
+        self._type = "-"
+        self._user = "-"
+        self._outcome = "-"
         self._new_message = False
 
     def check_xsrf_cookie(self) -> None:
@@ -49,7 +52,7 @@ class WeChatHandler(BaseHandler):
         limit = self.config.max_body_bytes
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > limit:
-            self._summary["outcome"] = "too-large"
+            self._outcome = "too-large"
             raise tornado.web.HTTPError(413, "body of %s bytes is over the %d limit", length, limit)
         connection = self.request.connection
         if isinstance(connection, HTTP1Connection):
@@ -58,7 +61,7 @@ class WeChatHandler(BaseHandler):
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
         if self._size > self.config.max_body_bytes:
-            self._summary["outcome"] = "too-large"
+            self._outcome = "too-large"
             raise tornado.web.HTTPError(
                 413, "body is over the %d-byte limit", self.config.max_body_bytes
             )
@@ -70,10 +73,10 @@ class WeChatHandler(BaseHandler):
         timestamp = self.get_query_argument("timestamp", "")
         nonce = self.get_query_argument("nonce", "")
         if not (signature and timestamp and nonce):
-            self._summary["outcome"] = "bad-request"
+            self._outcome = "bad-request"
             raise tornado.web.HTTPError(400, "signature, timestamp and nonce are required")
         if not check_signature(self.config.wechat_token, signature, timestamp, nonce):
-            self._summary["outcome"] = "forbidden"
+            self._outcome = "forbidden"
             raise tornado.web.HTTPError(403, "signature does not match")
         return timestamp, nonce
 
@@ -81,9 +84,9 @@ class WeChatHandler(BaseHandler):
         self._verify()
         echostr = self.get_query_argument("echostr", "")
         if not echostr:
-            self._summary["outcome"] = "bad-request"
+            self._outcome = "bad-request"
             raise tornado.web.HTTPError(400, "echostr is required")
-        self._summary.update(type="handshake", outcome="ok")
+        self._type, self._outcome = "handshake", "ok"
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.finish(echostr)
 
@@ -110,11 +113,12 @@ class WeChatHandler(BaseHandler):
                 fields = parse_xml(raw.encode("utf-8"))
             message = message_from_xml(fields, raw)
         except ProtocolError as e:
-            self._summary["outcome"] = "forbidden" if e.status == 403 else "bad-request"
+            self._outcome = "forbidden" if e.status == 403 else "bad-request"
             raise tornado.web.HTTPError(e.status, "%s", e.reason) from e
-        self._summary.update(type=message.kind, user=user_hash(message.openid))
+        self._type = message.kind
+        self._user = user_hash(message.openid)
         outcome = await self.guard.handle(message, mode=mode, received=self._started)
-        self._summary["outcome"] = outcome.label
+        self._outcome = outcome.label
         self._new_message = not outcome.duplicate
         if outcome.xml == "success":
             self.set_header("Content-Type", "text/plain; charset=UTF-8")
@@ -128,31 +132,30 @@ class WeChatHandler(BaseHandler):
 
     def on_finish(self) -> None:
         elapsed = time.perf_counter() - self._started
-        latency = elapsed * 1000
-        if self._summary["outcome"] == "-" and self.get_status() >= 500:
-            self._summary["outcome"] = "error"
+        status = self.get_status()
+        kind, outcome = self._type, self._outcome
+        if outcome == "-" and status >= 500:
+            outcome = self._outcome = "error"
         metrics = cast("Metrics | None", self.settings.get("metrics"))
         if metrics is not None:
-            outcome = self._summary["outcome"]
-            if self._summary["type"] == "handshake":
-                outcome = "handshake"
-            elif outcome == "-":
-                outcome = "other"  # e.g. a method WeChat never uses
-            metrics.requests.labels(outcome=outcome).inc()
-            if self.request.method == "POST" and self._summary["type"] != "-":
+            if kind == "handshake":
+                metrics.request("handshake")
+            else:
+                metrics.request("other" if outcome == "-" else outcome)  # other: e.g. PUT
+            if kind != "-" and self.request.method == "POST":
                 metrics.reply_latency.observe(elapsed)
                 if self._new_message:
-                    metrics.message(self._summary["type"])
+                    metrics.message(kind)
                 else:
                     metrics.duplicates.inc()
         log.info(
             "wechat %s type=%s user=%s status=%d outcome=%s latency=%.1fms",
             self.request.method,
-            self._summary["type"],
-            self._summary["user"],
-            self.get_status(),
-            self._summary["outcome"],
-            latency,
+            kind,
+            self._user,
+            status,
+            outcome,
+            elapsed * 1000,
         )
 
 

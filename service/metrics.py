@@ -147,6 +147,10 @@ class Metrics:
         self.info.labels(version=__version__).set(1)
         if db_counter is not None:
             r.register(_DatabaseCommands(db_counter))
+        # Children of the per-request counters by label value (``labels()`` costs a lock and a
+        # tuple each time; these are on the hot path).
+        self._requests: dict[str, Counter] = {}
+        self._messages: dict[str, Counter] = {}
         # Known label values start at 0, so rates and alerts work before the first event.
         for outcome in ("ok", "duplicate", "late", "spooled"):
             self.requests.labels(outcome=outcome)
@@ -163,8 +167,19 @@ class Metrics:
         """Read the number of dashboard WebSocket clients at scrape time (the live hub's)."""
         self.websocket_clients.set_function(lambda: float(clients()))
 
+    def request(self, outcome: str) -> None:
+        """Count one /wechat request (the labelled child is looked up once per outcome)."""
+        child = self._requests.get(outcome)
+        if child is None:
+            child = self._requests[outcome] = self.requests.labels(outcome=outcome)
+        child.inc()
+
     def message(self, kind: str) -> None:
-        self.messages.labels(type=kind if kind in MESSAGE_TYPES else "other").inc()
+        label = kind if kind in MESSAGE_TYPES else "other"  # bounded: kinds come from outside
+        child = self._messages.get(label)
+        if child is None:
+            child = self._messages[label] = self.messages.labels(type=label)
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from urllib.parse import urlencode
 
 import pytest
 from tornado.httpclient import HTTPClientError
 
 from service.bot import GREETINGS, UNKNOWN_TEXT, WELCOME_TEXT
+from service.inbox import user_hash
 from service.wechat import TEXT_LIMIT_BYTES, sign
 from tests.conftest import TOKEN
 
@@ -109,6 +112,30 @@ async def test_text_gets_a_greeting_and_is_stored(send, wechat, db, app, mode):
     user = await db.users.find_one({"_id": "user-a"})
     assert user["messages"] == 1
     assert user["first_seen"] == user["last_seen"]
+
+
+@pytest.mark.gen_test
+async def test_one_log_line_per_request_with_type_user_hash_latency_outcome(
+    send, wechat, http_client, base_url, caplog
+):
+    xml = wechat.text("user-logged", "你好", msg_id=1002)
+    with caplog.at_level(logging.INFO, logger="handlers.wechat"):
+        await send(xml)
+        await send(xml)  # WeChat's retry
+        code, _ = await post_raw(http_client, base_url, wechat, b"<xml><MsgType>text</xml>")
+    assert code == 400
+    lines = [r.getMessage() for r in caplog.records if r.name == "handlers.wechat"]
+    assert len(lines) == 3, lines
+    user = user_hash("user-logged")
+    assert re.fullmatch(
+        rf"wechat POST type=text user={user} status=200 outcome=ok latency=\d+\.\dms", lines[0]
+    )
+    assert re.fullmatch(
+        rf"wechat POST type=text user={user} status=200 outcome=duplicate latency=\d+\.\dms",
+        lines[1],
+    )
+    assert re.fullmatch(r"wechat POST type=- user=- status=400 outcome=bad-request .*", lines[2])
+    assert not any("user-logged" in line for line in lines)
 
 
 @pytest.mark.gen_test

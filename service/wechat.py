@@ -316,13 +316,16 @@ class Crypto:
             raise ValueError("WECHAT_ENCODING_AES_KEY is not valid base64") from e
         if len(self.key) != 32:
             raise ValueError("WECHAT_ENCODING_AES_KEY must decode to 32 bytes")
+        # One for the process: it holds only the key's cipher description; every call makes its
+        # own encryptor/decryptor, so nothing carries over from one message to the next.
+        self._prp = PrpCrypto(self.key)
 
     def decrypt(self, encrypt: str, msg_signature: str, timestamp: str, nonce: str) -> str:
         """Check ``msg_signature``, decrypt ``Encrypt``, check the AppID inside; return the XML."""
         if not check_signature(self.token, msg_signature, timestamp, nonce, encrypt):
             raise ProtocolError(403, "msg_signature does not match")
         try:
-            plain = PrpCrypto(self.key).decrypt(encrypt, self.app_id)
+            plain = self._prp.decrypt(encrypt, self.app_id)
         except InvalidAppIdException as e:
             raise ProtocolError(400, "AppID inside the encrypted message does not match") from e
         except Exception as e:  # corrupt base64, padding, length: all of them mean a bad request
@@ -332,7 +335,7 @@ class Crypto:
     def encrypt(self, xml: str, nonce: str, timestamp: str | None = None) -> str:
         """Wrap a plaintext reply the way WeChat expects it in safe mode."""
         timestamp = timestamp or str(int(time.time()))
-        encrypt = PrpCrypto(self.key).encrypt(xml, self.app_id)
+        encrypt = self._prp.encrypt(xml, self.app_id)
         encrypt = encrypt if isinstance(encrypt, str) else encrypt.decode("ascii")
         signature = sign(self.token, timestamp, nonce, encrypt)
         return (

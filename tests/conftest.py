@@ -7,9 +7,11 @@ dropped afterwards. If the server cannot be reached the tests fail; they never s
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +33,22 @@ pytest_plugins = [
     "tests.dashboard_fixtures",
     "tests.fake_wechat_api_fixtures",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _collect_known_socket_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests marked ``leaks_sockets`` collect, at their end, a socket a library left unclosed.
+
+    Otherwise the garbage collector finds it during a later test, where ``filterwarnings =
+    error`` turns its ResourceWarning into that innocent test's failure. Only the marked tests
+    are forgiven, and only unclosed-socket warnings.
+    """
+    yield
+    if request.node.get_closest_marker("leaks_sockets") is None:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "unclosed <socket", ResourceWarning)
+        gc.collect()
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -78,7 +77,3 @@ async def wait_for(db: Db, key: str, patience: float = 3.0) -> dict[str, Any] | 
             return doc
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.2)
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

@@ -217,9 +217,7 @@ class Load:
     # -- requests -----------------------------------------------------------------------------
     def text_item(self, index: int) -> Item:
         openid = f"{self.prefix}{self.rng.randrange(self.users)}"
-        xml = self.side.text(
-            openid, f"今天也要加油 {index}", msg_id=self.msg_id_base + index
-        )
+        xml = self.side.text(openid, f"今天也要加油 {index}", msg_id=self.msg_id_base + index)
         signed = self.side.sign(xml, self.mode)
         raw = http_post(self.host, self.port, signed.query, signed.body)
         return Item(raw, openid, signed.query)
@@ -309,9 +307,7 @@ class Load:
         stats.elapsed = clock() - started
         return stats
 
-    async def retry_storm(
-        self, conns: list[Connection], source: Source, seconds: float
-    ) -> Stats:
+    async def retry_storm(self, conns: list[Connection], source: Source, seconds: float) -> Stats:
         """Every message three times at once, on three connections; the replies must be equal."""
         stats = Stats()
         loop = asyncio.get_running_loop()
@@ -452,20 +448,29 @@ class Load:
             return "; ".join(f"{k}={v}" for k, v in cookies.items())
 
         keep(await client.fetch(f"{base}/dashboard/login", raise_error=False))
-        form = urlencode({
-            "name": live["owner"], "password": live["password"],
-            "_xsrf": cookies.get("_xsrf", ""), "next": "/dashboard/",
-        })
+        form = urlencode(
+            {
+                "name": live["owner"],
+                "password": live["password"],
+                "_xsrf": cookies.get("_xsrf", ""),
+                "next": "/dashboard/",
+            }
+        )
         response = await client.fetch(
-            f"{base}/dashboard/login", method="POST", body=form, raise_error=False,
-            follow_redirects=False, headers={"Cookie": cookie_header()},
+            f"{base}/dashboard/login",
+            method="POST",
+            body=form,
+            raise_error=False,
+            follow_redirects=False,
+            headers={"Cookie": cookie_header()},
         )
         if response.code not in (200, 302):
             raise SystemExit(f"dashboard login failed with {response.code}")
         keep(response)
         socket = await websocket_connect(
-            HTTPRequest(f"ws://{self.host}:{self.port}/dashboard/ws",
-                        headers={"Cookie": cookie_header()})
+            HTTPRequest(
+                f"ws://{self.host}:{self.port}/dashboard/ws", headers={"Cookie": cookie_header()}
+            )
         )
         arrived: dict[str, float] = {}
         pending: set[str] = set()
@@ -526,9 +531,14 @@ class Load:
             missing = sum(1 for k in keys if k not in arrived)
             if missing:
                 stats.error("live-event-missing")
-            return {"messages": len(items), "missing": missing,
-                    "p50_ms": percentile(delays, 0.5), "p99_ms": percentile(delays, 0.99),
-                    "max_ms": round(delays[-1], 2) if delays else None, "connections": width}
+            return {
+                "messages": len(items),
+                "missing": missing,
+                "p50_ms": percentile(delays, 0.5),
+                "p99_ms": percentile(delays, 0.99),
+                "max_ms": round(delays[-1], 2) if delays else None,
+                "connections": width,
+            }
 
         light_items = [message_item(i) for i in range(int(live["light"]))]
         busy_items = [message_item(10**6 + i) for i in range(int(live["busy"]))]
@@ -539,8 +549,13 @@ class Load:
         socket.close()
         reading.cancel()
         client.close()
-        return {"light": light, "busy": busy, "requests": stats.requests,
-                "errors": sum(stats.errors.values()), "error_kinds": dict(stats.errors)}
+        return {
+            "light": light,
+            "busy": busy,
+            "requests": stats.requests,
+            "errors": sum(stats.errors.values()),
+            "error_kinds": dict(stats.errors),
+        }
 
     async def main(self) -> dict[str, Any]:
         conns = [await connect(self.host, self.port) for _ in range(self.concurrency)]
@@ -551,9 +566,7 @@ class Load:
                 source = Source(self.text_item)
                 count = int(self.spec["requests"])
                 source.fill(count)
-                stats = await self.closed_loop(
-                    conns, source, 3600.0, record=False, limit=count
-                )
+                stats = await self.closed_loop(conns, source, 3600.0, record=False, limit=count)
                 result = stats.summary()
                 result["connections"] = len(conns)
                 return result
@@ -563,8 +576,10 @@ class Load:
                 return result
             source = Source(self.text_item)
             storm = self.workload == "retry"
-            phase = self.retry_storm if storm else (
-                lambda c, s, t: self.closed_loop(c, s, t, record=False)
+            phase = (
+                self.retry_storm
+                if storm
+                else (lambda c, s, t: self.closed_loop(c, s, t, record=False))
             )
             warm = await phase(conns, source, self.warmup)
             rate = (warm.messages or warm.requests) / max(warm.elapsed, 1e-3)

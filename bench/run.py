@@ -58,8 +58,15 @@ WORKLOADS: dict[str, tuple[str, str, str]] = {
     "c": ("(c) survey, whole 爆肝度调查", "store", "plain"),
     "d": ("(d) retry storm x3", "store", "plain"),
 }
-LOAD_KIND = {"reference": "ref", "a-nostore": "text", "b-nostore": "text", "a": "text",
-             "b": "text", "c": "survey", "d": "retry"}
+LOAD_KIND = {
+    "reference": "ref",
+    "a-nostore": "text",
+    "b-nostore": "text",
+    "a": "text",
+    "b": "text",
+    "c": "survey",
+    "d": "retry",
+}
 
 
 def log(message: str) -> None:
@@ -100,7 +107,12 @@ class Server:
     """A server process on loopback, its output in a log file."""
 
     def __init__(
-        self, name: str, argv: list[str], env: dict[str, str], port: int, log_path: Path,
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        port: int,
+        log_path: Path,
         cpus: list[int] | None,
     ) -> None:
         self.name = name
@@ -122,8 +134,12 @@ class Server:
     def start(self) -> None:
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
-                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=ROOT,
+                self.argv,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
             )
 
     def wait_ready(self, side: WeChatSide | None, timeout: float = 90.0) -> None:
@@ -260,9 +276,16 @@ class Bench:
             assert self.embedded.process is not None
             if self.db_cpus:
                 subprocess.run(  # all of its threads, not just the main one
-                    ["taskset", "-a", "-p", "-c", ",".join(map(str, self.db_cpus)),
-                     str(self.embedded.process.pid)],
-                    check=True, stdout=subprocess.DEVNULL,
+                    [
+                        "taskset",
+                        "-a",
+                        "-p",
+                        "-c",
+                        ",".join(map(str, self.db_cpus)),
+                        str(self.embedded.process.pid),
+                    ],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
                 )
         self.uri = uri
         python = sys.executable
@@ -270,7 +293,10 @@ class Bench:
         self.servers["reference"] = Server(
             "reference",
             [python, str(BENCH / "reference_server.py"), "--port", str(ref_port), "--xheaders"],
-            dict(os.environ), ref_port, self.tmp / "reference.log", self.server_cpus,
+            dict(os.environ),
+            ref_port,
+            self.tmp / "reference.log",
+            self.server_cpus,
         )
         for name, extra in (("nostore", ["--no-store"]), ("store", [])):
             port = free_port()
@@ -280,8 +306,12 @@ class Bench:
             data_dir.mkdir()
             argv = [python, "-m", "service", "serve", "--port", str(port), *extra]
             self.servers[name] = Server(
-                f"service ({name})", argv, self.service_env(db_name, data_dir, uri), port,
-                self.tmp / f"service-{name}.log", self.server_cpus,
+                f"service ({name})",
+                argv,
+                self.service_env(db_name, data_dir, uri),
+                port,
+                self.tmp / f"service-{name}.log",
+                self.server_cpus,
             )
         for server in self.servers.values():
             server.start()
@@ -327,8 +357,11 @@ class Bench:
             "run_tag": f"{concurrency}x{repeat}",
         }
         if workload == "c":
-            spec["survey"] = dict(self.survey, users=self.config.survey_users,
-                                  warmup_users=min(20, self.config.survey_users))
+            spec["survey"] = dict(
+                self.survey,
+                users=self.config.survey_users,
+                warmup_users=min(20, self.config.survey_users),
+            )
         return spec
 
     def run_cell(
@@ -339,7 +372,10 @@ class Bench:
         counting = target.name != "reference"
         load = subprocess.Popen(
             pinned([sys.executable, str(BENCH / "load.py")], self.load_cpus),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
         assert load.stdin is not None and load.stdout is not None
         load.stdin.write(json.dumps(spec) + "\n")
@@ -405,8 +441,9 @@ class Bench:
 
     def run(self) -> dict[str, Any]:
         cfg = self.config
-        closed = [w for w in ("reference", "a-nostore", "b-nostore", "a", "b", "d")
-                  if w in cfg.workloads]
+        closed = [
+            w for w in ("reference", "a-nostore", "b-nostore", "a", "b", "d") if w in cfg.workloads
+        ]
         if "c" in cfg.workloads:
             self.survey = self.survey_shape()
         for repeat in range(1, cfg.repeats + 1):
@@ -430,22 +467,35 @@ class Bench:
         name, password = self.owner
         done = subprocess.run(
             [sys.executable, "-m", "service", "create-owner", name, "--password-stdin"],
-            input=password + "\n", env=store.env, cwd=ROOT, capture_output=True, text=True,
+            input=password + "\n",
+            env=store.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
             check=False,
         )
         if done.returncode != 0:
             raise SystemExit(f"create-owner failed: {done.stderr or done.stdout}")
         spec = self.spec("a", 16, 0)
-        spec.update(workload="live", openid_prefix="sim-bench-live-", live={
-            "owner": name, "password": password,
-            "light": max(10, self.config.live // 4), "busy": self.config.live, "interval": 0.02,
-        })
+        spec.update(
+            workload="live",
+            openid_prefix="sim-bench-live-",
+            live={
+                "owner": name,
+                "password": password,
+                "light": max(10, self.config.live // 4),
+                "busy": self.config.live,
+                "interval": 0.02,
+            },
+        )
         log("live feed")
         result = self.run_cell("a", 16, 0, spec=spec)
         for phase in ("light", "busy"):
             figures = result[phase]
-            log(f"  live feed, {phase}: p50 {figures['p50_ms']} ms  p99 {figures['p99_ms']} ms  "
-                f"missing {figures['missing']}")
+            log(
+                f"  live feed, {phase}: p50 {figures['p50_ms']} ms  p99 {figures['p99_ms']} ms  "
+                f"missing {figures['missing']}"
+            )
         return result
 
     def run_soak(self) -> dict[str, Any]:
@@ -455,8 +505,9 @@ class Bench:
         result: dict[str, Any] = {"requests": 0, "errors": 0}
         if count:
             spec = self.spec("a", 16, 0)
-            spec.update(workload="soak", requests=count, openid_prefix="sim-bench-soak-",
-                        users=50_000)
+            spec.update(
+                workload="soak", requests=count, openid_prefix="sim-bench-soak-", users=50_000
+            )
             log(f"soak: {count} more messages to reach {self.config.soak}")
             result = self.run_cell("a", 16, 0, spec=spec)
         memory = store.memory()
@@ -467,14 +518,17 @@ class Bench:
             "errors": result.get("errors", 0),
             **memory,
         }
-        log(f"  after {soak['messages_total']} messages: peak RSS {memory['peak_rss_mb']} MB, "
-            f"now {memory['rss_mb']} MB")
+        log(
+            f"  after {soak['messages_total']} messages: peak RSS {memory['peak_rss_mb']} MB, "
+            f"now {memory['rss_mb']} MB"
+        )
         return soak
 
     # -- figures ------------------------------------------------------------------------------
     def summary(self) -> list[dict[str, Any]]:
-        reference = {(c["concurrency"], c["repeat"]): c
-                     for c in self.cells if c["workload"] == "reference"}
+        reference = {
+            (c["concurrency"], c["repeat"]): c for c in self.cells if c["workload"] == "reference"
+        }
         for cell in self.cells:
             ref = reference.get((cell["concurrency"], cell["repeat"]))
             cell["ratio"] = round(cell["rps"] / ref["rps"], 3) if ref else None
@@ -485,8 +539,11 @@ class Bench:
         rows = []
         for workload in WORKLOADS:
             for concurrency in self.config.concurrency:
-                cells = [c for c in self.cells
-                         if c["workload"] == workload and c["concurrency"] == concurrency]
+                cells = [
+                    c
+                    for c in self.cells
+                    if c["workload"] == workload and c["concurrency"] == concurrency
+                ]
                 if not cells:
                     continue
 
@@ -494,25 +551,27 @@ class Bench:
                     values = [c[key] for c in cells if c.get(key) is not None]
                     return round(statistics.median(values), 3) if values else None
 
-                rows.append({
-                    "workload": workload,
-                    "label": WORKLOADS[workload][0],
-                    "concurrency": concurrency,
-                    "connections": cells[0]["connections"],
-                    "repeats": len(cells),
-                    "rps": median("rps"),
-                    "rps_min": min(c["rps"] for c in cells),
-                    "rps_max": max(c["rps"] for c in cells),
-                    "p50_ms": median("p50_ms"),
-                    "p99_ms": median("p99_ms"),
-                    "ratio": median("ratio"),
-                    "cpu_us_per_req": median("cpu_us_per_req"),
-                    "cpu_ratio": median("cpu_ratio"),
-                    "errors": sum(c["errors"] for c in cells),
-                    "db_ops_per_msg": median("db_ops_per_msg"),
-                    "peak_rss_mb": max(c["peak_rss_mb"] for c in cells),
-                    "requests": sum(c["requests"] for c in cells),
-                })
+                rows.append(
+                    {
+                        "workload": workload,
+                        "label": WORKLOADS[workload][0],
+                        "concurrency": concurrency,
+                        "connections": cells[0]["connections"],
+                        "repeats": len(cells),
+                        "rps": median("rps"),
+                        "rps_min": min(c["rps"] for c in cells),
+                        "rps_max": max(c["rps"] for c in cells),
+                        "p50_ms": median("p50_ms"),
+                        "p99_ms": median("p99_ms"),
+                        "ratio": median("ratio"),
+                        "cpu_us_per_req": median("cpu_us_per_req"),
+                        "cpu_ratio": median("cpu_ratio"),
+                        "errors": sum(c["errors"] for c in cells),
+                        "db_ops_per_msg": median("db_ops_per_msg"),
+                        "peak_rss_mb": max(c["peak_rss_mb"] for c in cells),
+                        "requests": sum(c["requests"] for c in cells),
+                    }
+                )
         return rows
 
     def machine(self) -> dict[str, Any]:
@@ -534,8 +593,12 @@ class Bench:
             "pymongo": pymongo.version,
             "database": "MONGODB_URI" if self.config.mongodb_uri else "embedded SecantusDB",
             "pinning": {
-                "servers": self.server_cpus, "load": self.load_cpus, "database": self.db_cpus,
-            } if self.pinning else None,
+                "servers": self.server_cpus,
+                "load": self.load_cpus,
+                "database": self.db_cpus,
+            }
+            if self.pinning
+            else None,
         }
 
     def targets(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -543,8 +606,10 @@ class Bench:
         found: list[dict[str, Any]] = []
 
         def row(workload: str, concurrency: int) -> dict[str, Any] | None:
-            return next((r for r in rows if r["workload"] == workload
-                         and r["concurrency"] == concurrency), None)
+            return next(
+                (r for r in rows if r["workload"] == workload and r["concurrency"] == concurrency),
+                None,
+            )
 
         def judge(name: str, values: list[Any], ok: bool | None) -> None:
             found.append({"target": name, "values": values, "met": ok})
@@ -553,34 +618,46 @@ class Bench:
         for workload, floor in (("a-nostore", 0.9), ("b-nostore", 0.7)):
             picked = [r for c in busy if (r := row(workload, c)) is not None]
             if picked:
-                values = [f"x{r['concurrency']}: {r['ratio']} (CPU {r['cpu_ratio']})"
-                          for r in picked]
-                judge(f"{WORKLOADS[workload][0]} >= {floor} x reference", values,
-                      all((r["ratio"] or 0) >= floor for r in picked))
+                values = [
+                    f"x{r['concurrency']}: {r['ratio']} (CPU {r['cpu_ratio']})" for r in picked
+                ]
+                judge(
+                    f"{WORKLOADS[workload][0]} >= {floor} x reference",
+                    values,
+                    all((r["ratio"] or 0) >= floor for r in picked),
+                )
         # Judged to one decimal: the users collection is written in one batch per half second
         # for all messages (service/store/users.py), which adds about 1/(messages per half
         # second) to each; a message's own path is what the target is about.
         for workload, ceiling in (("a", 2), ("b", 2), ("c", 3)):
             picked = [r for r in rows if r["workload"] == workload]
             if picked and all(r["db_ops_per_msg"] is not None for r in picked):
-                judge(f"{WORKLOADS[workload][0]}: <= {ceiling} DB round trips per message",
-                      [f"x{r['concurrency']}: {r['db_ops_per_msg']}" for r in picked],
-                      all(round(r["db_ops_per_msg"], 1) <= ceiling for r in picked))
+                judge(
+                    f"{WORKLOADS[workload][0]}: <= {ceiling} DB round trips per message",
+                    [f"x{r['concurrency']}: {r['db_ops_per_msg']}" for r in picked],
+                    all(round(r["db_ops_per_msg"], 1) <= ceiling for r in picked),
+                )
         for workload in ("a-nostore", "b-nostore"):
             r = row(workload, 16)
             if r is not None:
-                judge(f"{WORKLOADS[workload][0]}: p99 <= 50 ms at 16 connections",
-                      [r["p99_ms"]], (r["p99_ms"] or 0) <= 50)
+                judge(
+                    f"{WORKLOADS[workload][0]}: p99 <= 50 ms at 16 connections",
+                    [r["p99_ms"]],
+                    (r["p99_ms"] or 0) <= 50,
+                )
         if self.live is not None:
             light, busy_live = self.live["light"], self.live["busy"]
-            judge("live feed p99 <= 100 ms (light load; busy for information)",
-                  [f"light {light['p99_ms']}", f"busy {busy_live['p99_ms']}"],
-                  light["p99_ms"] is not None and light["p99_ms"] <= 100
-                  and not light["missing"])
+            judge(
+                "live feed p99 <= 100 ms (light load; busy for information)",
+                [f"light {light['p99_ms']}", f"busy {busy_live['p99_ms']}"],
+                light["p99_ms"] is not None and light["p99_ms"] <= 100 and not light["missing"],
+            )
         if self.soak is not None:
-            judge(f"peak RSS <= 120 MB after {self.soak['messages_total']} messages",
-                  [self.soak["peak_rss_mb"]],
-                  self.soak["peak_rss_mb"] <= 120 and self.soak["messages_total"] >= 100_000)
+            judge(
+                f"peak RSS <= 120 MB after {self.soak['messages_total']} messages",
+                [self.soak["peak_rss_mb"]],
+                self.soak["peak_rss_mb"] <= 120 and self.soak["messages_total"] >= 100_000,
+            )
         judge("no errors", [self.errors()], self.errors() == 0)
         return found
 
@@ -597,8 +674,11 @@ class Bench:
             "started_at": self.stamp,
             "machine": self.machine(),
             "config": {
-                "duration_s": cfg.duration, "warmup_s": cfg.warmup, "repeats": cfg.repeats,
-                "concurrency": cfg.concurrency, "workloads": cfg.workloads,
+                "duration_s": cfg.duration,
+                "warmup_s": cfg.warmup,
+                "repeats": cfg.repeats,
+                "concurrency": cfg.concurrency,
+                "workloads": cfg.workloads,
                 "survey_users": cfg.survey_users,
             },
             "summary": rows,
@@ -656,8 +736,14 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-FULL = {"duration": 10.0, "warmup": 3.0, "repeats": 2, "survey_users": 500, "soak": 100_000,
-        "live": 2000}
+FULL = {
+    "duration": 10.0,
+    "warmup": 3.0,
+    "repeats": 2,
+    "survey_users": 500,
+    "soak": 100_000,
+    "live": 2000,
+}
 QUICK = {"duration": 3.0, "warmup": 1.0, "repeats": 1, "survey_users": 50, "soak": 0, "live": 200}
 
 
@@ -667,22 +753,35 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--warmup", type=float, help="warm-up before each window (default 3)")
     p.add_argument("--repeats", type=int, help="repeats of every cell (default 2)")
     p.add_argument("--concurrency", default="1,16,64", help="connections, comma-separated")
-    p.add_argument("--workloads", default=",".join(WORKLOADS),
-                   help="comma-separated subset of: " + ", ".join(WORKLOADS))
+    p.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="comma-separated subset of: " + ", ".join(WORKLOADS),
+    )
     p.add_argument("--survey-users", type=int, help="users taking the survey (default 500)")
-    p.add_argument("--soak", type=int,
-                   help="stored messages before the final peak-RSS reading (default 100000; "
-                        "0: skip)")
-    p.add_argument("--live", type=int,
-                   help="messages whose live-feed delay is measured under load (default 2000; "
-                        "0: skip)")
-    p.add_argument("--mongodb-uri", default=os.environ.get("MONGODB_URI", ""),
-                   help="use this server (a scratch database, dropped after) instead of "
-                        "an embedded SecantusDB")
+    p.add_argument(
+        "--soak",
+        type=int,
+        help="stored messages before the final peak-RSS reading (default 100000; 0: skip)",
+    )
+    p.add_argument(
+        "--live",
+        type=int,
+        help="messages whose live-feed delay is measured under load (default 2000; 0: skip)",
+    )
+    p.add_argument(
+        "--mongodb-uri",
+        default=os.environ.get("MONGODB_URI", ""),
+        help="use this server (a scratch database, dropped after) instead of "
+        "an embedded SecantusDB",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder and logs")
-    p.add_argument("--quick", action="store_true",
-                   help="a first look: 3 s windows, one repeat, 50 survey users, no soak")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a first look: 3 s windows, one repeat, 50 survey users, no soak",
+    )
     args = p.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     for name, value in defaults.items():
@@ -695,10 +794,17 @@ def parse_args(argv: list[str] | None = None) -> Config:
     if "reference" not in workloads:
         workloads.insert(0, "reference")
     return Config(
-        duration=args.duration, warmup=args.warmup, repeats=args.repeats,
-        concurrency=[int(c) for c in args.concurrency.split(",")], workloads=workloads,
-        survey_users=args.survey_users, soak=args.soak, live=args.live,
-        mongodb_uri=args.mongodb_uri, out=args.out, keep=args.keep,
+        duration=args.duration,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        concurrency=[int(c) for c in args.concurrency.split(",")],
+        workloads=workloads,
+        survey_users=args.survey_users,
+        soak=args.soak,
+        live=args.live,
+        mongodb_uri=args.mongodb_uri,
+        out=args.out,
+        keep=args.keep,
     )
 
 

@@ -116,9 +116,7 @@ class SurveyApi(ApiHandler):
         include_test = self.bool_argument("test", False)
         db = self.db
         test = include_test
-        scores = await surveys_store.score_distribution(
-            db, survey, include_test_users=include_test
-        )
+        scores = await surveys_store.score_distribution(db, survey, include_test_users=include_test)
         scored = sum(row["count"] for row in scores)
         points = sum(row["score"] * row["count"] for row in scores)
         average = round(points / scored, 2) if scored else None

@@ -144,4 +144,5 @@ class LiveSocket(DashboardHandler, tornado.websocket.WebSocketHandler):
 def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
+
 routes = [(r"/dashboard/ws", LiveSocket)]

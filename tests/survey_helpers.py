@@ -16,8 +16,16 @@ from service.wechat_client import WeChatSide
 # The 爆肝度调查's answers for a known total: option n scores n-1 on every question but 'reason'
 # (options score 0, 2, 2, 3).
 BAOGAN_IDS = [
-    "bedtime", "late_nights", "sleep_hours", "alarm", "phone",
-    "reason", "caffeine", "daytime", "weekend", "all_nighter",
+    "bedtime",
+    "late_nights",
+    "sleep_hours",
+    "alarm",
+    "phone",
+    "reason",
+    "caffeine",
+    "daytime",
+    "weekend",
+    "all_nighter",
 ]
 
 

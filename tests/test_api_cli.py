@@ -51,7 +51,10 @@ def cli(mongo_uri, settings, db, fake_wechat_api, tmp_path):
             else:
                 full_env[key] = value
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "service", *args,
+            sys.executable,
+            "-m",
+            "service",
+            *args,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=full_env,
@@ -152,7 +155,9 @@ async def test_an_invalid_menu_is_refused_before_any_call(cli, fake_wechat_api, 
 @pytest.mark.gen_test(timeout=120)
 async def test_menu_check_needs_no_credentials(cli, fake_wechat_api):
     code, out, err = await cli(
-        "menu", "check", str(EXAMPLE_MENU),
+        "menu",
+        "check",
+        str(EXAMPLE_MENU),
         env={"WECHAT_APP_ID": None, "WECHAT_APP_SECRET": None, "MONGODB_URI": None},
     )
     assert code == 0, err

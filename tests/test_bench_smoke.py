@@ -19,13 +19,37 @@ from service.config import Settings
 ROOT = Path(__file__).resolve().parents[1]
 
 CELL_KEYS = {
-    "workload", "label", "concurrency", "repeat", "requests", "rps", "p50_ms", "p99_ms",
-    "errors", "db_ops", "db_ops_per_msg", "rss_mb", "peak_rss_mb", "ratio", "connections",
-    "cpu_us_per_req", "cpu_ratio",
+    "workload",
+    "label",
+    "concurrency",
+    "repeat",
+    "requests",
+    "rps",
+    "p50_ms",
+    "p99_ms",
+    "errors",
+    "db_ops",
+    "db_ops_per_msg",
+    "rss_mb",
+    "peak_rss_mb",
+    "ratio",
+    "connections",
+    "cpu_us_per_req",
+    "cpu_ratio",
 }
 ROW_KEYS = {
-    "workload", "label", "concurrency", "rps", "p50_ms", "p99_ms", "ratio", "errors",
-    "db_ops_per_msg", "peak_rss_mb", "cpu_us_per_req", "cpu_ratio",
+    "workload",
+    "label",
+    "concurrency",
+    "rps",
+    "p50_ms",
+    "p99_ms",
+    "ratio",
+    "errors",
+    "db_ops_per_msg",
+    "peak_rss_mb",
+    "cpu_us_per_req",
+    "cpu_ratio",
 }
 
 
@@ -49,10 +73,26 @@ async def test_no_store_answers_without_writing(send, wechat, db, app):
 def test_bench_runs_and_reports_every_workload(mongo_uri, tmp_path):
     out = tmp_path / "bench.json"
     command = [
-        sys.executable, str(ROOT / "bench" / "run.py"),
-        "--duration", "0.5", "--warmup", "0.2", "--repeats", "1", "--concurrency", "1,3",
-        "--survey-users", "3", "--soak", "0", "--live", "20",
-        "--mongodb-uri", mongo_uri, "--out", str(out),
+        sys.executable,
+        str(ROOT / "bench" / "run.py"),
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "--repeats",
+        "1",
+        "--concurrency",
+        "1,3",
+        "--survey-users",
+        "3",
+        "--soak",
+        "0",
+        "--live",
+        "20",
+        "--mongodb-uri",
+        mongo_uri,
+        "--out",
+        str(out),
     ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -115,15 +115,25 @@ def test_owner_logs_in_chats_in_the_simulator_and_sees_live_traffic_and_charts(
     driver.find_element(By.ID, "password").send_keys(PASSWORD)
     driver.find_element(By.ID, "login-submit").click()
     wait_for(driver, lambda d: d.current_url.rstrip("/").endswith("/dashboard"))
-    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, "[data-feed-status]")
-             .get_attribute("class").endswith("live"))
+    wait_for(
+        driver,
+        lambda d: (
+            d.find_element(By.CSS_SELECTOR, "[data-feed-status]")
+            .get_attribute("class")
+            .endswith("live")
+        ),
+    )
     assert driver.execute_script(CANVAS_PIXELS, "#traffic-chart") > 0
     shot(driver, "02-overview")
 
     # Live traffic in this tab, the simulator in a second one.
     driver.get(server + "/dashboard/live")
-    wait_for(driver, lambda d: "live" in d.find_element(By.CSS_SELECTOR, "[data-feed-status]")
-             .get_attribute("class"))
+    wait_for(
+        driver,
+        lambda d: (
+            "live" in d.find_element(By.CSS_SELECTOR, "[data-feed-status]").get_attribute("class")
+        ),
+    )
     live_tab = driver.current_window_handle
     driver.switch_to.new_window("tab")
     driver.get(server + "/dashboard/simulator")
@@ -135,22 +145,36 @@ def test_owner_logs_in_chats_in_the_simulator_and_sees_live_traffic_and_charts(
     text = driver.find_element(By.ID, "sim-text")
     text.send_keys("爆肝度调查")
     driver.find_element(By.ID, "sim-send").click()
-    reply = wait_for(driver, lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, ".bubble.out")
-                                        if "第 1/10 题" in e.text])
+    reply = wait_for(
+        driver,
+        lambda d: [
+            e for e in d.find_elements(By.CSS_SELECTOR, ".bubble.out") if "第 1/10 题" in e.text
+        ],
+    )
     assert "爆肝度调查" in reply[0].text
     for answer in ["2", "3"]:
         text.send_keys(answer)
         driver.find_element(By.ID, "sim-send").click()
         position = "第 2/10 题" if answer == "2" else "第 3/10 题"
-        wait_for(driver, lambda d, p=position: [e for e in d.find_elements(By.CSS_SELECTOR,
-                                                ".bubble.out") if p in e.text])
+        wait_for(
+            driver,
+            lambda d, p=position: [
+                e for e in d.find_elements(By.CSS_SELECTOR, ".bubble.out") if p in e.text
+            ],
+        )
     assert "<Encrypt>" in driver.find_element(By.ID, "exchange-response").text
     shot(driver, "03-simulator")
 
     # The messages appeared in the live traffic tab, as they happened.
     driver.switch_to.window(live_tab)
-    rows = wait_for(driver, lambda d: [r for r in d.find_elements(By.CSS_SELECTOR, "#feed tr")
-                                       if "sim-browser" in r.text and "爆肝度调查" in r.text])
+    rows = wait_for(
+        driver,
+        lambda d: [
+            r
+            for r in d.find_elements(By.CSS_SELECTOR, "#feed tr")
+            if "sim-browser" in r.text and "爆肝度调查" in r.text
+        ],
+    )
     assert "第 1/10 题" in rows[0].text
     wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#feed tr")) >= 3)
     # Pause holds new rows back.
@@ -164,10 +188,14 @@ def test_owner_logs_in_chats_in_the_simulator_and_sees_live_traffic_and_charts(
     checkbox = driver.find_element(By.ID, "include-test")
     if not checkbox.is_selected():
         checkbox.click()
-    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, '[data-stat="started"]').text
-             == "1")
-    for chart in ("#chart-funnel", "#chart-scores", "#chart-bands", "#chart-time",
-                  "#questions .card:first-child .chart"):
+    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, '[data-stat="started"]').text == "1")
+    for chart in (
+        "#chart-funnel",
+        "#chart-scores",
+        "#chart-bands",
+        "#chart-time",
+        "#questions .card:first-child .chart",
+    ):
         wait_for(driver, lambda d, c=chart: d.execute_script(CANVAS_PIXELS, c) > 0)
     first_question = driver.find_element(By.CSS_SELECTOR, "#questions .card")
     assert "最近一个月" in first_question.text
@@ -175,8 +203,12 @@ def test_owner_logs_in_chats_in_the_simulator_and_sees_live_traffic_and_charts(
 
     # Users list shows the progress; English works in the browser too.
     driver.get(server + "/dashboard/users?lang=en")
-    row = wait_for(driver, lambda d: [r for r in d.find_elements(By.CSS_SELECTOR, "#rows tr")
-                                      if "sim-browser" in r.text])
+    row = wait_for(
+        driver,
+        lambda d: [
+            r for r in d.find_elements(By.CSS_SELECTOR, "#rows tr") if "sim-browser" in r.text
+        ],
+    )
     assert "Question 3 of 10" in row[0].text
     shot(driver, "06-users-en")
     driver.get(server + "/dashboard/messages?lang=zh")

@@ -87,8 +87,9 @@ def seeded(io_loop, db):
         for doc in docs:
             assert await messages.insert_once(db, doc) is None
             subscribed = {"subscribe": True, "unsubscribe": False}.get(doc["event"] or "")
-            users.seen(doc["openid"], doc["received_at"], test_user=doc["test_user"],
-                       subscribed=subscribed)
+            users.seen(
+                doc["openid"], doc["received_at"], test_user=doc["test_user"], subscribed=subscribed
+            )
         await users.close()
 
     io_loop.run_sync(seed)
@@ -117,8 +118,12 @@ async def test_overview_counts(logged_in, seeded):
 @pytest.mark.gen_test
 async def test_traffic_per_minute(logged_in, db):
     now = dt.datetime.now(dt.UTC)
-    times = [now - dt.timedelta(seconds=5), now - dt.timedelta(minutes=3),
-             now - dt.timedelta(minutes=3, seconds=1), now - dt.timedelta(minutes=90)]
+    times = [
+        now - dt.timedelta(seconds=5),
+        now - dt.timedelta(minutes=3),
+        now - dt.timedelta(minutes=3, seconds=1),
+        now - dt.timedelta(minutes=90),
+    ]
     for i, at in enumerate(times):
         await messages.insert_once(db, message_doc(f"msg:t{i}", "u1", at, text="x"))
     data = await logged_in.get_json("/api/traffic", minutes=60)
@@ -221,6 +226,7 @@ async def test_user_detail_and_404(logged_in, seeded):
 
 # -- surveys ----------------------------------------------------------------------------------
 
+
 async def answer_survey(send, wechat, openid: str, answers: list[str]) -> dict:
     _, reply = await send(wechat.text(openid, "爆肝度调查"))
     for answer in answers:
@@ -292,8 +298,15 @@ async def test_csv_export_has_bom_one_row_per_user_one_column_per_question(logge
     assert response.body.startswith(b"\xef\xbb\xbf")
     rows = list(csv.reader(io.StringIO(response.body.decode("utf-8-sig"))))
     header, body = rows[0], rows[1:]
-    assert header[:7] == ["openid", "state", "attempt", "started_at", "finished_at", "score",
-                          "result"]
+    assert header[:7] == [
+        "openid",
+        "state",
+        "attempt",
+        "started_at",
+        "finished_at",
+        "score",
+        "result",
+    ]
     assert header[7].startswith("Q1 最近一个月") and len(header) == 7 + 10
     assert sorted(r[0] for r in body) == ["u-high", "u-low", "u-mid"]
     low = next(r for r in body if r[0] == "u-low")
@@ -321,12 +334,13 @@ async def test_csv_export_needs_login(session):
 
 # -- simulator --------------------------------------------------------------------------------
 
+
 @pytest.mark.gen_test(timeout=60)
 @pytest.mark.parametrize("mode", ["aes", "plain", "compat"])
 async def test_simulator_goes_through_the_real_endpoint(logged_in, db, app, mode):
     response = await logged_in.post_json(
-        "/api/simulator/send", {"user": "tester", "type": "text", "content": "爆肝度调查",
-                                "mode": mode}
+        "/api/simulator/send",
+        {"user": "tester", "type": "text", "content": "爆肝度调查", "mode": mode},
     )
     assert response.code == 200, response.body
     result = json.loads(response.body)
@@ -360,9 +374,13 @@ async def test_simulator_events_and_media(logged_in, db):
 @pytest.mark.gen_test
 @pytest.mark.parametrize(
     "payload",
-    [{"user": "bad user!", "content": "x"}, {"user": "ok", "content": ""},
-     {"user": "ok", "type": "video"}, {"user": "ok", "content": "x", "mode": "weird"},
-     {"user": "ok", "type": "event", "event": "explode"}],
+    [
+        {"user": "bad user!", "content": "x"},
+        {"user": "ok", "content": ""},
+        {"user": "ok", "type": "video"},
+        {"user": "ok", "content": "x", "mode": "weird"},
+        {"user": "ok", "type": "event", "event": "explode"},
+    ],
 )
 async def test_simulator_rejects_bad_input(logged_in, payload):
     response = await logged_in.post_json("/api/simulator/send", payload)
@@ -385,6 +403,7 @@ async def test_wipe_test_data_keeps_real_users(logged_in, db, app, seeded):
 
 
 # -- owners -----------------------------------------------------------------------------------
+
 
 @pytest.mark.gen_test
 async def test_owner_names_and_passwords(db):
@@ -420,18 +439,49 @@ def test_create_owner_command(settings, io_loop, db):
         "DATA_DIR": str(settings.data_dir),
     }
     cmd = [sys.executable, "-m", "service", "create-owner", "Manager", "--password-stdin"]
-    done = subprocess.run(cmd, input="s3cret-pass\n", env=env, capture_output=True, text=True,
-                          timeout=120, check=False, cwd=root)
+    done = subprocess.run(
+        cmd,
+        input="s3cret-pass\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=root,
+    )
     assert done.returncode == 0, done.stderr
     assert "owner 'manager' created" in done.stdout
-    again = subprocess.run(cmd, input="s3cret-pass\n", env=env, capture_output=True, text=True,
-                           timeout=120, check=False)
+    again = subprocess.run(
+        cmd,
+        input="s3cret-pass\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert again.returncode == 1 and "already exists" in again.stderr
-    short = subprocess.run([*cmd[:-2], "other", "--password-stdin"], input="short\n", env=env,
-                           capture_output=True, text=True, timeout=120, check=False, cwd=root)
+    short = subprocess.run(
+        [*cmd[:-2], "other", "--password-stdin"],
+        input="short\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=root,
+    )
     assert short.returncode == 1 and "at least 8" in short.stderr
-    reset = subprocess.run([*cmd, "--reset"], input="brand-new-pass\n", env=env,
-                           capture_output=True, text=True, timeout=120, check=False, cwd=root)
+    reset = subprocess.run(
+        [*cmd, "--reset"],
+        input="brand-new-pass\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=root,
+    )
     assert reset.returncode == 0, reset.stderr
     owner = io_loop.run_sync(lambda: owners.authenticate(db, "manager", "brand-new-pass"))
     assert owner is not None

@@ -125,6 +125,7 @@ async def test_websocket_refuses_a_forged_cookie(base_url, http_server):
 
 # -- login ------------------------------------------------------------------------------------
 
+
 @pytest.mark.gen_test
 async def test_login_success_sets_a_signed_httponly_lax_cookie(session, owner):
     await session.get("/dashboard/login")
@@ -294,11 +295,19 @@ async def test_one_time_password_must_be_changed_first(session, db):
 
 # -- headers and languages ----------------------------------------------------------------------
 
+
 @pytest.mark.gen_test
 @pytest.mark.parametrize(
     "path",
-    ["/dashboard/login", "/dashboard/", "/api/overview", "/dashboard/nope", "/api/users/none",
-     "/static/css/dashboard.css", "/"],
+    [
+        "/dashboard/login",
+        "/dashboard/",
+        "/api/overview",
+        "/dashboard/nope",
+        "/api/users/none",
+        "/static/css/dashboard.css",
+        "/",
+    ],
 )
 async def test_security_headers_on_every_dashboard_response(logged_in, path):
     response = await logged_in.get(path)
@@ -313,9 +322,16 @@ async def test_security_headers_on_every_dashboard_response(logged_in, path):
 
 @pytest.mark.gen_test
 async def test_pages_have_no_inline_script_and_only_local_assets(logged_in):
-    for path in ["/dashboard/", "/dashboard/live", "/dashboard/users", "/dashboard/surveys",
-                 "/dashboard/surveys/baogan", "/dashboard/messages", "/dashboard/simulator",
-                 "/dashboard/password"]:
+    for path in [
+        "/dashboard/",
+        "/dashboard/live",
+        "/dashboard/users",
+        "/dashboard/surveys",
+        "/dashboard/surveys/baogan",
+        "/dashboard/messages",
+        "/dashboard/simulator",
+        "/dashboard/password",
+    ]:
         response = await logged_in.get(path)
         assert response.code == 200, path
         html = response.body.decode()

@@ -85,8 +85,9 @@ async def test_message_answered_by_another_instance_reaches_this_dashboard(
         ws = await logged_in.websocket()  # instance A: the pytest-tornado server
         await next_event(ws, kind="hello")
         signed = wechat.sign(wechat.text("cross-user", "从进程 B 来的消息"), "aes")
-        response = await http_client.fetch(signed.url(f"http://127.0.0.1:{port}"), method="POST",
-                                           body=signed.body)
+        response = await http_client.fetch(
+            signed.url(f"http://127.0.0.1:{port}"), method="POST", body=signed.body
+        )
         assert response.code == 200
         event = await next_event(ws, kind="message")
         assert event["message"]["text"] == "从进程 B 来的消息"
@@ -122,6 +123,7 @@ async def test_message_answered_by_another_process_reaches_this_dashboard(
 
 
 # -- the hub on its own ---------------------------------------------------------------------------
+
 
 async def _collect(hub: Hub, count: int) -> tuple[list[dict], asyncio.Event, object]:
     """Subscribe a listener that keeps events; the event is set once ``count`` have come."""

@@ -70,21 +70,32 @@ async def test_aggregates_on_seeded_users(engine, db, wechat):
     assert [o["count"] for o in finished["bedtime"]["options"]] == [1, 1, 0, 1]
 
     assert await store.score_distribution(db, baogan) == [
-        {"score": 0, "count": 1}, {"score": 11, "count": 1}, {"score": 30, "count": 1},
+        {"score": 0, "count": 1},
+        {"score": 11, "count": 1},
+        {"score": 30, "count": 1},
     ]
     assert (await store.score_distribution(db, baogan, include_test_users=True))[-1] == {
-        "score": 30, "count": 2,
+        "score": 30,
+        "count": 2,
     }
 
     bands = await store.band_counts(db, baogan)
     assert [(b["band"], b["count"]) for b in bands] == [
-        ("healthy", 1), ("light", 1), ("moderate", 0), ("heavy", 0), ("extreme", 1),
+        ("healthy", 1),
+        ("light", 1),
+        ("moderate", 0),
+        ("heavy", 0),
+        ("extreme", 1),
     ]
     assert bands[1] == {"band": "light", "title": "轻度熬夜", "min": 7, "max": 13, "count": 1}
 
     funnel = await store.funnel(db, baogan)
     assert {k: v for k, v in funnel.items() if k != "questions"} == {
-        "started": 6, "finished": 3, "in_progress": 3, "paused": 2, "completion_rate": 0.5,
+        "started": 6,
+        "finished": 3,
+        "in_progress": 3,
+        "paused": 2,
+        "completion_rate": 0.5,
     }
     steps = [(q["id"], q["reached"], q["answered"], q["dropped"]) for q in funnel["questions"]]
     assert steps == [
@@ -108,7 +119,8 @@ async def test_aggregates_on_seeded_users(engine, db, wechat):
         {"date": "2026-11-29", "count": 1},
     ]
     assert await store.completions_over_time(db, baogan, timezone="UTC", fill=False) == [
-        {"date": "2026-11-26", "count": 2}, {"date": "2026-11-28", "count": 1},
+        {"date": "2026-11-26", "count": 2},
+        {"date": "2026-11-28", "count": 1},
     ]
     since = dt.datetime(2026, 11, 27, tzinfo=UTC)
     assert await store.completions_over_time(db, baogan, since=since) == [
@@ -122,27 +134,48 @@ async def test_progress_responses_and_wiping_test_data(engine, db, wechat):
     baogan = engine.surveys["baogan"]
 
     u4 = await store.progress(db, baogan, "u4")
-    assert {k: u4[k] for k in ("state", "paused", "question", "question_id", "total",
-                               "answered", "attempt")} == {
-        "state": "in_progress", "paused": False, "question": 4, "question_id": "alarm",
-        "total": 10, "answered": 3, "attempt": 1,
+    assert {
+        k: u4[k]
+        for k in ("state", "paused", "question", "question_id", "total", "answered", "attempt")
+    } == {
+        "state": "in_progress",
+        "paused": False,
+        "question": 4,
+        "question_id": "alarm",
+        "total": 10,
+        "answered": 3,
+        "attempt": 1,
     }
     u5 = await store.progress(db, baogan, "u5")
     assert (u5["state"], u5["paused"], u5["question"], u5["answered"]) == (
-        "in_progress", True, 1, 0,
+        "in_progress",
+        True,
+        1,
+        0,
     )
     u1 = await store.progress(db, baogan, "u1")
     assert (u1["state"], u1["score"], u1["band"], u1["title"]) == (
-        "finished", 0, "healthy", "作息模范生",
+        "finished",
+        0,
+        "healthy",
+        "作息模范生",
     )
     assert u1["finished_at"] == dt.datetime(2026, 11, 26, 15, 30, tzinfo=UTC)
     assert await store.progress(db, baogan, "nobody") == {
-        "state": "not_started", "survey": "baogan", "total": 10,
+        "state": "not_started",
+        "survey": "baogan",
+        "total": 10,
     }
 
     columns = store.response_columns(baogan)
     assert [key for key, _ in columns][:7] == [
-        "openid", "state", "attempt", "started_at", "finished_at", "score", "result",
+        "openid",
+        "state",
+        "attempt",
+        "started_at",
+        "finished_at",
+        "score",
+        "result",
     ]
     assert columns[7] == ("bedtime", "Q1 最近一个月，你通常几点睡觉？")
     rows = [row async for row in store.iter_responses(db, baogan)]
@@ -153,7 +186,10 @@ async def test_progress_responses_and_wiping_test_data(engine, db, wechat):
     assert first["bedtime"] == "晚上 11 点以前" and first["all_nighter"] == "想不起来了，很久以前"
     assert first["finished_at"] == "2026-11-26T15:30:00+00:00"
     assert (rows[3]["state"], rows[3]["bedtime"], rows[3]["alarm"], rows[3]["score"]) == (
-        "in_progress", "晚上 11 点以前", "", "",
+        "in_progress",
+        "晚上 11 点以前",
+        "",
+        "",
     )
     assert rows[4]["state"] == "paused" and all(rows[4][q] == "" for q in BAOGAN_IDS)
     finished_rows = [r async for r in store.iter_responses(db, baogan, finished_only=True)]
@@ -179,15 +215,21 @@ async def test_other_kinds_in_aggregates(engine, db, wechat):
     assert [o["count"] for o in counts["fruit"]["options"]] == [1, 1, 1, 0]  # multiple choice
     assert counts["fruit"]["answered"] == 2
     assert [(o["value"], o["count"]) for o in counts["mood"]["options"]] == [
-        (1, 0), (2, 1), (3, 0), (4, 1), (5, 0),
+        (1, 0),
+        (2, 1),
+        (3, 0),
+        (4, 1),
+        (5, 0),
     ]
     assert counts["cups"]["stats"] == {"count": 2, "avg": 3.0, "min": 2, "max": 4}
     assert counts["comment"]["answered"] == 2 and counts["comment"]["options"] == []
     assert await store.score_distribution(db, lab) == [
-        {"score": 6, "count": 1}, {"score": 8, "count": 1},  # u8: 3+2+1, u7: (1+2)+4+1
+        {"score": 6, "count": 1},
+        {"score": 8, "count": 1},  # u8: 3+2+1, u7: (1+2)+4+1
     ]
     assert [(b["band"], b["count"]) for b in await store.band_counts(db, lab)] == [
-        ("low", 0), ("high", 2),
+        ("low", 0),
+        ("high", 2),
     ]
     rows = {r["openid"]: r async for r in store.iter_responses(db, lab)}
     assert rows["u7"]["fruit"] == "苹果；香蕉" and rows["u7"]["cups"] == "2杯"

@@ -183,7 +183,9 @@ async def test_round_trips_per_message(send, wechat, db, app, db_counter):
     mark = db_counter.mark()
     assert "第 2/10 题" in await user.say("1")
     assert db_counter.since(mark) == [
-        ("find", "survey_sessions"), ("update", "survey_sessions"), ("insert", "messages"),
+        ("find", "survey_sessions"),
+        ("update", "survey_sessions"),
+        ("insert", "messages"),
     ]
 
     mark = db_counter.mark()

@@ -246,8 +246,9 @@ def test_a_folder_loads_all_or_nothing(tmp_path):
     message = str(caught.value)
     assert "zz_bad.yaml:3:12: keywords[0]: keyword '好问卷' also starts survey 'ok'" in message
     assert [i.file for i in caught.value.issues] == [str(folder / "zz_bad.yaml")]
-    (folder / "zz_bad.yaml").write_text(GOOD.replace("keywords: [好问卷]", "keywords: [x]"),
-                                        encoding="utf-8")
+    (folder / "zz_bad.yaml").write_text(
+        GOOD.replace("keywords: [好问卷]", "keywords: [x]"), encoding="utf-8"
+    )
     with pytest.raises(SurveyLoadError, match="survey id 'ok' is also used by"):
         load_dir(folder)
     with pytest.raises(SurveyLoadError, match="surveys folder does not exist"):
@@ -256,8 +257,11 @@ def test_a_folder_loads_all_or_nothing(tmp_path):
 
 
 def test_start_up_fails_loudly_on_an_invalid_survey(settings, db, tmp_path):
-    folder = write_surveys(tmp_path / "s", one=GOOD.replace("options: [是, 否]", "options: []"),
-                           two=GOOD.replace("id: ok", "id: Two"))
+    folder = write_surveys(
+        tmp_path / "s",
+        one=GOOD.replace("options: [是, 否]", "options: []"),
+        two=GOOD.replace("id: ok", "id: Two"),
+    )
     with pytest.raises(SurveyLoadError) as caught:
         make_app(settings.replace(surveys_dir=folder), db=db)
     # Both files are wrong (the keyword clash is checked between valid surveys only).
@@ -290,8 +294,9 @@ def test_cli_check(tmp_path, capsys):
     assert "baogan 「爆肝度调查」, 10 question(s), scores 0–30 in 5 band(s)" in out
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text(GOOD.replace("next", "x").replace("options: [是, 否]", "options: [是]"),
-                   encoding="utf-8")
+    bad.write_text(
+        GOOD.replace("next", "x").replace("options: [是, 否]", "options: [是]"), encoding="utf-8"
+    )
     assert main(["surveys", "check", str(bad), str(tmp_path / "missing.yaml")]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out == [
@@ -329,15 +334,19 @@ def test_check_paths_reports_an_empty_folder(tmp_path):
 
 def test_dedented_helper_yaml_is_valid():
     # The tests' second survey must itself pass validation (it is used over /wechat).
-    survey = load_file(write_surveys(Path(__import__("tempfile").mkdtemp()), lab=LAB_YAML)
-                       / "lab.yaml")
+    survey = load_file(
+        write_surveys(Path(__import__("tempfile").mkdtemp()), lab=LAB_YAML) / "lab.yaml"
+    )
     assert survey.id == "lab" and survey.allow_retake
 
 
 def test_serve_refuses_to_start_with_an_invalid_survey(tmp_path, mongo_uri):
     """``python -m service serve`` exits with status 2 and lists every mistake."""
-    folder = write_surveys(tmp_path / "s", one=GOOD.replace("options: [是, 否]", "options: []"),
-                           two=GOOD.replace("id: ok", "id: Two").replace("好问卷", "二号"))
+    folder = write_surveys(
+        tmp_path / "s",
+        one=GOOD.replace("options: [是, 否]", "options: []"),
+        two=GOOD.replace("id: ok", "id: Two").replace("好问卷", "二号"),
+    )
     env = {
         **os.environ,
         "WECHAT_TOKEN": "t",
@@ -348,8 +357,13 @@ def test_serve_refuses_to_start_with_an_invalid_survey(tmp_path, mongo_uri):
         "PORT": "0",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "service", "serve"], env=env, capture_output=True, text=True,
-        timeout=60, cwd=Path(__file__).resolve().parent.parent, check=False,
+        [sys.executable, "-m", "service", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr

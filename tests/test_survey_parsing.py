@@ -8,8 +8,9 @@ import pytest
 from service.surveys.model import Option, Question
 from service.surveys.parsing import Answer, Invalid, accepted_hint, normalize, parse_answer
 
-FOUR = tuple(Option(label, score) for label, score in
-             (("苹果", 1), ("香蕉", 2), ("橙子", 3), ("葡萄", 4)))
+FOUR = tuple(
+    Option(label, score) for label, score in (("苹果", 1), ("香蕉", 2), ("橙子", 3), ("葡萄", 4))
+)
 SINGLE = Question("q", "single", "选一个", FOUR)
 MULTIPLE = Question("m", "multiple", "选几个", FOUR, max_choices=3)
 MULTIPLE_2_TO_3 = Question("m2", "multiple", "选两三个", FOUR, min_choices=2, max_choices=3)
@@ -35,9 +36,24 @@ def bad(text: str, question: Question) -> str:
 @pytest.mark.parametrize(
     ("text", "choice"),
     [
-        ("2", 2), ("２", 2), (" 2 ", 2), ("2。", 2), ("2！", 2), ("(2)", 2), ("2.", 2),
-        ("b", 2), ("B", 2), ("Ｂ", 2), ("二", 2), ("②", 2), ("选2", 2), ("第 2 项", 2),
-        ("香蕉", 2), ("「香蕉」", 2), ("4", 4), ("D", 4),
+        ("2", 2),
+        ("２", 2),
+        (" 2 ", 2),
+        ("2。", 2),
+        ("2！", 2),
+        ("(2)", 2),
+        ("2.", 2),
+        ("b", 2),
+        ("B", 2),
+        ("Ｂ", 2),
+        ("二", 2),
+        ("②", 2),
+        ("选2", 2),
+        ("第 2 项", 2),
+        ("香蕉", 2),
+        ("「香蕉」", 2),
+        ("4", 4),
+        ("D", 4),
     ],
 )
 def test_single_choice_accepts(text, choice):
@@ -60,10 +76,25 @@ def test_single_choice_refuses_several():
 @pytest.mark.parametrize(
     ("text", "choices"),
     [
-        ("1 3", (1, 3)), ("1,3", (1, 3)), ("1，3", (1, 3)), ("1、3", (1, 3)), ("1；3", (1, 3)),
-        ("13", (1, 3)), ("１３", (1, 3)), ("１，３", (1, 3)), ("3 1", (1, 3)), ("1 1 3", (1, 3)),
-        ("a c", (1, 3)), ("AC", (1, 3)), ("ａｃ", (1, 3)), ("1和3", (1, 3)), ("1/3", (1, 3)),
-        ("苹果，橙子", (1, 3)), ("2", (2,)), ("1，", (1,)), ("124", (1, 2, 4)),
+        ("1 3", (1, 3)),
+        ("1,3", (1, 3)),
+        ("1，3", (1, 3)),
+        ("1、3", (1, 3)),
+        ("1；3", (1, 3)),
+        ("13", (1, 3)),
+        ("１３", (1, 3)),
+        ("１，３", (1, 3)),
+        ("3 1", (1, 3)),
+        ("1 1 3", (1, 3)),
+        ("a c", (1, 3)),
+        ("AC", (1, 3)),
+        ("ａｃ", (1, 3)),
+        ("1和3", (1, 3)),
+        ("1/3", (1, 3)),
+        ("苹果，橙子", (1, 3)),
+        ("2", (2,)),
+        ("1，", (1,)),
+        ("124", (1, 2, 4)),
         ("1 2 4。", (1, 2, 4)),
     ],
 )
@@ -92,8 +123,18 @@ def test_multiple_choice_counts_and_two_digit_options():
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("4", 4), ("４", 4), ("4分", 4), ("4 分", 4), ("四", 4), ("★★★★", 4), ("⭐⭐⭐", 3),
-     ("1", 1), ("5星", 5), ("5。", 5)],
+    [
+        ("4", 4),
+        ("４", 4),
+        ("4分", 4),
+        ("4 分", 4),
+        ("四", 4),
+        ("★★★★", 4),
+        ("⭐⭐⭐", 3),
+        ("1", 1),
+        ("5星", 5),
+        ("5。", 5),
+    ],
 )
 def test_rating_accepts(text, value):
     answer = ok(text, RATING)
@@ -107,8 +148,18 @@ def test_rating_rejects(text):
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("3", 3), ("３", 3), ("2.5", 2.5), ("２．５", 2.5), ("3杯", 3), ("3 杯", 3), ("约3杯", 3),
-     ("0", 0), ("10", 10), ("三", 3)],
+    [
+        ("3", 3),
+        ("３", 3),
+        ("2.5", 2.5),
+        ("２．５", 2.5),
+        ("3杯", 3),
+        ("3 杯", 3),
+        ("约3杯", 3),
+        ("0", 0),
+        ("10", 10),
+        ("三", 3),
+    ],
 )
 def test_number_accepts(text, value):
     answer = ok(text, NUMBER)

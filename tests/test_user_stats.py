@@ -18,7 +18,8 @@ def _flush_tasks() -> int:
     return sum(
         1
         for task in asyncio.all_tasks()
-        if not task.done() and "UserStats" in task.get_coro().__qualname__  # type: ignore[union-attr]
+        if not task.done()
+        and "UserStats" in task.get_coro().__qualname__  # type: ignore[union-attr]
         and "flush" in task.get_coro().__qualname__  # type: ignore[union-attr]
     )
 

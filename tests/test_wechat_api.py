@@ -170,9 +170,7 @@ async def _store_token(db, value: str, *, fetched_ago: float, lifetime: float) -
 
 
 @pytest.mark.gen_test
-async def test_a_process_waits_for_the_lease_holder_instead_of_fetching(
-    make, fake_wechat_api, db
-):
+async def test_a_process_waits_for_the_lease_holder_instead_of_fetching(make, fake_wechat_api, db):
     lease = f"token:{FAKE_APP_ID}"
     assert await tokens.acquire_lease(db, lease, "other-process", ttl=60)
     api = make()
@@ -338,8 +336,11 @@ async def test_a_send_that_timed_out_is_not_repeated(make, fake_wechat_api):
 @pytest.mark.gen_test
 async def test_unreachable_server_is_retried_then_raised(db):
     api = WeChatAPI(
-        db, app_id=FAKE_APP_ID, app_secret=FAKE_APP_SECRET,
-        base_url="http://127.0.0.1:9", retry_delays=(0.01, 0.01),  # nothing listens on port 9
+        db,
+        app_id=FAKE_APP_ID,
+        app_secret=FAKE_APP_SECRET,
+        base_url="http://127.0.0.1:9",
+        retry_delays=(0.01, 0.01),  # nothing listens on port 9
     )
     try:
         with pytest.raises(WeChatAPIError) as e:
@@ -356,8 +357,11 @@ async def test_a_send_that_never_left_is_retried(db, caplog):
     """Connection refused: WeChat never saw the message, so resending is safe."""
     await tokens.save_token(db, FAKE_APP_ID, "TOKEN", 7200, fetched_by="elsewhere")
     api = WeChatAPI(
-        db, app_id=FAKE_APP_ID, app_secret=FAKE_APP_SECRET,
-        base_url="http://127.0.0.1:9", retry_delays=(0.01, 0.01),
+        db,
+        app_id=FAKE_APP_ID,
+        app_secret=FAKE_APP_SECRET,
+        base_url="http://127.0.0.1:9",
+        retry_delays=(0.01, 0.01),
     )
     try:
         with pytest.raises(WeChatAPIError) as e:

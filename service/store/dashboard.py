@@ -299,9 +299,7 @@ async def conversation(
     return {"items": items, "more": more}
 
 
-async def messages_after(
-    db: Db, since: dt.datetime, *, limit: int = 500
-) -> list[dict[str, Any]]:
+async def messages_after(db: Db, since: dt.datetime, *, limit: int = 500) -> list[dict[str, Any]]:
     """Messages received at or after ``since``, oldest first (fills a live view's gap)."""
     cursor = (
         db[MESSAGES]
@@ -352,7 +350,18 @@ async def survey_sessions_of(db: Db, openids: list[str]) -> list[dict[str, Any]]
         return []
     cursor = db[surveys_store.COLLECTION].find(
         {"openid": {"$in": openids}},
-        {"survey": 1, "openid": 1, "state": 1, "current": 1, "paused": 1, "score": 1,
-         "result": 1, "answers.q": 1, "attempt": 1, "finished_at": 1, "started_at": 1},
+        {
+            "survey": 1,
+            "openid": 1,
+            "state": 1,
+            "current": 1,
+            "paused": 1,
+            "score": 1,
+            "result": 1,
+            "answers.q": 1,
+            "attempt": 1,
+            "finished_at": 1,
+            "started_at": 1,
+        },
     )
     return [doc async for doc in cursor]

@@ -194,6 +194,7 @@ async def authenticate(db: Db, name: str, password: str) -> dict[str, Any] | Non
 
 # -- throttle -----------------------------------------------------------------------------------
 
+
 def throttle_keys(name: str, ip: str) -> list[str]:
     """The counters a login attempt touches: its account and its client address."""
     try:
@@ -218,9 +219,11 @@ async def blocked_until(
 ) -> dt.datetime | None:
     """When the next attempt is allowed, if any of ``keys`` has ``MAX_FAILURES`` in ``WINDOW``."""
     now = now or dt.datetime.now(dt.UTC)
-    cursor = db[FAILURES].find(
-        {"key": {"$in": keys}, "at": {"$gt": now - WINDOW}}, {"key": 1, "at": 1}
-    ).sort("at", ASCENDING)
+    cursor = (
+        db[FAILURES]
+        .find({"key": {"$in": keys}, "at": {"$gt": now - WINDOW}}, {"key": 1, "at": 1})
+        .sort("at", ASCENDING)
+    )
     by_key: dict[str, list[dt.datetime]] = {}
     async for doc in cursor:
         by_key.setdefault(doc["key"], []).append(doc["at"])

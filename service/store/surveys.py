@@ -181,22 +181,30 @@ async def option_counts(
         {"$project": {"answers": 1}},
         {"$unwind": "$answers"},
     ]
-    per_question = await _aggregate(db, [
-        *base,
-        {"$group": {
-            "_id": "$answers.q",
-            "answered": {"$sum": 1},
-            "avg": {"$avg": "$answers.value"},
-            "min": {"$min": "$answers.value"},
-            "max": {"$max": "$answers.value"},
-        }},
-    ])
-    per_choice = await _aggregate(db, [
-        *base,
-        {"$match": {"answers.choices": {"$exists": True}}},
-        {"$unwind": "$answers.choices"},
-        {"$group": {"_id": {"q": "$answers.q", "c": "$answers.choices"}, "n": {"$sum": 1}}},
-    ])
+    per_question = await _aggregate(
+        db,
+        [
+            *base,
+            {
+                "$group": {
+                    "_id": "$answers.q",
+                    "answered": {"$sum": 1},
+                    "avg": {"$avg": "$answers.value"},
+                    "min": {"$min": "$answers.value"},
+                    "max": {"$max": "$answers.value"},
+                }
+            },
+        ],
+    )
+    per_choice = await _aggregate(
+        db,
+        [
+            *base,
+            {"$match": {"answers.choices": {"$exists": True}}},
+            {"$unwind": "$answers.choices"},
+            {"$group": {"_id": {"q": "$answers.q", "c": "$answers.choices"}, "n": {"$sum": 1}}},
+        ],
+    )
     answered = {row["_id"]: row for row in per_question}
     counts: dict[tuple[str, int], int] = {
         (row["_id"]["q"], int(row["_id"]["c"])): int(row["n"]) for row in per_choice
@@ -241,13 +249,17 @@ async def score_distribution(
     Only scores that occurred are listed (the dashboard fills the axis from
     ``survey.score_range()`` if it wants every value).
     """
-    rows = await _aggregate(db, [
-        {"$match": _match(survey, include_test_users, state="finished")},
-        {"$group": {"_id": "$score", "count": {"$sum": 1}}},
-        {"$sort": {"_id": 1}},
-    ])
-    return [{"score": row["_id"], "count": int(row["count"])} for row in rows
-            if row["_id"] is not None]
+    rows = await _aggregate(
+        db,
+        [
+            {"$match": _match(survey, include_test_users, state="finished")},
+            {"$group": {"_id": "$score", "count": {"$sum": 1}}},
+            {"$sort": {"_id": 1}},
+        ],
+    )
+    return [
+        {"score": row["_id"], "count": int(row["count"])} for row in rows if row["_id"] is not None
+    ]
 
 
 async def band_counts(
@@ -260,10 +272,13 @@ async def band_counts(
     A finished attempt whose band no longer exists in the definition is counted under
     ``{"band": None, "title": "其他"}`` (listed only when non-zero).
     """
-    rows = await _aggregate(db, [
-        {"$match": _match(survey, include_test_users, state="finished")},
-        {"$group": {"_id": "$result.band", "count": {"$sum": 1}}},
-    ])
+    rows = await _aggregate(
+        db,
+        [
+            {"$match": _match(survey, include_test_users, state="finished")},
+            {"$group": {"_id": "$result.band", "count": {"$sum": 1}}},
+        ],
+    )
     counts = {row["_id"]: int(row["count"]) for row in rows}
     out: list[dict[str, Any]] = [
         {"band": b.id, "title": b.title, "min": b.low, "max": b.high, "count": counts.pop(b.id, 0)}
@@ -289,20 +304,28 @@ async def funnel(db: Db, survey: Survey, *, include_test_users: bool = False) ->
     reached by fewer people without anyone dropping.
     """
     match = _match(survey, include_test_users)
-    states = await _aggregate(db, [
-        {"$match": match},
-        {"$group": {
-            "_id": {"state": "$state", "current": "$current"},
-            "n": {"$sum": 1},
-            "paused": {"$sum": {"$cond": [{"$eq": ["$paused", True]}, 1, 0]}},
-        }},
-    ])
-    answered_rows = await _aggregate(db, [
-        {"$match": match},
-        {"$project": {"answers.q": 1}},
-        {"$unwind": "$answers"},
-        {"$group": {"_id": "$answers.q", "n": {"$sum": 1}}},
-    ])
+    states = await _aggregate(
+        db,
+        [
+            {"$match": match},
+            {
+                "$group": {
+                    "_id": {"state": "$state", "current": "$current"},
+                    "n": {"$sum": 1},
+                    "paused": {"$sum": {"$cond": [{"$eq": ["$paused", True]}, 1, 0]}},
+                }
+            },
+        ],
+    )
+    answered_rows = await _aggregate(
+        db,
+        [
+            {"$match": match},
+            {"$project": {"answers.q": 1}},
+            {"$unwind": "$answers"},
+            {"$group": {"_id": "$answers.q", "n": {"$sum": 1}}},
+        ],
+    )
     answered = {row["_id"]: int(row["n"]) for row in answered_rows}
     started = finished = paused = 0
     stuck: dict[str, int] = {}
@@ -320,14 +343,16 @@ async def funnel(db: Db, survey: Survey, *, include_test_users: bool = False) ->
     for position, question in enumerate(survey.questions, 1):
         done = answered.get(question.id, 0)
         waiting = stuck.get(question.id, 0)
-        questions.append({
-            "id": question.id,
-            "position": position,
-            "title": question.text,
-            "reached": done + waiting,
-            "answered": done,
-            "dropped": waiting,
-        })
+        questions.append(
+            {
+                "id": question.id,
+                "position": position,
+                "title": question.text,
+                "reached": done + waiting,
+                "answered": done,
+                "dropped": waiting,
+            }
+        )
     return {
         "started": started,
         "finished": finished,
@@ -355,16 +380,25 @@ async def completions_over_time(
     extra: dict[str, Any] = {"state": "finished"}
     if since is not None:
         extra["finished_at"] = {"$gte": since}
-    rows = await _aggregate(db, [
-        {"$match": _match(survey, include_test_users, **extra)},
-        {"$group": {
-            "_id": {"$dateToString": {
-                "format": "%Y-%m-%d", "date": "$finished_at", "timezone": timezone,
-            }},
-            "count": {"$sum": 1},
-        }},
-        {"$sort": {"_id": 1}},
-    ])
+    rows = await _aggregate(
+        db,
+        [
+            {"$match": _match(survey, include_test_users, **extra)},
+            {
+                "$group": {
+                    "_id": {
+                        "$dateToString": {
+                            "format": "%Y-%m-%d",
+                            "date": "$finished_at",
+                            "timezone": timezone,
+                        }
+                    },
+                    "count": {"$sum": 1},
+                }
+            },
+            {"$sort": {"_id": 1}},
+        ],
+    )
     days = {row["_id"]: int(row["count"]) for row in rows if row["_id"]}
     if not fill or not days:
         return [{"date": day, "count": n} for day, n in sorted(days.items())]
@@ -462,8 +496,7 @@ async def iter_responses(
     extra = {"state": "finished"} if finished_only else {}
     cursor = (
         db[COLLECTION]
-        .find(_match(survey, include_test_users, **extra),
-              {"recent": 0, "history": 0})
+        .find(_match(survey, include_test_users, **extra), {"recent": 0, "history": 0})
         .sort([("started_at", ASCENDING), ("_id", ASCENDING)])
         .batch_size(batch_size)
     )

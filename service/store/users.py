@@ -87,9 +87,7 @@ class UserStats:
             return
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
-        if len(self._pending) >= self.max_pending and (
-            self._early is None or self._early.done()
-        ):
+        if len(self._pending) >= self.max_pending and (self._early is None or self._early.done()):
             self._early = asyncio.get_running_loop().create_task(self._flush_logged())
 
     @property

@@ -31,8 +31,10 @@ def _check(args: argparse.Namespace) -> int:
     for survey in surveys:
         low, high = survey.score_range()
         scoring = f", scores {low}–{high} in {len(survey.bands)} band(s)" if survey.bands else ""
-        _out(f"ok: {survey.source}: {survey.id} 「{survey.title}」, "
-             f"{survey.total} question(s){scoring}")
+        _out(
+            f"ok: {survey.source}: {survey.id} 「{survey.title}」, "
+            f"{survey.total} question(s){scoring}"
+        )
     if issues:
         _out(f"{len(issues)} mistake(s) found")
         return 1
@@ -49,7 +51,8 @@ def _surveys_dir(args: argparse.Namespace) -> Path:
             raise
         # Listing surveys needs no token: read the other settings with a placeholder.
         settings = Settings.from_env(
-            config_file=getattr(args, "config", None), wechat_token="-"  # noqa: S106 - placeholder
+            config_file=getattr(args, "config", None),
+            wechat_token="-",  # noqa: S106 - placeholder
         )
     return settings.surveys_dir or SHIPPED_DIR
 
@@ -70,8 +73,10 @@ def _list(args: argparse.Namespace) -> int:
     _out(f"{len(surveys)} survey(s) in {folder}:")
     for s in engine.all_surveys():
         retake = "retakes allowed" if s.allow_retake else "no retakes"
-        _out(f"  {s.id:<16} 「{s.title}」 {s.total} question(s), {s.availability(now)}, {retake}; "
-             f"keywords: {'、'.join(s.keywords)}")
+        _out(
+            f"  {s.id:<16} 「{s.title}」 {s.total} question(s), {s.availability(now)}, {retake}; "
+            f"keywords: {'、'.join(s.keywords)}"
+        )
     return 0
 
 

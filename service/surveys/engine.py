@@ -72,9 +72,7 @@ def _local(moment: dt.datetime) -> str:
 class SurveyEngine:
     """Holds the loaded surveys (immutable) and runs conversations against the database."""
 
-    def __init__(
-        self, surveys: Iterable[Survey], *, test_prefix: str = TEST_OPENID_PREFIX
-    ) -> None:
+    def __init__(self, surveys: Iterable[Survey], *, test_prefix: str = TEST_OPENID_PREFIX) -> None:
         self.surveys: dict[str, Survey] = {s.id: s for s in surveys}
         self.test_prefix = test_prefix
         self._keywords: dict[str, Survey] = {}
@@ -216,10 +214,7 @@ class SurveyEngine:
             previous = (doc.get("result") or {}).get("title")
             lead = f"这是你第 {attempt} 次参加「{survey.title}」"
             lead += f"，上次的结果是「{previous}」。" if previous else "。"
-            reply = (
-                f"{lead}\n\n{start_text(survey)}\n\n"
-                f"{question_text(survey, survey.first)}"
-            )
+            reply = f"{lead}\n\n{start_text(survey)}\n\n{question_text(survey, survey.first)}"
             return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
         # In progress but paused (or set aside): resume, or start over when asked and allowed.
         if restart:
@@ -228,17 +223,24 @@ class SurveyEngine:
                     f"「{survey.title}」不支持重新开始。回复「{survey.keywords[0]}」"
                     f"从第 {self._position(survey, doc)} 题继续作答。"
                 )
-            reply = f"好的，「{survey.title}」从头开始。\n\n" + question_text(
-                survey, survey.first
-            )
+            reply = f"好的，「{survey.title}」从头开始。\n\n" + question_text(survey, survey.first)
             return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
         question = self._current(survey, doc)
         reply = f"欢迎回来！继续「{survey.title}」。\n\n" + question_text(survey, question)
         return _Plan(
             reply,
-            [self._update(message, doc, reply, set_fields={
-                "active_user": message.openid, "paused": False, "current": question.id,
-            })],
+            [
+                self._update(
+                    message,
+                    doc,
+                    reply,
+                    set_fields={
+                        "active_user": message.openid,
+                        "paused": False,
+                        "current": question.id,
+                    },
+                )
+            ],
         )
 
     def _in_survey(
@@ -260,20 +262,25 @@ class SurveyEngine:
                 f"想继续时回复「{survey.keywords[0]}」，"
                 f"从第 {survey.position(question.id)} 题接着答。"
             )
-            return _Plan(reply, [self._update(
-                message, doc, reply,
-                set_fields={"paused": True, "paused_at": now, "current": question.id},
-                unset_fields=("active_user",),
-            )])
+            return _Plan(
+                reply,
+                [
+                    self._update(
+                        message,
+                        doc,
+                        reply,
+                        set_fields={"paused": True, "paused_at": now, "current": question.id},
+                        unset_fields=("active_user",),
+                    )
+                ],
+            )
         if command == "restart":
             if not survey.allow_retake:
                 return _Plan(
                     f"「{survey.title}」不支持重新开始，请继续作答。\n\n"
                     + question_text(survey, question)
                 )
-            reply = f"好的，「{survey.title}」从头开始。\n\n" + question_text(
-                survey, survey.first
-            )
+            reply = f"好的，「{survey.title}」从头开始。\n\n" + question_text(survey, survey.first)
             return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
         if keyword is not None:
             if keyword.id == survey.id:
@@ -309,19 +316,35 @@ class SurveyEngine:
             nxt = survey.question(following)
             assert nxt is not None  # noqa: S101 - jumps are validated at load time
             reply = question_text(survey, nxt)
-            return _Plan(reply, [self._update(
-                message, doc, reply, set_fields={"current": following}, answer=entry,
-            )])
+            return _Plan(
+                reply,
+                [
+                    self._update(
+                        message,
+                        doc,
+                        reply,
+                        set_fields={"current": following},
+                        answer=entry,
+                    )
+                ],
+            )
         answers = [*(doc.get("answers") or []), entry]
         result = survey.result(answers)
         stored = {"score": result.score, "result": result.document(), "finished_at": now}
         reply = self._finish_text(survey, {**doc, **stored, "answers": answers})
-        return _Plan(reply, [self._update(
-            message, doc, reply,
-            set_fields={"state": "finished", "current": None, "paused": False, **stored},
-            unset_fields=("active_user",),
-            answer=entry,
-        )])
+        return _Plan(
+            reply,
+            [
+                self._update(
+                    message,
+                    doc,
+                    reply,
+                    set_fields={"state": "finished", "current": None, "paused": False, **stored},
+                    unset_fields=("active_user",),
+                    answer=entry,
+                )
+            ],
+        )
 
     # -- writes --------------------------------------------------------------------------------
     def _insert(self, message: Message, survey: Survey, reply: str, now: dt.datetime) -> Write:
@@ -363,9 +386,14 @@ class SurveyEngine:
 
         async def write(db: Db) -> bool:
             return await store.update_session(
-                db, doc["_id"], int(doc.get("v", 0)),
-                set_fields=set_fields, unset_fields=unset_fields, answer=answer,
-                recent=recent, archive=archive,
+                db,
+                doc["_id"],
+                int(doc.get("v", 0)),
+                set_fields=set_fields,
+                unset_fields=unset_fields,
+                answer=answer,
+                recent=recent,
+                archive=archive,
             )
 
         return write
@@ -375,11 +403,20 @@ class SurveyEngine:
     ) -> Write:
         archive = {
             key: doc.get(key)
-            for key in ("attempt", "state", "answers", "score", "result", "started_at",
-                        "finished_at")
+            for key in (
+                "attempt",
+                "state",
+                "answers",
+                "score",
+                "result",
+                "started_at",
+                "finished_at",
+            )
         }
         return self._update(
-            message, doc, reply,
+            message,
+            doc,
+            reply,
             set_fields={
                 "state": "in_progress",
                 "paused": False,
@@ -398,7 +435,10 @@ class SurveyEngine:
 
         async def write(db: Db) -> bool:
             return await store.update_session(
-                db, sid, version, set_fields={"paused": True, "paused_at": now},
+                db,
+                sid,
+                version,
+                set_fields={"paused": True, "paused_at": now},
                 unset_fields=("active_user",),
             )
 
@@ -475,7 +515,5 @@ def load_engine(settings: Settings | None = None, folder: Path | None = None) ->
     if folder is None and settings is not None:
         folder = settings.surveys_dir
     surveys = load_dir(folder)
-    log.info(
-        "loaded %d survey(s): %s", len(surveys), ", ".join(s.id for s in surveys) or "none"
-    )
+    log.info("loaded %d survey(s): %s", len(surveys), ", ".join(s.id for s in surveys) or "none")
     return SurveyEngine(surveys)

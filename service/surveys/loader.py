@@ -154,8 +154,19 @@ class _Validator:
     """Checks one survey document and builds the ``Survey`` when it is valid."""
 
     TOP_KEYS = frozenset(
-        {"id", "title", "keywords", "intro", "outro", "questions", "results", "allow_retake",
-         "open", "opens_at", "closes_at"}
+        {
+            "id",
+            "title",
+            "keywords",
+            "intro",
+            "outro",
+            "questions",
+            "results",
+            "allow_retake",
+            "open",
+            "opens_at",
+            "closes_at",
+        }
     )
     QUESTION_KEYS: ClassVar[dict[str, set[str]]] = {
         "single": {"options", "next"},
@@ -183,8 +194,15 @@ class _Validator:
                 hint = ", ".join(sorted(allowed))
                 self.error((*path, key), f"unknown key {key!r} (allowed: {hint})")
 
-    def _str(self, value: dict[str, Any], key: str, path: Path_, *, required: bool = False,
-             default: str = "") -> str:
+    def _str(
+        self,
+        value: dict[str, Any],
+        key: str,
+        path: Path_,
+        *,
+        required: bool = False,
+        default: str = "",
+    ) -> str:
         if key not in value or value[key] is None:
             if required:
                 self.error(path, f"{key!r} is required")
@@ -198,8 +216,15 @@ class _Validator:
             self.error((*path, key), f"{key!r} must not be empty")
         return text
 
-    def _int(self, value: dict[str, Any], key: str, path: Path_, default: int | None = None,
-             *, required: bool = False) -> int | None:
+    def _int(
+        self,
+        value: dict[str, Any],
+        key: str,
+        path: Path_,
+        default: int | None = None,
+        *,
+        required: bool = False,
+    ) -> int | None:
         if key not in value or value[key] is None:
             if required:
                 self.error(path, f"{key!r} is required")
@@ -393,8 +418,9 @@ class _Validator:
             title = self._str(band, "title", here, required=True)
             band_id = self._str(band, "id", here, default=title)
             if band_id in ids:
-                self.error((*here, "id" if "id" in band else "title"),
-                           f"duplicate band {band_id!r}")
+                self.error(
+                    (*here, "id" if "id" in band else "title"), f"duplicate band {band_id!r}"
+                )
             ids.add(band_id)
             if low is None or high is None:
                 continue
@@ -407,8 +433,10 @@ class _Validator:
         indexed = sorted(zip(where, out, strict=True), key=lambda pair: (pair[1].low, pair[1].high))
         for (_, a), (j, b) in itertools.pairwise(indexed):
             if b.low <= a.high:
-                self.error((*path, j), f"band {b.title!r} ({b.low}–{b.high}) overlaps "
-                                       f"{a.title!r} ({a.low}–{a.high})")
+                self.error(
+                    (*path, j),
+                    f"band {b.title!r} ({b.low}–{b.high}) overlaps {a.title!r} ({a.low}–{a.high})",
+                )
         return tuple(out)
 
     def _questions(self, top: dict[str, Any]) -> list[Question]:
@@ -427,8 +455,10 @@ class _Validator:
             if isinstance(item, dict) and isinstance(item.get("id"), str | int):
                 qid = str(item["id"]).strip()
                 if qid in ids:
-                    self.error(("questions", i, "id"),
-                               f"duplicate question id {qid!r} (also questions[{ids[qid]}])")
+                    self.error(
+                        ("questions", i, "id"),
+                        f"duplicate question id {qid!r} (also questions[{ids[qid]}])",
+                    )
                 else:
                     ids[qid] = i
         questions: list[Question] = []
@@ -483,8 +513,10 @@ class _Validator:
                 if low < 1 or low > len(options):
                     self.error((*path, "min_choices"), f"min_choices must be 1–{len(options)}")
                 if high and (high < low or high > len(options)):
-                    self.error((*path, "max_choices"),
-                               f"max_choices must be between min_choices and {len(options)}")
+                    self.error(
+                        (*path, "max_choices"),
+                        f"max_choices must be between min_choices and {len(options)}",
+                    )
                 common.update(min_choices=low, max_choices=high)
         elif kind == "rating":
             scale_min = self._int(item, "min", path, 1)
@@ -522,8 +554,9 @@ class _Validator:
             common["max_length"] = length or 200
         return Question(**common)
 
-    def _options(self, item: dict[str, Any], path: Path_, index: int, ids: dict[str, int],
-                 kind: str) -> tuple[Option, ...]:
+    def _options(
+        self, item: dict[str, Any], path: Path_, index: int, ids: dict[str, int], kind: str
+    ) -> tuple[Option, ...]:
         raw = item.get("options")
         here: Path_ = (*path, "options")
         if raw is None:
@@ -533,8 +566,12 @@ class _Validator:
         if items is None:
             return ()
         if len(items) < 2:
-            self.error(here, "a choice question needs at least two options"
-                       if items else "options must not be empty")
+            self.error(
+                here,
+                "a choice question needs at least two options"
+                if items
+                else "options must not be empty",
+            )
         if len(items) > MAX_OPTIONS:
             self.error(here, f"at most {MAX_OPTIONS} options (A–Z)")
         out: list[Option] = []
@@ -580,19 +617,27 @@ class _Validator:
         limit = TEXT_LIMIT_BYTES - REPLY_HEADROOM
         ok, size = fits(start_text(survey) + "\n\n" + question_text(survey, survey.first))
         if not ok:
-            self.error(("intro",), f"the intro with question 1 is {size} bytes; at most {limit} "
-                                   "fit in one WeChat reply")
+            self.error(
+                ("intro",),
+                f"the intro with question 1 is {size} bytes; at most {limit} "
+                "fit in one WeChat reply",
+            )
         for i, question in enumerate(survey.questions):
             ok, size = fits(question_text(survey, question))
             if not ok:
-                self.error(("questions", i), f"question {question.id!r} is {size} bytes as sent; "
-                                             f"at most {limit} fit in one WeChat reply")
+                self.error(
+                    ("questions", i),
+                    f"question {question.id!r} is {size} bytes as sent; "
+                    f"at most {limit} fit in one WeChat reply",
+                )
         for i, band in enumerate(survey.bands):
             ok, size = fits(f"{band.title}\n{band.comment}\n\n{survey.outro}")
             if not ok:
-                self.error(("results", "bands", i),
-                           f"band {band.title!r} with the outro is {size} bytes; at most "
-                           f"{limit} fit in one WeChat reply")
+                self.error(
+                    ("results", "bands", i),
+                    f"band {band.title!r} with the outro is {size} bytes; at most "
+                    f"{limit} fit in one WeChat reply",
+                )
 
     def _check_coverage(self, survey: Survey) -> None:
         """Every reachable total score must fall in exactly one band (no gaps at the ends)."""
@@ -680,8 +725,10 @@ def check_paths(paths: Iterable[Path]) -> tuple[list[Survey], list[Issue]]:
                 key = normalize_keyword(word)
                 if key in seen_keywords and seen_keywords[key][0] != survey.id:
                     other_id, other_file = seen_keywords[key]
-                    doc.error(("keywords", i),
-                              f"keyword {word!r} also starts survey {other_id!r} ({other_file})")
+                    doc.error(
+                        ("keywords", i),
+                        f"keyword {word!r} also starts survey {other_id!r} ({other_file})",
+                    )
                 seen_keywords.setdefault(key, (survey.id, str(file)))
             if len(doc.issues) > before:
                 issues.extend(doc.issues[before:])

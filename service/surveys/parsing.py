@@ -17,8 +17,21 @@ from .model import Question
 
 __all__ = ["Answer", "Invalid", "accepted_hint", "normalize", "parse_answer"]
 
-CN_NUMERALS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5,
-               "六": 6, "七": 7, "八": 8, "九": 9, "十": 10}
+CN_NUMERALS = {
+    "零": 0,
+    "〇": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+    "十": 10,
+}
 # Separators between several choices, after NFKC ("，" → ",", "；" → ";", "　" → " ").
 SEPARATORS = re.compile(r"[\s,;/|+&、和与及]+")
 EDGE_PUNCTUATION = "!?.,;:~。、…「」『』“”\"'《》【】()[]（）"

@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from pymongo.asynchronous.database import AsyncDatabase
 
 from service.config import Settings
-from service.live import Hub
 
 from . import api, auth, pages, simulator, surveys, ws
 from .base import StaticHandler
@@ -42,12 +40,9 @@ def jinja_env() -> jinja2.Environment:
     )
 
 
-def app_settings(settings: Settings, db: AsyncDatabase[dict[str, Any]]) -> dict[str, Any]:
-    """The application settings the dashboard needs; ``make_app`` merges them in.
-
-    ``hub`` is a fresh live-traffic hub per application: its watcher starts with the first
-    WebSocket; ``make_app`` adds ``hub.stop`` to ``on_shutdown``.
-    """
+def app_settings(settings: Settings) -> dict[str, Any]:
+    """The application settings the dashboard needs; ``make_app`` merges them in. (The live
+    hub is the process's: ``service.process.Process`` builds it and closes it.)"""
     return {
         "login_url": "/dashboard/login",
         "static_path": str(STATIC_DIR),
@@ -56,6 +51,5 @@ def app_settings(settings: Settings, db: AsyncDatabase[dict[str, Any]]) -> dict[
         "default_handler_class": pages.NotFoundHandler,
         "jinja_env": jinja_env(),
         "translations": Translations(TRANSLATION_DIR, STATIC_DIR),
-        "hub": Hub(db),
         "xsrf_cookie_kwargs": {"httponly": True, "samesite": "Lax"},
     }

@@ -8,6 +8,7 @@ import tornado.web
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.config import Settings
+from service.dbstate import DatabaseState
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -18,3 +19,8 @@ class BaseHandler(tornado.web.RequestHandler):
     @property
     def db(self) -> AsyncDatabase[dict[str, Any]]:
         return cast(AsyncDatabase[dict[str, Any]], self.settings["db"])
+
+    @property
+    def database(self) -> DatabaseState:
+        """Whether the database is up (shared with the inbox and the spool replayer)."""
+        return cast(DatabaseState, self.settings["database"])

@@ -2,9 +2,11 @@
 
 Both are outside the dashboard's login on purpose (they are on the route-auth allow-list):
 
-- ``GET /healthz`` is public and cheap: one ``ping`` to the database, bounded by a short timeout.
-  200 with a JSON body when the database answers, 503 when it does not (the process itself still
-  answers WeChat then, from the spool). It says nothing secret.
+- ``GET /healthz`` is public and cheap: a ``ping`` to the database, bounded by a short timeout and
+  cached for a second (a flood of health checks costs one ping a second). 200 with a JSON body
+  when the database answers, 503 when it does not (the process itself still answers WeChat then,
+  from the spool). It reports the shared database state (``service.dbstate``) and never changes
+  it: a slow health ping does not switch the hot path to the spool. It says nothing secret.
 - ``GET /metrics`` (Prometheus text format) needs ``Authorization: Bearer <METRICS_TOKEN>`` when
   that is set; without a token it is served to loopback clients only. "Loopback" means the TCP
   peer itself, not what ``X-Forwarded-For``/``X-Real-IP`` claim, and a request relayed by a proxy
@@ -20,13 +22,12 @@ import socket
 from typing import Any, cast
 
 import tornado.web
-from pymongo.errors import PyMongoError
 
 from service import __version__
 from service.db import ping
 from service.guard import ReplyGuard
 from service.metrics import CONTENT_TYPE, Metrics
-from service.spool import Spool, is_outage
+from service.spool import Spool
 
 from .base import BaseHandler
 
@@ -62,31 +63,30 @@ class HealthHandler(BaseHandler):
 
     async def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
-        database: dict[str, Any] = {"ok": False}
-        try:
-            database["ping_ms"] = round(await ping(self.db, HEALTH_DB_TIMEOUT), 2)
-            database["ok"] = True
-        except PyMongoError as e:
-            database["error"] = type(e).__name__
-            inbox = self.settings.get("inbox")
-            replayer = getattr(inbox, "replayer", None)
-            if replayer is not None and is_outage(e):
-                replayer.failed(e, "health")
+        state = self.database
+        probe = await state.probe(lambda: ping(self.db, HEALTH_DB_TIMEOUT))
+        database: dict[str, Any] = {"ok": probe.ok, "spooling": not state.up}
+        if probe.ok:
+            database["ping_ms"] = probe.ping_ms
+        else:
+            database["error"] = probe.error
+        if not state.up:
+            database["down_for_s"] = round(state.down_for, 1)
         spool = cast("Spool | None", self.settings.get("spool"))
-        guard = cast("ReplyGuard | None", self.settings.get("guard"))
-        replayer = getattr(self.settings.get("inbox"), "replayer", None)
+        guard = cast(ReplyGuard, self.settings["guard"])
         body = {
-            "status": "ok" if database["ok"] else "unavailable",
+            "status": "ok" if probe.ok else "unavailable",
             "version": __version__,
             "pid": os.getpid(),
-            "database": {**database, "spooling": replayer is not None and not replayer.up},
+            "database": database,
             "spool": {
                 "backlog": spool.backlog if spool is not None else 0,
                 "dropped": spool.dropped if spool is not None else 0,
             },
-            "in_flight": guard.in_flight if guard is not None else 0,
+            "in_flight": guard.in_flight,
+            "requests_in_progress": self.settings["requests"].active,
         }
-        self.set_status(200 if database["ok"] else 503)
+        self.set_status(200 if probe.ok else 503)
         self.finish(body)
 
     async def head(self) -> None:

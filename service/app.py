@@ -1,7 +1,10 @@
-"""The application factory: ``make_app(settings, db=..., ...) -> tornado.web.Application``.
+"""The application factory: ``make_app(settings, db=...)`` or ``make_app(process=...)`` ->
+``tornado.web.Application``.
 
-Shared state (database, bot, inbox, hub, ...) lives in the application settings, never in module
-globals, so every test gets a fresh application on a fresh database.
+The collaborators are built by ``service.process.Process`` (the composition root); the
+application puts them in its settings, never in module globals, so every test gets a fresh
+application on a fresh database. Handlers reach them through typed properties of their base
+classes (``handlers/base.py``, ``dashboard/base.py``).
 """
 
 from __future__ import annotations
@@ -12,16 +15,8 @@ from typing import Any
 import tornado.web
 from pymongo.asynchronous.database import AsyncDatabase
 
-from .bot import Bot
 from .config import Settings
-from .guard import ReplyGuard
-from .inbox import Inbox
-from .metrics import Metrics
-from .spool import Spool
-from .store.users import UserStats
-from .surveys import load_engine
-from .wechat import Crypto
-from .wechat_api import ImageReply, make_api
+from .process import Process
 
 __all__ = ["make_app"]
 
@@ -45,89 +40,49 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 
 
 def make_app(
-    settings: Settings,
+    settings: Settings | None = None,
     *,
-    db: AsyncDatabase[dict[str, Any]],
+    db: AsyncDatabase[dict[str, Any]] | None = None,
+    process: Process | None = None,
     **extra: Any,
 ) -> tornado.web.Application:
-    """Build the application; ``extra`` overrides or adds application settings (tests use it)."""
+    """The Tornado application of ``process`` (or of a new ``Process(settings, db=db)``).
+
+    ``extra``: ``surveys``, ``wechat_api`` and ``db_counter`` go to the new process (tests
+    replace those parts); everything else overrides or adds application settings. Close what it
+    holds with ``await app.settings["process"].close()``.
+    """
     import dashboard
     from handlers import health, wechat
 
-    # An invalid survey definition raises SurveyLoadError here, listing every mistake.
-    surveys = extra.pop("surveys", None) or load_engine(settings)
-    # `serve --no-store` (benchmark only) keeps the database off the message path entirely: survey
-    # state lives in the database, so the bot answers without surveys there.
-    bot = Bot(
-        db,
-        surveys=surveys if settings.store_messages else None,
-        image_media_id=settings.image_media_id,
-    )
-    users = UserStats(db)
-    # The WeChat API client (None without AppID/AppSecret) and the image reply kept in step with
-    # `python -m service media upload` (see service/wechat_api.py).
-    wechat_api = extra.pop("wechat_api", None) or make_api(settings, db)
-    image_reply = ImageReply(db, bot, settings.image_media_id)
-    bot.refresh_image = image_reply
-    crypto = (
-        Crypto(settings.wechat_token, settings.encoding_aes_key, settings.app_id)
-        if settings.aes_enabled
-        else None
-    )
-    # Metrics (own registry per app), the outage spool and the reply budget: service/metrics.py,
-    # service/spool.py, service/guard.py. Database calls on the hot path stay within the budget.
-    metrics = Metrics(db_counter=extra.get("db_counter"))
-    spool = (
-        Spool(settings.data_dir / "spool", max_bytes=settings.spool_max_bytes)
-        if settings.store_messages
-        else None
-    )
-    metrics.track_spool(lambda: spool.backlog if spool is not None else 0)
-    inbox = Inbox(
-        db,
-        bot,
-        users,
-        store_messages=settings.store_messages,
-        spool=spool,
-        metrics=metrics,
-        db_timeout=max(0.75 * settings.reply_budget, 1.0),
-    )
-    guard = ReplyGuard(inbox, budget=settings.reply_budget, metrics=metrics)
-
-    async def close_inbox() -> None:
-        await guard.close()
-        await inbox.close()
-
+    if process is None:
+        if settings is None or db is None:
+            raise TypeError("make_app needs a process, or settings and db")
+        parts = {k: extra.pop(k) for k in ("surveys", "wechat_api") if k in extra}
+        process = Process(settings, db=db, counter=extra.pop("db_counter", None), **parts)
     routes: list[Any] = [*wechat.routes, *health.routes, *dashboard.routes]
+    config = process.settings
     app_settings: dict[str, Any] = {
-        "config": settings,
-        "db": db,
-        "bot": bot,
-        "surveys": surveys,
-        "users": users,
-        "inbox": inbox,
-        "guard": guard,
-        "metrics": metrics,
-        "spool": spool,
-        "crypto": crypto,
-        "wechat_api": wechat_api,
-        "image_reply": image_reply,
-        "cookie_secret": settings.cookie_secret or None,
+        "process": process,
+        "config": config,
+        "db": process.db,
+        "database": process.database,
+        "bot": process.bot,
+        "surveys": process.surveys,
+        "users": process.users,
+        "inbox": process.inbox,
+        "guard": process.guard,
+        "metrics": process.metrics,
+        "spool": process.spool,
+        "crypto": process.crypto,
+        "wechat_api": process.wechat_api,
+        "image_reply": process.image_reply,
+        "hub": process.hub,
+        "requests": process.requests,
+        "cookie_secret": config.cookie_secret or None,
         "xsrf_cookies": True,
         "log_function": _log_request,
     }
-    app_settings.update(dashboard.app_settings(settings, db))
+    app_settings.update(dashboard.app_settings(config))
     app_settings.update(extra)
-    app_settings["on_shutdown"] = [
-        close_inbox,  # first: late replies still use the API client and the database
-        *app_settings.get("on_shutdown", []),
-        image_reply.close,
-        *([wechat_api.close] if wechat_api is not None else []),
-    ]
-    app_settings["on_shutdown"].append(app_settings["hub"].stop)
-    hub = app_settings.get("hub")
-    if hub is not None:
-        metrics.track_websockets(lambda: int(hub.subscribers))
-    app = tornado.web.Application(routes, **app_settings)
-    guard.api = lambda: app.settings.get("wechat_api")
-    return app
+    return tornado.web.Application(routes, **app_settings)

@@ -4,7 +4,7 @@
 task and waits for it at most ``budget`` seconds (``REPLY_BUDGET``, 4 s by default) from the
 request's arrival. If the reply is not ready by then, WeChat gets ``success`` at once; the task
 carries on, stores the message marked ``delivery: "custom"`` and sends the reply as a
-customer-service message through ``app.settings["wechat_api"]``.
+customer-service message through the WeChat API client it was built with.
 
 Exactly once:
 
@@ -35,14 +35,14 @@ import collections
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .inbox import BUSY_TEXT, Inbox, Outcome, user_hash
 from .wechat import Message, Reply, render_reply
 
 if TYPE_CHECKING:
     from .metrics import Metrics
+    from .wechat_api import WeChatAPI
 
 __all__ = ["ReplyGuard"]
 
@@ -99,7 +99,7 @@ class ReplyGuard:
         inbox: Inbox,
         *,
         budget: float,
-        api: Callable[[], Any] | None = None,
+        api: WeChatAPI | None = None,
         metrics: Metrics | None = None,
         compute_limit: float = 60.0,
         remember_for: float = 120.0,
@@ -107,8 +107,7 @@ class ReplyGuard:
     ) -> None:
         self.inbox = inbox
         self.budget = budget
-        # Returns the WeChat API client (``service.wechat_api.WeChatAPI``) or None; looked up at
-        # delivery time, so tests and the application may set it after construction.
+        # Sends late replies as customer-service messages; None without AppID/AppSecret.
         self.api = api
         self.metrics = metrics
         self.compute_limit = compute_limit
@@ -148,8 +147,6 @@ class ReplyGuard:
         remaining = self.budget - (time.perf_counter() - started)
         flight.timer = loop.call_later(max(remaining, 0.0), flight.expire)
         self._flights[message.key] = flight
-        if self.inbox.replayer is not None:
-            self.inbox.replayer.start()
         flight.task = loop.create_task(self._run(message, mode, flight))
         return flight
 
@@ -208,7 +205,7 @@ class ReplyGuard:
             return  # nothing to say, nothing to send
         user = user_hash(message.openid)
         waited = time.perf_counter() - flight.started
-        api = self.api() if self.api is not None else None
+        api = self.api
         error = ""
         if api is None:
             status = "undeliverable"

@@ -30,10 +30,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from .bot import UNKNOWN_TEXT, Bot
-from .spool import Replayer, Spool, is_outage
+from .dbstate import DatabaseState
+from .spool import Spool, is_outage
 from .store import messages
 from .store.users import UserStats
-from .wechat import Message, Reply, render_reply
+from .wechat import Message, Reply
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -86,6 +87,7 @@ class Inbox:
         bot: Bot,
         users: UserStats,
         *,
+        database: DatabaseState | None = None,
         store_messages: bool = True,
         spool: Spool | None = None,
         metrics: Metrics | None = None,
@@ -94,8 +96,10 @@ class Inbox:
         self.db = db
         self.bot = bot
         self.users = users
+        # Shared with the spool replayer and /healthz (``service.process.Process`` builds one).
+        self.database = database or DatabaseState(metrics=metrics)
         # False only under `serve --no-store` (benchmarks): no message insert, no user counters,
-        # hence no exactly-once either (and make_app leaves surveys out of the bot).
+        # hence no exactly-once either (and the process leaves surveys out of the bot).
         self.store_messages = store_messages
         self.process_tag = f"{os.uname().nodename}:{os.getpid()}"
         self.metrics = metrics
@@ -103,19 +107,13 @@ class Inbox:
         self.db_timeout = db_timeout
         # Without a spool (tests that build an Inbox by hand) a database failure is raised.
         self.spool = spool
-        self.replayer = (
-            Replayer(db, spool, self.replay_one, metrics=metrics) if spool is not None else None
-        )
 
     @property
     def db_up(self) -> bool:
-        return self.replayer is None or self.replayer.up
+        return self.spool is None or self.database.up
 
     def _db_failed(self, error: BaseException, operation: str) -> None:
-        if self.replayer is not None:
-            self.replayer.failed(error, operation)
-        elif self.metrics is not None:
-            self.metrics.database_errors.labels(operation=operation).inc()
+        self.database.failed(error, operation)
 
     def document(
         self,
@@ -184,13 +182,6 @@ class Inbox:
             log.exception("bot failed on %s from %s", message.kind, user_hash(message.openid))
             return Reply.text(BUSY_TEXT if message.msg_type == "text" else UNKNOWN_TEXT)
 
-    async def process(self, message: Message, *, mode: str = "plain") -> Outcome:
-        started = time.perf_counter()
-        reply = await self.compute(message)
-        xml = render_reply(reply, message)
-        doc = self.document(message, reply, xml, mode=mode, started=started)
-        return await self.store(message, doc, reply)
-
     async def store(self, message: Message, doc: dict[str, Any], reply: Reply) -> Outcome:
         """Insert the message once; a retry gets the reply the first try stored.
 
@@ -255,8 +246,6 @@ class Inbox:
                 self.metrics.spooled.inc()
         elif self.metrics is not None:
             self.metrics.spool_dropped.inc()
-        if self.replayer is not None:
-            self.replayer.poke()
         return Outcome(doc["reply_xml"], reply, doc=doc, spooled=True)
 
     async def save_unanswered(self, message: Message, *, mode: str, started: float) -> None:
@@ -291,13 +280,3 @@ class Inbox:
                 await messages.set_delivery(self.db, key, status, error)
         except PyMongoError as e:
             log.warning("could not record delivery %s of %s: %s", status, key, type(e).__name__)
-
-    async def start(self) -> None:
-        """Begin watching the spool (replays what an earlier run left behind)."""
-        if self.replayer is not None:
-            self.replayer.start()
-
-    async def close(self) -> None:
-        """Replay what is left in the spool if the database is up, then close the spool."""
-        if self.replayer is not None:
-            await self.replayer.close()

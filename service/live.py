@@ -65,6 +65,7 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._stopped = False
+        self.polls = 0  # polling passes done (polling mode), for tests and diagnostics
         self._resume_token: Mapping[str, Any] | None = None
         self._last_at: dt.datetime | None = None
         self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -202,4 +203,5 @@ class Hub:
         self._ready.set()
         while not self._stopped:
             await self._fill_gap()
+            self.polls += 1
             await asyncio.sleep(self.poll_interval)

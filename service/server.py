@@ -5,11 +5,10 @@ step bounded so the whole stays well inside supervisord's ``stopwaitsecs``:
 
 1. stop accepting connections;
 2. let requests in progress finish (``DRAIN_TIMEOUT``), then close idle keep-alive connections;
-3. let messages still being processed finish, late customer-service replies included
-   (``FLIGHT_TIMEOUT``; what is left is kept in the spool);
-4. replay the spool if the database is up, close the spool file, flush the user counters, run the
-   ``on_shutdown`` hooks;
-5. close the database client and stop the embedded database.
+3. close the process (``service.process.Process.close``): let messages still being processed
+   finish, late customer-service replies included (``FLIGHT_TIMEOUT``; what is left is kept in
+   the spool), stop the live feed, replay the spool if the database is up and close it, flush the
+   user counters, close the WeChat API client, the database client and the embedded database.
 
 The database may be down when the service starts (``serve`` only): it then answers from the
 spool and creates the indexes once the database is back.
@@ -19,118 +18,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import dataclasses
 import logging
 import signal
-from collections.abc import AsyncIterator
 from typing import Any
 
 import tornado.httpserver
 import tornado.httputil
 import tornado.web
-from pymongo.errors import PyMongoError
 
 from . import __version__
 from .config import ConfigError, Settings, dev_secret
-from .db import CommandCounter, ensure_indexes, open_database
 from .embedded import EmbeddedDatabaseError
-from .spool import is_outage
+from .inflight import InFlight
+from .process import Process
 
-__all__ = ["Runtime", "add_parser", "load_settings", "runtime"]
+__all__ = ["InFlight", "add_parser", "load_settings", "serve"]
 
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT = 8.0  # seconds for requests in progress (a reply takes at most REPLY_BUDGET)
-FLIGHT_TIMEOUT = 10.0  # seconds for late replies still being produced or sent
 CLOSE_TIMEOUT = 5.0  # seconds to close the remaining (idle) connections
-
-
-class InFlight(tornado.httputil.HTTPServerConnectionDelegate):
-    """The application, plus a count of requests between their headers and the last byte of
-    their response, so that shutdown can wait for them: Tornado's ``close_all_connections``
-    would cut them off mid-request.
-
-    The end of a response is the request connection's finish future, which Tornado resolves once
-    the response is flushed, the client is gone, or the connection is detached (WebSocket).
-    """
-
-    def __init__(self, app: tornado.web.Application) -> None:
-        self.app = app
-        self.active = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def start_request(
-        self,
-        server_conn: object,
-        request_conn: tornado.httputil.HTTPConnection,
-    ) -> tornado.httputil.HTTPMessageDelegate:
-        delegate = self.app.start_request(server_conn, request_conn)
-        return _Tracked(self, delegate, request_conn)
-
-    def on_close(self, server_conn: object) -> None:
-        self.app.on_close(server_conn)
-
-    def _begin(self) -> None:
-        self.active += 1
-        self._idle.clear()
-
-    def _end(self) -> None:
-        self.active -= 1
-        if self.active <= 0:
-            self.active = 0
-            self._idle.set()
-
-    async def wait_idle(self, grace: float) -> bool:
-        """True once no request is in progress; False if some still were after ``grace`` s."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), grace)
-        except TimeoutError:
-            return False
-        return True
-
-
-class _Tracked(tornado.httputil.HTTPMessageDelegate):
-    def __init__(
-        self,
-        tracker: InFlight,
-        delegate: tornado.httputil.HTTPMessageDelegate,
-        connection: tornado.httputil.HTTPConnection,
-    ) -> None:
-        self.tracker = tracker
-        self.delegate = delegate
-        self.connection = connection
-        self.counted = False
-
-    def headers_received(
-        self,
-        start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
-        headers: tornado.httputil.HTTPHeaders,
-    ) -> Any:
-        # Tornado's HTTP1Connection resolves this when the response is done (or the connection
-        # is closed or detached); without it the request is simply not waited for.
-        finished = getattr(self.connection, "_finish_future", None)
-        if isinstance(finished, asyncio.Future) and not finished.done():
-            self.counted = True
-            self.tracker._begin()
-            finished.add_done_callback(lambda _: self._done())
-        return self.delegate.headers_received(start_line, headers)
-
-    def data_received(self, chunk: bytes) -> Any:
-        return self.delegate.data_received(chunk)
-
-    def finish(self) -> None:
-        self.delegate.finish()
-
-    def on_connection_close(self) -> None:
-        self._done()
-        self.delegate.on_connection_close()
-
-    def _done(self) -> None:
-        if self.counted:
-            self.counted = False
-            self.tracker._end()
 
 
 def load_settings(args: argparse.Namespace, *, dev: bool = False, **overrides: Any) -> Settings:
@@ -147,78 +54,12 @@ def load_settings(args: argparse.Namespace, *, dev: bool = False, **overrides: A
     return base.replace(wechat_token=token)
 
 
-@dataclasses.dataclass
-class Runtime:
-    """What one process holds: settings, database client, application."""
-
-    settings: Settings
-    client: Any
-    db: Any
-    app: tornado.web.Application
-    counter: CommandCounter
-
-    async def close(self) -> None:
-        guard = self.app.settings.get("guard")
-        if guard is not None:  # late replies in progress: they still need the database
-            await guard.close(FLIGHT_TIMEOUT)
-        inbox = self.app.settings.get("inbox")
-        if inbox is not None:  # replay the spool if the database is up; close it
-            await inbox.close()
-        for name in ("users",):
-            closer = self.app.settings.get(name)
-            if closer is not None:
-                await closer.close()
-        for hook in self.app.settings.get("on_shutdown", []):
-            await hook()
-
-
-@contextlib.asynccontextmanager
-async def runtime(
-    settings: Settings, *, tolerate_db_outage: bool = False, **app_extra: Any
-) -> AsyncIterator[Runtime]:
-    """Start the embedded database if needed, connect, ensure indexes, build the app.
-
-    ``tolerate_db_outage`` (``serve``): an unreachable database does not stop the start-up; the
-    service answers and spools, and the indexes are created when the database is back.
-    """
+async def serve(settings: Settings, *, dev: bool = False) -> None:
     from .app import make_app
 
-    counter = CommandCounter()
-    # attach=False: the service owns its embedded database (a second one on DATA_DIR fails).
-    async with open_database(settings, attach=False, counter=counter, indexes=False) as (
-        client,
-        db,
-    ):
-        outage: PyMongoError | None = None
-        try:
-            await ensure_indexes(db)
-        except PyMongoError as e:
-            if not (tolerate_db_outage and is_outage(e)):
-                raise
-            outage = e
-            log.warning(
-                "database unavailable at start-up (%s); answering anyway and spooling messages "
-                "until it is back",
-                type(e).__name__,
-            )
-        app = make_app(settings, db=db, db_counter=counter, **app_extra)
-        rt = Runtime(settings, client, db, app, counter)
-        try:
-            inbox = app.settings.get("inbox")
-            replayer = getattr(inbox, "replayer", None)
-            if replayer is not None:
-                if outage is not None:
-                    replayer.prepare = lambda: ensure_indexes(db)
-                    replayer.failed(outage, "start-up")
-                replayer.start()  # also replays what an earlier run left in the spool
-            yield rt
-        finally:
-            await rt.close()
-
-
-async def serve(settings: Settings, *, dev: bool = False) -> None:
-    async with runtime(settings, tolerate_db_outage=True) as rt:
-        tracker = InFlight(rt.app)
+    async with Process.open(settings, tolerate_db_outage=True) as process:
+        app = make_app(process=process)
+        tracker = InFlight(app, process.requests)
         server = tornado.httpserver.HTTPServer(
             tracker,
             xheaders=settings.xheaders,
@@ -249,16 +90,18 @@ async def serve(settings: Settings, *, dev: bool = False) -> None:
                 f"\n  WeChat endpoint: {where}/wechat\n"
                 f"  Token (development, kept in {settings.data_dir}/dev-token): "
                 f"{settings.wechat_token}\n"
-                f"  Dashboard: {where}/dashboard/\n" + await owner_banner(rt.db),
+                f"  Dashboard: {where}/dashboard/\n" + await owner_banner(process.db),
                 flush=True,
             )
         await stop.wait()
-        log.info("shutting down: no new connections; %d request(s) in progress", tracker.active)
+        log.info(
+            "shutting down: no new connections; %d request(s) in progress", process.requests.active
+        )
         server.stop()
-        if not await tracker.wait_idle(DRAIN_TIMEOUT):
+        if not await process.requests.wait_idle(DRAIN_TIMEOUT):
             log.warning(
                 "%d request(s) still in progress after %.0f s; closing them",
-                tracker.active,
+                process.requests.active,
                 DRAIN_TIMEOUT,
             )
         try:

@@ -44,6 +44,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from .db import ping
 
 if TYPE_CHECKING:
+    from .dbstate import DatabaseState
     from .metrics import Metrics
 
 __all__ = ["DEFAULT_MAX_BYTES", "Replayer", "Spool", "decode", "encode", "is_outage"]
@@ -106,6 +107,7 @@ class Spool:
         self.dropped = 0
         self._dropped_unlogged = 0
         self._full_logged_at = -1e9
+        self._listeners: list[Callable[[], None]] = []
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -125,6 +127,10 @@ class Spool:
         current = self._current
         return any(p != current for p in self.files())
 
+    def on_append(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every append (the replayer wakes up on it)."""
+        self._listeners.append(listener)
+
     # -- writing -------------------------------------------------------------------------------
 
     async def append(self, doc: dict[str, Any]) -> bool:
@@ -137,6 +143,8 @@ class Spool:
         saved = await asyncio.shield(future)
         if not saved:
             self._dropped(doc)
+        for listener in self._listeners:
+            listener()
         return saved
 
     def _dropped(self, doc: dict[str, Any]) -> None:
@@ -334,12 +342,13 @@ class Spool:
 
 
 class Replayer:
-    """Knows whether the database is reachable, and drains the spool into it when it is.
+    """Drains the spool into the database whenever the database answers.
 
-    ``up`` is read on the hot path: while it is False, messages go straight to the spool instead
-    of waiting for a database that is known to be down. ``failed(error)`` marks it down; the
-    background task pings every ``interval`` seconds, marks it up again and replays the spool.
-    While all is well it only looks for other processes' leftover files every ``scan_interval``.
+    The database's state is the shared ``DatabaseState``: a failure recorded there (by the inbox,
+    or by this replayer's own ping) wakes the background task, which then pings every
+    ``interval`` seconds, marks the database up again and replays the spool. A spool write wakes
+    it too. While all is well it only looks for other processes' leftover files every
+    ``scan_interval``.
     """
 
     def __init__(
@@ -348,7 +357,9 @@ class Replayer:
         spool: Spool,
         insert: Insert,
         *,
+        state: DatabaseState,
         metrics: Metrics | None = None,
+        prepare: Callable[[], Awaitable[None]] | None = None,
         interval: float = 1.0,
         scan_interval: float = 30.0,
         ping_timeout: float = 2.0,
@@ -356,38 +367,20 @@ class Replayer:
         self.db = db
         self.spool = spool
         self.insert = insert
+        self.state = state
         self.metrics = metrics
         self.interval = interval
         self.scan_interval = scan_interval
         self.ping_timeout = ping_timeout
-        self.up = True
-        self.down_since: float | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._scan_due = 0.0
         # Run once the database answers again, before it is marked up (e.g. create the indexes
         # when the service started without a database); cleared after it succeeds.
-        self.prepare: Callable[[], Awaitable[None]] | None = None
-
-    def failed(self, error: BaseException, operation: str) -> None:
-        """A database operation failed with an outage error: spool until a ping succeeds."""
-        if self.metrics is not None:
-            self.metrics.database_errors.labels(operation=operation).inc()
-        if self.up:
-            self.up = False
-            self.down_since = time.monotonic()
-            if self.metrics is not None:
-                self.metrics.database_up.set(0)
-            log.warning(
-                "database unavailable (%s during %s: %s); answering without it and spooling "
-                "messages under %s until it is back",
-                type(error).__name__,
-                operation,
-                str(error).splitlines()[0][:200] if str(error) else "",
-                self.spool.directory,
-            )
-        self.poke()
+        self._prepare = prepare
+        state.on_failure(self.poke)
+        spool.on_append(self.poke)
 
     def poke(self) -> None:
         """Look at the database and the spool soon (after a spool write, a failure)."""
@@ -395,6 +388,7 @@ class Replayer:
         self.start()
 
     def start(self) -> None:
+        """Start the background task (idempotent); it first replays what an earlier run left."""
         if self._closed:
             return
         if self._task is None or self._task.done():
@@ -407,7 +401,7 @@ class Replayer:
                 await self.step()
             except Exception:  # boundary: the background task must keep running
                 log.exception("spool replay step failed")
-            busy = not self.up or self.spool.backlog > 0
+            busy = not self.state.up or self.spool.backlog > 0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._wake.wait(), self.interval if busy else self.scan_interval
@@ -415,7 +409,7 @@ class Replayer:
 
     async def step(self) -> None:
         """One look: ping if there is reason to, mark the database up, replay the spool."""
-        needed = not self.up or self.spool.backlog > 0
+        needed = not self.state.up or self.spool.backlog > 0 or self._prepare is not None
         if not needed and time.monotonic() >= self._scan_due:
             self._scan_due = time.monotonic() + self.scan_interval
             needed = await asyncio.to_thread(self.spool.has_foreign_files)
@@ -426,30 +420,24 @@ class Replayer:
         except PyMongoError as e:
             if self.metrics is not None:
                 self.metrics.database_errors.labels(operation="ping").inc()
-            if self.up and is_outage(e):
-                self.failed(e, "ping")
+            if self.state.up and is_outage(e):
+                self.state.failed(e, "ping")
             return
-        if self.prepare is not None:
+        if self._prepare is not None:
             try:
-                await self.prepare()
+                await self._prepare()
             except PyMongoError as e:
                 log.warning("database answers but is not ready yet: %s", type(e).__name__)
                 return
-            self.prepare = None
-        if not self.up:
-            down = time.monotonic() - (self.down_since or time.monotonic())
-            log.warning("database reachable again after %.1f s; replaying the spool", down)
-            self.up = True
-            self.down_since = None
-            if self.metrics is not None:
-                self.metrics.database_up.set(1)
+            self._prepare = None
+        self.state.recovered()
         await self.replay()
 
     async def replay(self) -> tuple[int, int]:
         try:
             inserted, duplicates = await self.spool.replay(self.insert)
         except PyMongoError as e:
-            self.failed(e, "replay")
+            self.state.failed(e, "replay")
             return 0, 0
         if self.metrics is not None:
             self.metrics.replayed.labels(result="inserted").inc(inserted)
@@ -471,7 +459,7 @@ class Replayer:
                 await self._task
         await self.spool.close()
         leftovers = self.spool.backlog > 0 or bool(await asyncio.to_thread(self.spool.files))
-        if self.up and leftovers:
+        if self.state.up and leftovers:
             try:
                 async with asyncio.timeout(grace):
                     await self.replay()

@@ -126,12 +126,7 @@ def app(
     application = make_app(settings, db=db, **app_extra)
     yield application
 
-    async def close() -> None:
-        await application.settings["users"].close()
-        for hook in application.settings.get("on_shutdown", []):
-            await hook()
-
-    io_loop.run_sync(close)
+    io_loop.run_sync(application.settings["process"].close)
 
 
 @pytest.fixture

@@ -33,6 +33,18 @@ async def until(check: Callable[[], Any], *, timeout: float = 30.0, every: float
         await asyncio.sleep(every)
 
 
+def wait_until(check: Callable[[], Any], *, timeout: float = 30.0, every: float = 0.05) -> Any:
+    """``until`` for synchronous tests (subprocesses): poll ``check()`` until it is truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {check}")
+        time.sleep(every)
+
+
 def serve_app(
     app: tornado.web.Application, host: str = "127.0.0.1", **server_options: Any
 ) -> tuple[tornado.httpserver.HTTPServer, str]:
@@ -44,10 +56,8 @@ def serve_app(
 
 
 async def close_app(app: tornado.web.Application) -> None:
-    """What the ``app`` fixture does after a test: flush counters, run the shutdown hooks."""
-    await app.settings["users"].close()
-    for hook in app.settings.get("on_shutdown", []):
-        await hook()
+    """What the ``app`` fixture does after a test: close the process (``Process.close``)."""
+    await app.settings["process"].close()
 
 
 class SlowSurvey:
@@ -107,12 +117,8 @@ def alive(pid: int) -> bool:
 
 def wait_gone(pids: list[int], timeout: float = 30.0) -> list[int]:
     """Wait for ``pids`` to exit; return those still alive after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        left = [p for p in pids if alive(p)]
-        if not left:
-            return []
-        time.sleep(0.1)
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: not any(alive(p) for p in pids), timeout=timeout, every=0.1)
     return [p for p in pids if alive(p)]
 
 

@@ -15,6 +15,7 @@ from service.db import connect
 from service.live import Hub
 from service.store import messages
 from tests.dashboard_fixtures import next_event
+from tests.ops_helpers import until
 from tests.test_dashboard_api import message_doc
 
 
@@ -63,11 +64,7 @@ async def test_unsubscribes_when_the_page_goes_away(logged_in, app):
     await next_event(ws, kind="hello")
     assert hub.subscribers == 1
     ws.close()
-    for _ in range(200):
-        if hub.subscribers == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert hub.subscribers == 0
+    await until(lambda: hub.subscribers == 0, timeout=10)
 
 
 @pytest.mark.gen_test(timeout=90)
@@ -97,9 +94,7 @@ async def test_message_answered_by_another_instance_reaches_this_dashboard(
     finally:
         server_b.stop()
         await server_b.close_all_connections()
-        await app_b.settings["users"].close()
-        for hook in app_b.settings["on_shutdown"]:
-            await hook()
+        await app_b.settings["process"].close()
         await client_b.close()
 
 
@@ -176,7 +171,8 @@ async def test_hub_polls_where_there_are_no_change_streams_and_deduplicates(db):
         )
         async with asyncio.timeout(20):
             await done.wait()
-        await asyncio.sleep(1)  # several more polls overlap the same window
+        passes = hub.polls
+        await until(lambda: hub.polls >= passes + 3)  # more polls overlap the same window
         assert [e["message"]["text"] for e in got] == ["a", "b"]
     finally:
         await hub.stop()
@@ -192,10 +188,7 @@ async def test_hub_fills_the_gap_after_losing_its_stream(db):
             await hub.ready()
         now = dt.datetime.now(dt.UTC)
         await messages.insert_once(db, message_doc("msg:g1", "gap", now, text="before"))
-        for _ in range(400):
-            if got:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: got, timeout=20)
         # Break the watcher the way a dropped connection would, and forget the resume token.
         task = hub._task
         assert task is not None

@@ -25,7 +25,7 @@ from service.config import ENV_VARS
 from service.embedded import EmbeddedDatabase, free_port
 from service.wechat_client import WeChatSide
 from tests.conftest import TOKEN
-from tests.ops_helpers import pids_of, wait_gone
+from tests.ops_helpers import pids_of, wait_gone, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -73,6 +73,10 @@ class Service:
             except (urllib.error.URLError, OSError):
                 time.sleep(0.2)
         raise AssertionError(f"service did not become healthy in {timeout} s:\n{self.log}")
+
+    def health(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as r:  # noqa: S310
+            return dict(json.load(r))
 
     def wait_log(self, text: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -140,7 +144,8 @@ def terminate_mid_request(service: Service, wechat: WeChatSide, openid: str) -> 
     signed = wechat.sign(wechat.text(openid, "in flight"))
     sock, rest = send_half(service.port, signed)
     with sock:
-        time.sleep(0.2)  # let the server read the headers
+        # The server has read the headers once /healthz counts that request (besides itself).
+        wait_until(lambda: service.health()["requests_in_progress"] >= 2)
         service.process.send_signal(signal.SIGTERM)
         service.wait_log("shutting down")
         # No new connections once shutdown began...

@@ -36,7 +36,7 @@ from service.config import ENV_VARS
 from service.embedded import free_port
 from service.wechat_client import WeChatSide
 from tests.conftest import TOKEN
-from tests.ops_helpers import alive, wait_gone
+from tests.ops_helpers import alive, wait_gone, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "supervisord.conf"
@@ -335,13 +335,12 @@ def test_supervisord_runs_every_process_with_the_intended_options(supervisor_run
     # autorestart: a crashed service process comes back (and answers again).
     victim = running[web[1]]["pid"]
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while True:
+
+    def restarted() -> dict[str, Any] | None:
         info = sup.rpc("getProcessInfo", f"wechat-survey:{web[1]}")
-        if info["statename"] == "RUNNING" and info["pid"] != victim:
-            break
-        assert time.monotonic() < deadline, f"not restarted: {info}"
-        time.sleep(0.2)
+        return info if info["statename"] == "RUNNING" and info["pid"] != victim else None
+
+    info = wait_until(restarted, timeout=60, every=0.2)
     assert wait_healthy(f"http://127.0.0.1:{sup.ports[1]}")["pid"] == info["pid"]
 
     # Shutdown: services first (they exit 0 after a graceful stop), then the database.

@@ -281,9 +281,7 @@ async def test_make_app_loads_surveys_dir_or_the_shipped_folder(settings, db, tm
         assert [s.id for s in shipped.all_surveys()] == ["baogan"]
     finally:
         for app in apps:
-            await app.settings["users"].close()
-            for hook in app.settings.get("on_shutdown", []):
-                await hook()
+            await app.settings["process"].close()
 
 
 def test_cli_check(tmp_path, capsys):

@@ -498,9 +498,7 @@ async def test_make_app_provides_the_api_and_closes_it(wechat_settings, db, fake
     assert isinstance(api, WeChatAPI) and api.base_url == fake_wechat_api.base_url
     await api.send_reply(OPENID, Reply.text("稍后补发的回复"))
     assert fake_wechat_api.sent[0]["text"]["content"] == "稍后补发的回复"
-    for hook in app.settings["on_shutdown"]:
-        await hook()
-    await app.settings["users"].close()
+    await app.settings["process"].close()
     with pytest.raises(RuntimeError, match="closed"):
         await api.send_text(OPENID, "after shutdown")
 

@@ -31,8 +31,9 @@ from pymongo.errors import PyMongoError
 from .config import ConfigError, Settings
 from .db import open_database
 from .embedded import EmbeddedDatabaseError
+from .menu import MenuError, load_menu, menu_keys
 from .store import tokens
-from .wechat_api import MenuError, WeChatAPI, WeChatAPIError, load_menu, make_api, menu_keys
+from .wechat_api import WeChatAPI, WeChatAPIError, make_api
 
 __all__ = ["add_parser", "cli_settings"]
 

@@ -15,13 +15,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from .bot import Bot
 from .config import Settings
 from .guard import ReplyGuard
+from .image_reply import ImageReply
 from .inbox import Inbox
 from .metrics import Metrics
 from .spool import Spool
 from .store.users import UserStats
 from .surveys import load_engine
 from .wechat import Crypto
-from .wechat_api import ImageReply, make_api
+from .wechat_api import make_api
 
 __all__ = ["make_app"]
 

@@ -8,23 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from service.menu import MenuError, load_menu, menu_keys, validate_menu
 from service.store import tokens
 from service.wechat import Reply
-from service.wechat_api import (
-    MenuError,
-    WeChatAPI,
-    WeChatAPIError,
-    load_menu,
-    make_api,
-    menu_keys,
-    validate_menu,
-)
+from service.wechat_api import WeChatAPI, WeChatAPIError, make_api
 
 from .fake_wechat_api import FAKE_APP_ID, FAKE_APP_SECRET
 
@@ -352,6 +346,23 @@ async def test_unreachable_server_is_retried_then_raised(db):
         await api.close()
 
 
+def test_debug_logging_keeps_urllib3_request_lines_out(monkeypatch):
+    """urllib3 logs each request line (AppSecret and tokens in the query) at DEBUG: the logging
+    set-up of ``python -m service`` keeps it at INFO even with --log-level DEBUG."""
+    from service.__main__ import setup_logging
+
+    root = logging.getLogger()
+    pool = logging.getLogger("urllib3.connectionpool")
+    for name in ("logThreads", "logProcesses", "logMultiprocessing", "_srcfile"):
+        monkeypatch.setattr(logging, name, getattr(logging, name))
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(pool, "level", pool.level)
+    setup_logging("DEBUG")
+    assert root.isEnabledFor(logging.DEBUG)
+    assert not pool.isEnabledFor(logging.DEBUG)
+
+
 @pytest.mark.gen_test
 async def test_a_send_that_never_left_is_retried(db, caplog):
     """Connection refused: WeChat never saw the message, so resending is safe."""
@@ -514,7 +525,7 @@ def test_make_app_without_credentials_has_no_api(settings, db):
 @pytest.mark.gen_test
 async def test_image_reply_reads_the_database_once_per_interval(db, db_counter):
     from service.bot import Bot
-    from service.wechat_api import ImageReply
+    from service.image_reply import ImageReply
 
     bot = Bot(db, image_media_id="from-env")
     refresher = ImageReply(db, bot, "from-env", interval=60)

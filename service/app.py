@@ -57,19 +57,18 @@ def make_app(
 
     # An invalid survey definition raises SurveyLoadError here, listing every mistake.
     surveys = extra.pop("surveys", None) or load_engine(settings)
+    # The image reply, kept in step with `python -m service media upload` (service/image_reply.py).
+    image_reply = ImageReply(db, settings.image_media_id)
     # `serve --no-store` (benchmark only) keeps the database off the message path entirely: survey
     # state lives in the database, so the bot answers without surveys there.
     bot = Bot(
         db,
         surveys=surveys if settings.store_messages else None,
-        image_media_id=settings.image_media_id,
+        image=image_reply,
     )
     users = UserStats(db)
-    # The WeChat API client (None without AppID/AppSecret) and the image reply kept in step with
-    # `python -m service media upload` (see service/wechat_api.py).
+    # The WeChat API client (None without AppID/AppSecret).
     wechat_api = extra.pop("wechat_api", None) or make_api(settings, db)
-    image_reply = ImageReply(db, bot, settings.image_media_id)
-    bot.refresh_image = image_reply
     crypto = (
         Crypto(settings.wechat_token, settings.encoding_aes_key, settings.app_id)
         if settings.aes_enabled

@@ -17,7 +17,7 @@ import pytest
 
 from service.menu import MenuError, load_menu, menu_keys, validate_menu
 from service.store import tokens
-from service.wechat import Reply
+from service.wechat import Message, Reply
 from service.wechat_api import WeChatAPI, WeChatAPIError, make_api
 
 from .fake_wechat_api import FAKE_APP_ID, FAKE_APP_SECRET
@@ -524,23 +524,45 @@ def test_make_app_without_credentials_has_no_api(settings, db):
 
 @pytest.mark.gen_test
 async def test_image_reply_reads_the_database_once_per_interval(db, db_counter):
+    from service.image_reply import ImageReply
+
+    image = ImageReply(db, "from-env", interval=60)
+    assert image.media_id == "from-env"
+    before = db_counter.snapshot()["by_command"].get("find", 0)
+    for _ in range(10):
+        assert await image.current() == "from-env"  # nothing stored: the setting stays
+    assert db_counter.snapshot()["by_command"].get("find", 0) - before == 1
+    await tokens.set_image_media_id(db, "uploaded")
+    image.interval = 0
+    await image.current()  # starts a background refresh; the message does not wait for it
+    await poll(lambda: image.media_id == "uploaded")
+    assert await image.current() == "uploaded"
+    await db[tokens.COLLECTION].delete_one({"_id": f"setting:{tokens.IMAGE_MEDIA_ID}"})
+    assert await image.refresh() == "from-env"  # removed upload: back to the default
+    await image.close()
+
+
+@pytest.mark.gen_test
+async def test_the_first_image_waits_briefly_for_the_uploaded_one(db):
     from service.bot import Bot
     from service.image_reply import ImageReply
 
-    bot = Bot(db, image_media_id="from-env")
-    refresher = ImageReply(db, bot, "from-env", interval=60)
-    before = db_counter.snapshot()["by_command"].get("find", 0)
-    for _ in range(10):
-        await refresher()
-    assert db_counter.snapshot()["by_command"].get("find", 0) - before == 1
-    assert bot.image_media_id == "from-env"  # nothing stored: the setting stays
     await tokens.set_image_media_id(db, "uploaded")
-    refresher.interval = 0
-    await refresher()  # starts a background refresh; the message does not wait for it
-    await poll(lambda: bot.image_media_id == "uploaded")
-    await db[tokens.COLLECTION].delete_one({"_id": f"setting:{tokens.IMAGE_MEDIA_ID}"})
-    assert await refresher.refresh() == "from-env"  # removed upload: back to the default
-    await refresher.close()
+    image = ImageReply(db, "from-env")
+    bot = Bot(db, image=image)
+    message = Message("k1", OPENID, "gh_test", "image", 1700000000, {"MediaId": "m"}, "<xml/>")
+    assert await bot.reply(message) == Reply.image("uploaded")
+    await image.close()
+
+
+@pytest.mark.gen_test
+async def test_a_bot_without_an_image_source_uses_a_fixed_media_id(db):
+    from service.bot import Bot, FixedImage
+
+    message = Message("k1", OPENID, "gh_test", "image", 1700000000, {"MediaId": "m"}, "<xml/>")
+    assert await Bot(db, image_media_id="fixed").reply(message) == Reply.image("fixed")
+    assert await Bot(db, image=FixedImage("other")).reply(message) == Reply.image("other")
+    assert (await Bot(db).reply(message)).kind == "text"  # no media_id: a text says it arrived
 
 
 @pytest.mark.gen_test

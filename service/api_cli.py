@@ -54,13 +54,7 @@ def _err(text: str) -> None:
 
 def cli_settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment (and ``--config``); these commands need no WECHAT_TOKEN."""
-    config_file = getattr(args, "config", None)
-    try:
-        return Settings.from_env(config_file=config_file)
-    except ConfigError as e:
-        if "WECHAT_TOKEN" not in str(e):
-            raise
-    return Settings.from_env(config_file=config_file, wechat_token="-")  # noqa: S106 - unused
+    return Settings.from_env(config_file=getattr(args, "config", None), require_token=False)
 
 
 @contextlib.asynccontextmanager

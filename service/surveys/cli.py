@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import ConfigError, Settings
+from ..config import Settings
 from .engine import SurveyEngine
 from .loader import SHIPPED_DIR, SurveyLoadError, check_paths, load_dir
 
@@ -44,16 +44,8 @@ def _check(args: argparse.Namespace) -> int:
 def _surveys_dir(args: argparse.Namespace) -> Path:
     if args.dir:
         return Path(args.dir)
-    try:
-        settings = Settings.from_env(config_file=getattr(args, "config", None))
-    except ConfigError as e:
-        if "WECHAT_TOKEN" not in str(e):
-            raise
-        # Listing surveys needs no token: read the other settings with a placeholder.
-        settings = Settings.from_env(
-            config_file=getattr(args, "config", None),
-            wechat_token="-",  # noqa: S106 - placeholder
-        )
+    # Listing surveys needs no WECHAT_TOKEN.
+    settings = Settings.from_env(config_file=getattr(args, "config", None), require_token=False)
     return settings.surveys_dir or SHIPPED_DIR
 
 

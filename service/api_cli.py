@@ -150,15 +150,15 @@ def _describe_item(item: dict[str, Any]) -> str:
 def _warn_unclaimed_keys(args: argparse.Namespace, menu: dict[str, Any]) -> None:
     """CLICK keys reach the bot like typed keywords: warn about keys no survey or command claims."""
     from .surveys import SurveyLoadError, load_engine
-    from .surveys.engine import EXIT_WORDS, RESTART_WORDS
     from .surveys.loader import normalize_keyword
+    from .surveys.model import COMMAND_WORDS
 
     try:
         engine = load_engine(cli_settings(args))
     except (ConfigError, SurveyLoadError, OSError) as e:
         _err(f"警告 / warning: surveys not loaded, CLICK keys not checked: {e}")
         return
-    commands = {normalize_keyword(word) for word in EXIT_WORDS | RESTART_WORDS}
+    commands = {normalize_keyword(word) for word in COMMAND_WORDS}
     unclaimed = [
         key
         for key in menu_keys(menu)

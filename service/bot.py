@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Protocol
+from typing import Protocol
 
-from pymongo.asynchronous.database import AsyncDatabase
-
+from .store import Db
 from .wechat import Message, Reply
 
 __all__ = ["GREETINGS", "UNKNOWN_TEXT", "Bot", "FixedImage", "ImageSource", "SurveyHook"]
@@ -49,9 +48,7 @@ class SurveyHook(Protocol):
 
     def start_hint(self) -> str: ...
 
-    async def handle_text(
-        self, db: AsyncDatabase[dict[str, Any]], message: Message, text: str
-    ) -> Reply | None: ...
+    async def handle_text(self, db: Db, message: Message, text: str) -> Reply | None: ...
 
 
 class ImageSource(Protocol):
@@ -76,7 +73,7 @@ class FixedImage:
 class Bot:
     def __init__(
         self,
-        db: AsyncDatabase[dict[str, Any]],
+        db: Db,
         *,
         surveys: SurveyHook | None = None,
         image: ImageSource | None = None,

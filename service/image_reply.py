@@ -7,18 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from .store import tokens
+from .store import Db, tokens
 
 __all__ = ["ImageReply"]
 
 log = logging.getLogger(__name__)
-
-Db = AsyncDatabase[dict[str, Any]]
 
 
 class ImageReply:

@@ -49,14 +49,13 @@ from typing import Any, TypeVar
 
 import requests
 import urllib3.exceptions
-from pymongo.asynchronous.database import AsyncDatabase
 from wechatpy.client import WeChatClient
 from wechatpy.exceptions import WeChatClientException
 from wechatpy.session import SessionStorage
 
 from .config import Settings
 from .menu import validate_menu
-from .store import tokens
+from .store import Db, tokens
 from .wechat import TEXT_LIMIT_BYTES, Reply, truncate_utf8
 
 __all__ = [
@@ -72,7 +71,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Db = AsyncDatabase[dict[str, Any]]
 
 # The access_token is invalid (40001, 40014) or expired (42001): refresh it and retry once.
 TOKEN_ERRCODES = frozenset({40001, 40014, 42001})

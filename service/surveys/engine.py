@@ -26,13 +26,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pymongo.asynchronous.database import AsyncDatabase
-
-from ..inbox import TEST_OPENID_PREFIX
+from ..clock import now as _now
+from ..store import TEST_OPENID_PREFIX, Db
 from ..store import surveys as store
 from ..wechat import Message, Reply
 from .loader import load_dir, normalize_keyword
-from .model import SHANGHAI, Question, Survey
+from .model import EXIT_WORDS, RESTART_WORDS, SHANGHAI, Question, Survey
 from .parsing import Answer, Invalid, parse_answer
 from .render import question_text, start_text
 
@@ -43,13 +42,10 @@ __all__ = ["EXIT_WORDS", "RESTART_WORDS", "SurveyEngine", "load_engine"]
 
 log = logging.getLogger(__name__)
 
-EXIT_WORDS = frozenset({"退出", "quit", "exit", "暂停"})
-RESTART_WORDS = frozenset({"重新开始", "restart"})
 ALREADY_TAKEN = "已经参加过本项活动，不要试图重新开始"
 BUSY = "同时收到了你的好几条消息，请稍等片刻再回复一次。"
 MAX_ATTEMPTS = 6
 
-Db = AsyncDatabase[dict[str, Any]]
 Write = Callable[[Db], Awaitable[bool]]
 
 
@@ -59,10 +55,6 @@ class _Plan:
 
     reply: str | None
     writes: list[Write] = dataclasses.field(default_factory=list)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _local(moment: dt.datetime) -> str:

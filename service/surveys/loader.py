@@ -24,7 +24,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..config import ConfigError
 from ..wechat import TEXT_LIMIT_BYTES
-from .model import END, KINDS, SHANGHAI, Band, Dimension, Option, Question, Survey
+from .model import COMMAND_WORDS, END, KINDS, SHANGHAI, Band, Dimension, Option, Question, Survey
 from .render import REPLY_HEADROOM, fits, question_text, start_text
 
 __all__ = [
@@ -43,8 +43,6 @@ __all__ = [
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-# Words the engine reserves as commands; a survey keyword may not be one of them.
-COMMAND_WORDS = frozenset({"退出", "quit", "exit", "暂停", "重新开始", "restart"})
 MAX_OPTIONS = 26  # letters A–Z
 
 Path_ = tuple[str | int, ...]

@@ -14,8 +14,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 __all__ = [
+    "COMMAND_WORDS",
     "END",
+    "EXIT_WORDS",
     "KINDS",
+    "RESTART_WORDS",
     "SHANGHAI",
     "Band",
     "Dimension",
@@ -27,6 +30,10 @@ __all__ = [
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 END = "end"  # the jump target that ends the survey
+# The words the engine reads as commands (``normalize_keyword`` form); no survey keyword may be one.
+EXIT_WORDS = frozenset({"退出", "quit", "exit", "暂停"})
+RESTART_WORDS = frozenset({"重新开始", "restart"})
+COMMAND_WORDS = EXIT_WORDS | RESTART_WORDS
 KINDS = ("single", "multiple", "rating", "number", "text")
 KIND_NAMES = {
     "single": "单选",

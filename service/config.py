@@ -14,7 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_VARS", "NO_TOKEN", "ConfigError", "Settings"]
+__all__ = ["DEFAULT_TIMEZONE", "ENV_VARS", "NO_TOKEN", "ConfigError", "Settings"]
+
+# TIMEZONE when unset: the owner's time zone.
+DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 # What ``wechat_token`` holds for a command-line tool that never checks a WeChat signature and ran
 # without WECHAT_TOKEN (``Settings.from_env(require_token=False)``). WeChat's Token is 3 to 32
@@ -102,8 +105,9 @@ class Settings:
     port: int = 8000
     # Benchmark only, no environment variable: `serve --no-store` answers without storing.
     store_messages: bool = True
-    # The owner's time zone: "today" on the dashboard, day boundaries in charts.
-    timezone: str = "Asia/Shanghai"
+    # The owner's time zone: "today" on the dashboard, day boundaries in charts, the survey times
+    # written without an offset and the times a respondent is shown.
+    timezone: str = DEFAULT_TIMEZONE
 
     def __post_init__(self) -> None:
         if not self.wechat_token:
@@ -132,6 +136,11 @@ class Settings:
     @property
     def embedded_db(self) -> bool:
         return not self.mongodb_uri
+
+    @property
+    def tzinfo(self) -> zoneinfo.ZoneInfo:
+        """``timezone`` as a ``tzinfo`` (checked at construction)."""
+        return zoneinfo.ZoneInfo(self.timezone)
 
     @property
     def has_token(self) -> bool:

@@ -11,7 +11,8 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
-from zoneinfo import ZoneInfo
+
+from ..clock import iso
 
 __all__ = [
     "COMMAND_WORDS",
@@ -19,7 +20,6 @@ __all__ = [
     "EXIT_WORDS",
     "KINDS",
     "RESTART_WORDS",
-    "SHANGHAI",
     "Band",
     "Dimension",
     "Option",
@@ -28,7 +28,6 @@ __all__ = [
     "Survey",
 ]
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 END = "end"  # the jump target that ends the survey
 # The words the engine reads as commands (``normalize_keyword`` form); no survey keyword may be one.
 EXIT_WORDS = frozenset({"退出", "quit", "exit", "暂停"})
@@ -256,8 +255,8 @@ class Survey:
             "scored": self.scored,
             "allow_retake": self.allow_retake,
             "open": self.open,
-            "opens_at": self.opens_at.isoformat() if self.opens_at else None,
-            "closes_at": self.closes_at.isoformat() if self.closes_at else None,
+            "opens_at": iso(self.opens_at),
+            "closes_at": iso(self.closes_at),
             "availability": self.availability(),
             "source": self.source,
         }

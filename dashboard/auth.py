@@ -14,6 +14,7 @@ import zoneinfo
 
 import tornado.web
 
+from service.clock import now as _now
 from service.inbox import user_hash
 from service.store import owners
 
@@ -130,10 +131,6 @@ class PasswordHandler(DashboardHandler):
         self.start_session(self.owner)  # other sessions end: their version is now stale
         log.info("owner %s changed the password", self.owner["_id"])
         self.render_page("password.html", error="", done=True)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 routes = [

@@ -19,6 +19,7 @@ import tornado.locale
 import tornado.web
 
 from handlers.base import BaseHandler
+from service.clock import iso
 from service.live import Hub
 from service.store import owners
 
@@ -264,9 +265,7 @@ class ApiHandler(DashboardHandler):
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return iso(value)
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, set | frozenset | tuple):

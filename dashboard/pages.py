@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tornado.web
 
-from service.inbox import TEST_OPENID_PREFIX
+from service.store import TEST_OPENID_PREFIX
 from service.store import dashboard as store
 
 from .base import DashboardHandler

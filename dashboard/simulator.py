@@ -19,7 +19,7 @@ import tornado.httpclient
 import tornado.iostream
 import tornado.web
 
-from service.inbox import TEST_OPENID_PREFIX
+from service.store import TEST_OPENID_PREFIX
 from service.store import dashboard as store
 from service.store.users import UserStats
 from service.wechat_client import WeChatSide

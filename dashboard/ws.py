@@ -17,6 +17,7 @@ from typing import Any, cast
 import tornado.web
 import tornado.websocket
 
+from service.clock import iso, now
 from service.live import Hub, message_event
 from service.store import dashboard as store
 
@@ -86,7 +87,7 @@ class LiveSocket(DashboardHandler, tornado.websocket.WebSocketHandler):
                 self._sent.update(m["id"] for m in backlog)
                 truncated = len(docs) >= BACKLOG_LIMIT
                 self.send({"type": "backlog", "messages": backlog, "truncated": truncated})
-            self.send({"type": "hello", "mode": hub.mode, "server_time": _now_iso()})
+            self.send({"type": "hello", "mode": hub.mode, "server_time": iso(now())})
             queued, self._queue = self._queue or [], None
             for event in queued:
                 self.on_event(event)
@@ -139,10 +140,6 @@ class LiveSocket(DashboardHandler, tornado.websocket.WebSocketHandler):
         hub = getattr(self, "_hub", None)
         if hub is not None:
             hub.unsubscribe(self.on_event)
-
-
-def _now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 routes = [(r"/dashboard/ws", LiveSocket)]

@@ -47,6 +47,9 @@ def setup_logging(level: str = "INFO") -> None:
         level=getattr(logging, level.upper(), logging.INFO), handlers=[handler], force=True
     )
     logging.getLogger("pymongo").setLevel(logging.WARNING)
+    # urllib3 logs every request line, query string included, at DEBUG: that would put the
+    # AppSecret and access tokens (WeChat API calls) into the log with --log-level DEBUG.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
     # The format uses none of these: skip collecting them for every record (the logging HOWTO's
     # "Optimization" section). /wechat logs a line per request, so this is on the hot path.
     logging.logThreads = False

@@ -31,8 +31,9 @@ from pymongo.errors import PyMongoError
 from .config import ConfigError, Settings
 from .db import open_database
 from .embedded import EmbeddedDatabaseError
+from .menu import MenuError, load_menu, menu_keys
 from .store import tokens
-from .wechat_api import MenuError, WeChatAPI, WeChatAPIError, load_menu, make_api, menu_keys
+from .wechat_api import WeChatAPI, WeChatAPIError, make_api
 
 __all__ = ["add_parser", "cli_settings"]
 
@@ -53,13 +54,7 @@ def _err(text: str) -> None:
 
 def cli_settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment (and ``--config``); these commands need no WECHAT_TOKEN."""
-    config_file = getattr(args, "config", None)
-    try:
-        return Settings.from_env(config_file=config_file)
-    except ConfigError as e:
-        if "WECHAT_TOKEN" not in str(e):
-            raise
-    return Settings.from_env(config_file=config_file, wechat_token="-")  # noqa: S106 - unused
+    return Settings.from_env(config_file=getattr(args, "config", None), require_token=False)
 
 
 @contextlib.asynccontextmanager
@@ -155,15 +150,15 @@ def _describe_item(item: dict[str, Any]) -> str:
 def _warn_unclaimed_keys(args: argparse.Namespace, menu: dict[str, Any]) -> None:
     """CLICK keys reach the bot like typed keywords: warn about keys no survey or command claims."""
     from .surveys import SurveyLoadError, load_engine
-    from .surveys.engine import EXIT_WORDS, RESTART_WORDS
     from .surveys.loader import normalize_keyword
+    from .surveys.model import COMMAND_WORDS
 
     try:
         engine = load_engine(cli_settings(args))
     except (ConfigError, SurveyLoadError, OSError) as e:
         _err(f"警告 / warning: surveys not loaded, CLICK keys not checked: {e}")
         return
-    commands = {normalize_keyword(word) for word in EXIT_WORDS | RESTART_WORDS}
+    commands = {normalize_keyword(word) for word in COMMAND_WORDS}
     unclaimed = [
         key
         for key in menu_keys(menu)

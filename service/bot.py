@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
-from pymongo.asynchronous.database import AsyncDatabase
-
+from .store import Db
 from .wechat import Message, Reply
 
-__all__ = ["GREETINGS", "UNKNOWN_TEXT", "Bot", "SurveyHook"]
+__all__ = ["GREETINGS", "UNKNOWN_TEXT", "Bot", "FixedImage", "ImageSource", "SurveyHook"]
 
 log = logging.getLogger(__name__)
 
@@ -50,37 +48,51 @@ class SurveyHook(Protocol):
 
     def start_hint(self) -> str: ...
 
-    async def handle_text(
-        self, db: AsyncDatabase[dict[str, Any]], message: Message, text: str
-    ) -> Reply | None: ...
+    async def handle_text(self, db: Db, message: Message, text: str) -> Reply | None: ...
+
+
+class ImageSource(Protocol):
+    """Where the router gets the media_id to answer an image with ("" means: answer with a text).
+
+    The service uses ``service.image_reply.ImageReply``, which follows ``media upload``.
+    """
+
+    async def current(self) -> str: ...
+
+
+class FixedImage:
+    """An ``ImageSource`` that always answers with the same media_id."""
+
+    def __init__(self, media_id: str = "") -> None:
+        self.media_id = media_id
+
+    async def current(self) -> str:
+        return self.media_id
 
 
 class Bot:
     def __init__(
         self,
-        db: AsyncDatabase[dict[str, Any]],
+        db: Db,
         *,
         surveys: SurveyHook | None = None,
+        image: ImageSource | None = None,
         image_media_id: str = "",
         rng: random.Random | None = None,
     ) -> None:
+        """``image`` gives the image reply; without it, ``image_media_id`` is a fixed one."""
         self.db = db
         self.surveys = surveys
-        # Mutable on purpose: `python -m service media upload` changes it at run time.
-        self.image_media_id = image_media_id
-        # Optional hook awaited before an image reply (make_app sets it to a
-        # ``service.wechat_api.ImageReply``): keeps image_media_id in step with `media upload`.
-        self.refresh_image: Callable[[], Awaitable[None]] | None = None
+        self.image: ImageSource = image if image is not None else FixedImage(image_media_id)
         self._rng = rng or random.Random()  # noqa: S311 - greetings, not secrets
 
     async def reply(self, message: Message) -> Reply:
         if message.msg_type == "text":
             return await self._text(message, message.content)
         if message.msg_type == "image":
-            if self.refresh_image is not None:
-                await self.refresh_image()
-            if self.image_media_id:
-                return Reply.image(self.image_media_id)
+            media_id = await self.image.current()
+            if media_id:
+                return Reply.image(media_id)
             return Reply.text(IMAGE_RECEIVED_TEXT)
         if message.is_event:
             return await self._event(message)

@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_VARS", "ConfigError", "Settings"]
+__all__ = ["DEFAULT_TIMEZONE", "ENV_VARS", "NO_TOKEN", "ConfigError", "Settings"]
+
+# TIMEZONE when unset: the owner's time zone.
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+# What ``wechat_token`` holds for a command-line tool that never checks a WeChat signature and ran
+# without WECHAT_TOKEN (``Settings.from_env(require_token=False)``). WeChat's Token is 3 to 32
+# letters and digits, so this is never a real one.
+NO_TOKEN = "-"  # noqa: S105 - a placeholder, not a secret
 
 
 class ConfigError(ValueError):
@@ -97,8 +105,9 @@ class Settings:
     port: int = 8000
     # Benchmark only, no environment variable: `serve --no-store` answers without storing.
     store_messages: bool = True
-    # The owner's time zone: "today" on the dashboard, day boundaries in charts.
-    timezone: str = "Asia/Shanghai"
+    # The owner's time zone: "today" on the dashboard, day boundaries in charts, the survey times
+    # written without an offset and the times a respondent is shown.
+    timezone: str = DEFAULT_TIMEZONE
 
     def __post_init__(self) -> None:
         if not self.wechat_token:
@@ -128,6 +137,16 @@ class Settings:
     def embedded_db(self) -> bool:
         return not self.mongodb_uri
 
+    @property
+    def tzinfo(self) -> zoneinfo.ZoneInfo:
+        """``timezone`` as a ``tzinfo`` (checked at construction)."""
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def has_token(self) -> bool:
+        """False for tool settings read without WECHAT_TOKEN (``wechat_token`` is ``NO_TOKEN``)."""
+        return self.wechat_token != NO_TOKEN
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -137,12 +156,17 @@ class Settings:
         environ: Mapping[str, str] | None = None,
         *,
         config_file: str | os.PathLike[str] | None = None,
+        require_token: bool = True,
         **overrides: Any,
     ) -> Settings:
         """Build settings from ``environ`` (default ``os.environ``).
 
         ``config_file`` (or ``WECHAT_SURVEY_CONFIG``) names a ``KEY=value`` file; the environment
         wins over the file, ``overrides`` win over both.
+
+        ``require_token=False`` is for command-line tools that never check a WeChat signature: a
+        missing WECHAT_TOKEN is then no error and ``wechat_token`` is ``NO_TOKEN``
+        (``has_token`` is False). Every other setting is checked as usual.
         """
         env = dict(os.environ if environ is None else environ)
         config_file = config_file or env.get("WECHAT_SURVEY_CONFIG")
@@ -174,7 +198,8 @@ class Settings:
         if kwargs.get("data_dir") is None:
             kwargs.pop("data_dir", None)
         kwargs.update(overrides)
-        kwargs.setdefault("wechat_token", "")
+        if not kwargs.get("wechat_token"):
+            kwargs["wechat_token"] = "" if require_token else NO_TOKEN
         return cls(**kwargs)
 
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import pymongo
 from pymongo import AsyncMongoClient, monitoring
-from pymongo.asynchronous.database import AsyncDatabase
 
 from .config import Settings
 from .embedded import EmbeddedDatabase, running_uri
+from .store import Db
 
 __all__ = [
     "STORE_MODULES",
@@ -80,7 +80,7 @@ def connect(
     *,
     counter: CommandCounter | None = None,
     **client_options: Any,
-) -> tuple[AsyncMongoClient[dict[str, Any]], AsyncDatabase[dict[str, Any]]]:
+) -> tuple[AsyncMongoClient[dict[str, Any]], Db]:
     """Create the process's client and return it with the application database.
 
     ``uri`` defaults to ``settings.mongodb_uri``. Short server-selection and socket timeouts keep
@@ -102,7 +102,7 @@ def connect(
     return client, client[settings.mongodb_db]
 
 
-async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
+async def ensure_indexes(db: Db) -> None:
     """Create every collection's indexes; idempotent, run at start-up."""
     for name in STORE_MODULES:
         module = importlib.import_module(name)
@@ -110,7 +110,7 @@ async def ensure_indexes(db: AsyncDatabase[dict[str, Any]]) -> None:
     log.info("indexes ensured on %s", db.name)
 
 
-async def ping(db: AsyncDatabase[dict[str, Any]], limit: float) -> float:
+async def ping(db: Db, limit: float) -> float:
     """Round trip ``ping`` bounded by ``limit`` seconds; the latency in ms, or ``PyMongoError``."""
     started = time.perf_counter()
     with pymongo.timeout(limit):
@@ -125,7 +125,7 @@ async def open_database(
     attach: bool = True,
     counter: CommandCounter | None = None,
     indexes: bool = True,
-) -> AsyncIterator[tuple[AsyncMongoClient[dict[str, Any]], AsyncDatabase[dict[str, Any]]]]:
+) -> AsyncIterator[tuple[AsyncMongoClient[dict[str, Any]], Db]]:
     """Connect (to ``MONGODB_URI``, or the embedded server under ``DATA_DIR``) and ensure indexes
     (unless ``indexes`` is false: ``serve`` creates them itself, tolerating an outage).
 

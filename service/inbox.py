@@ -32,7 +32,7 @@ from pymongo.errors import PyMongoError
 from .bot import UNKNOWN_TEXT, Bot
 from .dbstate import DatabaseState
 from .spool import Spool, is_outage
-from .store import messages
+from .store import TEST_OPENID_PREFIX, messages
 from .store.users import UserStats
 from .wechat import Message, Reply
 
@@ -43,8 +43,6 @@ __all__ = ["TEST_OPENID_PREFIX", "Inbox", "Outcome", "user_hash"]
 
 log = logging.getLogger(__name__)
 
-# The dashboard simulator's fake users; their data is marked and can be wiped.
-TEST_OPENID_PREFIX = "sim-"
 BUSY_TEXT = "系统繁忙，请稍后再试。"
 # While the database is known to be down, a bot path that needs it fails after this long (seconds)
 # instead of waiting for server selection; paths that do not touch the database are unaffected.

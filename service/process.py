@@ -46,6 +46,7 @@ from .db import CommandCounter, connect, ensure_indexes
 from .dbstate import DatabaseState
 from .embedded import EmbeddedDatabase, running_uri
 from .guard import ReplyGuard
+from .image_reply import ImageReply
 from .inbox import Inbox
 from .inflight import RequestCount
 from .live import Hub
@@ -54,7 +55,7 @@ from .spool import Replayer, Spool, is_outage
 from .store.users import UserStats
 from .surveys import load_engine
 from .wechat import Crypto
-from .wechat_api import ImageReply, WeChatAPI, make_api
+from .wechat_api import WeChatAPI, make_api
 
 __all__ = ["CLOSE_STEP_TIMEOUT", "FLIGHT_TIMEOUT", "Process"]
 
@@ -105,14 +106,13 @@ class Process:
         self.surveys = surveys or load_engine(settings)
         # `serve --no-store` (benchmark only) keeps the database off the message path entirely:
         # survey state lives in the database, so the bot answers without surveys there.
+        # Keeps the image reply in step with `python -m service media upload`.
+        self.image_reply = ImageReply(db, settings.image_media_id)
         self.bot = Bot(
             db,
             surveys=self.surveys if settings.store_messages else None,
-            image_media_id=settings.image_media_id,
+            image=self.image_reply,
         )
-        # Keeps the image reply in step with `python -m service media upload`.
-        self.image_reply = ImageReply(db, self.bot, settings.image_media_id)
-        self.bot.refresh_image = self.image_reply
         self.inbox = Inbox(
             db,
             self.bot,

@@ -43,15 +43,10 @@ CLOSE_TIMEOUT = 5.0  # seconds to close the remaining (idle) connections
 def load_settings(args: argparse.Namespace, *, dev: bool = False, **overrides: Any) -> Settings:
     """Settings from the environment (and ``--config``). ``dev`` fills a development token."""
     config_file = getattr(args, "config", None)
-    try:
-        return Settings.from_env(config_file=config_file, **overrides)
-    except ConfigError as e:
-        if not dev or "WECHAT_TOKEN" not in str(e):
-            raise
-    placeholder = "-"  # replaced by the development token below
-    base = Settings.from_env(config_file=config_file, wechat_token=placeholder, **overrides)
-    token = dev_secret(base.data_dir, "dev-token")
-    return base.replace(wechat_token=token)
+    settings = Settings.from_env(config_file=config_file, require_token=not dev, **overrides)
+    if not settings.has_token:  # development: a generated token kept under DATA_DIR
+        settings = settings.replace(wechat_token=dev_secret(settings.data_dir, "dev-token"))
+    return settings
 
 
 async def serve(settings: Settings, *, dev: bool = False) -> None:

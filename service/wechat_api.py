@@ -27,9 +27,8 @@ timeout, dropped connection) is *not* resent, since it may have been delivered: 
 once. Everything else (45015 outside the 48-hour window, 40003 bad openid, 45047 too many
 messages, ...) is permanent and raised at once as ``WeChatAPIError``.
 
-The menu file (``python -m service menu push menu.yaml``) is checked by ``validate_menu`` against
-WeChat's limits before it is sent. ``ImageReply`` keeps ``Bot.image_media_id`` in step with the
-image stored by ``python -m service media upload``.
+The menu is checked by ``service.menu.validate_menu`` against WeChat's limits before it is sent;
+the image reply that follows ``python -m service media upload`` is ``service.image_reply``.
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ import re
 import secrets
 import socket
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,39 +49,28 @@ from typing import Any, TypeVar
 
 import requests
 import urllib3.exceptions
-import yaml
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
 from wechatpy.client import WeChatClient
 from wechatpy.exceptions import WeChatClientException
 from wechatpy.session import SessionStorage
 
 from .config import Settings
-from .store import tokens
+from .menu import validate_menu
+from .store import Db, tokens
 from .wechat import TEXT_LIMIT_BYTES, Reply, truncate_utf8
 
 __all__ = [
     "PERMANENT_ERRCODES",
     "RETRYABLE_ERRCODES",
     "TOKEN_ERRCODES",
-    "ImageReply",
-    "MenuError",
     "TokenSession",
     "WeChatAPI",
     "WeChatAPIError",
-    "load_menu",
     "make_api",
-    "menu_keys",
-    "validate_menu",
 ]
 
 log = logging.getLogger(__name__)
-# urllib3 logs every request line, query string included, at DEBUG: that would put the AppSecret
-# and access tokens into the log with --log-level DEBUG. Never log secrets.
-logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 
 T = TypeVar("T")
-Db = AsyncDatabase[dict[str, Any]]
 
 # The access_token is invalid (40001, 40014) or expired (42001): refresh it and retry once.
 TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
@@ -552,218 +539,3 @@ def make_api(settings: Settings, db: Db, **options: Any) -> WeChatAPI | None:
         base_url=settings.wechat_api_base,
         **options,
     )
-
-
-# -- the image reply ------------------------------------------------------------------------------
-
-
-class ImageReply:
-    """Keeps ``bot.image_media_id`` in step with the image stored by ``media upload``.
-
-    The stored media_id (MongoDB setting ``image_media_id``) wins over ``WECHAT_IMAGE_MEDIA_ID``.
-    It is read once, on the first image message (waiting at most ``first_wait`` seconds), and then
-    again in the background when the copy is older than ``interval`` seconds, so an upload from the
-    command line reaches every process within a minute without a database round trip per message.
-    """
-
-    def __init__(
-        self,
-        db: Db,
-        bot: Any,
-        default: str = "",
-        *,
-        interval: float = 60.0,
-        first_wait: float = 1.0,
-    ) -> None:
-        self.db = db
-        self.bot = bot
-        self.default = default
-        self.interval = interval
-        self.first_wait = first_wait
-        self.loaded_at: float | None = None
-        self._applied: str | None = None  # the stored value last applied to the bot
-        self._task: asyncio.Task[None] | None = None
-
-    async def refresh(self) -> str:
-        """Read the stored media_id now and apply it if it changed; returns the media_id in use.
-
-        Without a stored value the bot keeps what it has (``WECHAT_IMAGE_MEDIA_ID``); a stored
-        value that disappears gives way to that default again.
-        """
-        try:
-            stored = await tokens.image_media_id(self.db)
-        except PyMongoError as e:
-            log.warning("could not read the stored image media_id (%s); keeping the current one", e)
-            return str(self.bot.image_media_id)
-        finally:
-            self.loaded_at = time.monotonic()
-        if stored != self._applied:
-            self.bot.image_media_id = stored or self.default
-            self._applied = stored
-            log.info("image reply: %s", "the uploaded image" if stored else "WECHAT_IMAGE_MEDIA_ID")
-        return str(self.bot.image_media_id)
-
-    async def __call__(self) -> None:
-        """The bot's hook before an image reply: cheap unless the copy is stale."""
-        if self._task is None or self._task.done():
-            if self.loaded_at is not None and time.monotonic() - self.loaded_at < self.interval:
-                return
-            self._task = asyncio.create_task(self._refresh_quietly())
-        if self.loaded_at is None:  # the very first image: wait briefly for the stored value
-            await asyncio.wait({self._task}, timeout=self.first_wait)
-
-    async def _refresh_quietly(self) -> None:
-        try:
-            await self.refresh()
-        except Exception:  # a background task: log, never crash
-            log.exception("refreshing the image media_id failed")
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-
-# -- the custom menu ------------------------------------------------------------------------------
-
-MENU_MAX_BUTTONS = 3
-MENU_MAX_SUB_BUTTONS = 5
-MENU_NAME_BYTES = 16  # top-level: about 4 Chinese characters
-MENU_SUB_NAME_BYTES = 60
-MENU_KEY_BYTES = 128
-MENU_URL_BYTES = 1024
-# type -> the fields it needs (besides name); ``key`` types route like keywords (CLICK events).
-MENU_TYPES: dict[str, tuple[str, ...]] = {
-    "click": ("key",),
-    "view": ("url",),
-    "miniprogram": ("url", "appid", "pagepath"),
-    "scancode_push": ("key",),
-    "scancode_waitmsg": ("key",),
-    "pic_sysphoto": ("key",),
-    "pic_photo_or_album": ("key",),
-    "pic_weixin": ("key",),
-    "location_select": ("key",),
-    "media_id": ("media_id",),
-    "view_limited": ("media_id",),
-    "article_id": ("article_id",),
-    "article_view_limited": ("article_id",),
-}
-
-
-class MenuError(ValueError):
-    """The menu breaks WeChat's rules; ``errors`` lists every problem with its place."""
-
-    def __init__(self, errors: list[str]) -> None:
-        self.errors = errors
-        super().__init__("invalid menu:\n  " + "\n  ".join(errors))
-
-
-def _url_ok(value: str) -> bool:
-    parsed = urllib.parse.urlsplit(value)
-    return parsed.scheme in ("http", "https") and bool(parsed.netloc)
-
-
-def _check_button(button: Any, where: str, *, top: bool, errors: list[str]) -> dict[str, Any]:
-    if not isinstance(button, dict):
-        errors.append(f"{where}: expected a mapping with name and type")
-        return {}
-    out: dict[str, Any] = {}
-    name = button.get("name")
-    limit = MENU_NAME_BYTES if top else MENU_SUB_NAME_BYTES
-    if not isinstance(name, str) or not name.strip():
-        errors.append(f"{where}.name: required")
-    elif len(name.encode("utf-8")) > limit:
-        errors.append(
-            f"{where}.name: {name!r} is {len(name.encode('utf-8'))} bytes, at most {limit} "
-            f"(UTF-8; a Chinese character is 3 bytes)"
-        )
-    else:
-        out["name"] = name
-    if "sub_button" in button:
-        if not top:
-            errors.append(f"{where}: a sub-button cannot have sub_button")
-            return out
-        extra = sorted(set(button) - {"name", "sub_button"})
-        if extra:
-            errors.append(f"{where}: a button with sub_button has only a name, not {extra}")
-        subs = button["sub_button"]
-        if not isinstance(subs, list) or not 1 <= len(subs) <= MENU_MAX_SUB_BUTTONS:
-            errors.append(f"{where}.sub_button: 1 to {MENU_MAX_SUB_BUTTONS} sub-buttons")
-            return out
-        out["sub_button"] = [
-            _check_button(sub, f"{where}.sub_button[{i}]", top=False, errors=errors)
-            for i, sub in enumerate(subs)
-        ]
-        return out
-    kind = button.get("type")
-    if kind not in MENU_TYPES:
-        errors.append(
-            f"{where}.type: {kind!r} is not one of {', '.join(MENU_TYPES)} "
-            "(or give sub_button instead)"
-        )
-        return out
-    out["type"] = kind
-    needed = MENU_TYPES[kind]
-    extra = sorted(set(button) - {"name", "type", *needed})
-    if extra:
-        errors.append(f"{where}: unknown field(s) {extra} for type {kind}")
-    for field in needed:
-        value = button.get(field)
-        if not isinstance(value, str) or not value.strip():
-            errors.append(f"{where}.{field}: required for type {kind}")
-            continue
-        size = len(value.encode("utf-8"))
-        if field == "key" and size > MENU_KEY_BYTES:
-            errors.append(f"{where}.key: {size} bytes, at most {MENU_KEY_BYTES}")
-        elif field == "url" and (size > MENU_URL_BYTES or not _url_ok(value)):
-            errors.append(f"{where}.url: {value!r} must be an http(s) URL of at most 1024 bytes")
-        out[field] = value
-    return out
-
-
-def validate_menu(menu: Any) -> dict[str, Any]:
-    """Check a custom menu against WeChat's rules; return it cleaned, or raise ``MenuError``.
-
-    Shape (WeChat's JSON, as YAML): ``button``: 1–3 buttons; each either ``name`` + ``type`` (+ the
-    type's fields: ``key`` for click, ``url`` for view, ...) or ``name`` + ``sub_button`` (1–5).
-    Names: at most 16 bytes on top, 60 below; keys at most 128 bytes; URLs http(s), 1024 bytes.
-    A CLICK button's ``key`` reaches the bot like a typed keyword.
-    """
-    errors: list[str] = []
-    if not isinstance(menu, dict):
-        raise MenuError(["the menu must be a mapping with a 'button' list"])
-    extra = sorted(set(menu) - {"button"})
-    if extra:
-        errors.append(f"unknown top-level field(s) {extra} (only 'button')")
-    buttons = menu.get("button")
-    if not isinstance(buttons, list) or not 1 <= len(buttons) <= MENU_MAX_BUTTONS:
-        errors.append(f"button: 1 to {MENU_MAX_BUTTONS} top-level buttons")
-        raise MenuError(errors)
-    checked = [
-        _check_button(button, f"button[{i}]", top=True, errors=errors)
-        for i, button in enumerate(buttons)
-    ]
-    if errors:
-        raise MenuError(errors)
-    return {"button": checked}
-
-
-def menu_keys(menu: dict[str, Any]) -> list[str]:
-    """The CLICK keys of a (validated) menu, in order."""
-    keys: list[str] = []
-    for button in menu.get("button", []):
-        for item in button.get("sub_button", [button]):
-            if item.get("type") == "click":
-                keys.append(item["key"])
-    return keys
-
-
-def load_menu(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate a menu YAML file (raises ``MenuError`` or ``OSError``)."""
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise MenuError([f"{path}: not valid YAML: {e}"]) from e
-    return validate_menu(data)

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from service.config import ENV_VARS
+from service.menu import load_menu
 from service.store import tokens
-from service.wechat_api import WeChatAPI, load_menu
+from service.wechat_api import WeChatAPI
 
 from .fake_wechat_api import FAKE_APP_ID, FAKE_APP_SECRET
 from .ops_helpers import until

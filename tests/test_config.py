@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import ENV_VARS, ConfigError, Settings
+from service.config import ENV_VARS, NO_TOKEN, ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +64,41 @@ def test_config_file_and_environment_precedence(tmp_path):
 def test_bad_settings_name_the_problem(env, message):
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_tools_read_settings_without_a_token(tmp_path):
+    """Command-line tools that never check a signature: no WECHAT_TOKEN is fine, the rest is read
+    (and checked) as usual."""
+    f = tmp_path / "env"
+    f.write_text("MONGODB_DB=filedb\nWECHAT_TOKEN=\n", encoding="utf-8")
+    s = Settings.from_env({"PORT": "9001"}, config_file=f, require_token=False)
+    assert (s.wechat_token, s.has_token) == (NO_TOKEN, False)
+    assert (s.mongodb_db, s.port) == ("filedb", 9001)
+    with pytest.raises(ConfigError, match="WECHAT_TOKEN"):
+        Settings.from_env({"PORT": "9001"}, config_file=f)  # the service itself needs one
+    given = Settings.from_env({"WECHAT_TOKEN": "t"}, require_token=False)
+    assert (given.wechat_token, given.has_token) == ("t", True)
+    with pytest.raises(ConfigError, match="PORT"):
+        Settings.from_env({"PORT": "eighty"}, require_token=False)
+    with pytest.raises(ConfigError, match="43"):
+        Settings.from_env({"WECHAT_ENCODING_AES_KEY": "short"}, require_token=False)
+
+
+def test_serve_dev_fills_a_development_token(tmp_path, monkeypatch):
+    import argparse
+
+    from service.server import load_settings
+
+    for name in [*ENV_VARS, "WECHAT_SURVEY_CONFIG"]:
+        monkeypatch.delenv(name, raising=False)
+    env = tmp_path / "env"
+    env.write_text(f"DATA_DIR={tmp_path / 'data'}\n", encoding="utf-8")
+    args = argparse.Namespace(config=str(env))
+    with pytest.raises(ConfigError, match="WECHAT_TOKEN"):
+        load_settings(args)
+    first = load_settings(args, dev=True)
+    assert first.has_token and first.wechat_token != NO_TOKEN
+    assert load_settings(args, dev=True).wechat_token == first.wechat_token  # kept under DATA_DIR
+    assert (tmp_path / "data" / "dev-token").read_text(encoding="utf-8").strip() == (
+        first.wechat_token
+    )

@@ -184,7 +184,7 @@ async def test_progress_responses_and_wiping_test_data(engine, db, wechat):
     first = rows[0]
     assert (first["state"], first["score"], first["result"]) == ("finished", 0, "作息模范生")
     assert first["bedtime"] == "晚上 11 点以前" and first["all_nighter"] == "想不起来了，很久以前"
-    assert first["finished_at"] == "2026-11-26T15:30:00+00:00"
+    assert first["finished_at"] == "2026-11-26T15:30:00.000Z"  # service.clock.iso
     assert (rows[3]["state"], rows[3]["bedtime"], rows[3]["alarm"], rows[3]["score"]) == (
         "in_progress",
         "晚上 11 点以前",

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.surveys import SHIPPED_DIR, SurveyEngine, load_dir
+from service.surveys import SHIPPED_DIR, SurveyEngine, load_dir, load_engine
 from tests.survey_helpers import LAB_YAML, talk, text_message, write_surveys
 
 
@@ -76,6 +76,44 @@ async def test_time_windows_and_switched_off(surveys, db, wechat):
     assert await talk(engine, db, wechat, "early", "实验问卷") == "「实验问卷」暂未开放，感谢关注。"
     assert engine.start_hint() == ""
     assert await db.survey_sessions.count_documents({}) == 0
+
+
+WINDOW_YAML = """\
+    id: window
+    title: 窗口问卷
+    keywords: [窗口问卷]
+    opens_at: 2030-12-01T09:00:00+08:00
+    questions:
+      - id: q1
+        text: 好吗？
+        options: [好, 不好]
+"""
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize(
+    ("timezone", "opens", "ended"),
+    [
+        ("Asia/Shanghai", "2030-12-01 09:00", "2026-01-01 12:30"),
+        ("America/New_York", "2030-11-30 20:00", "2025-12-31 23:30"),
+    ],
+)
+async def test_times_shown_to_respondents_use_the_owners_time_zone(
+    settings, db, wechat, tmp_path, timezone, opens, ended
+):
+    """``load_engine(settings)`` threads ``Settings.timezone`` to what a respondent reads."""
+    folder = write_surveys(tmp_path / "tz", window=WINDOW_YAML)
+    engine = load_engine(settings.replace(timezone=timezone, surveys_dir=folder))
+    assert await talk(engine, db, wechat, "early", "窗口问卷") == (
+        f"「窗口问卷」将于 {opens} 开放，敬请期待。"
+    )
+    past = dt.datetime(2026, 1, 1, 4, 30, tzinfo=dt.UTC)  # 12:30 in Shanghai, 23:30 in New York
+    closed = SurveyEngine(
+        [dataclasses.replace(engine.surveys["window"], opens_at=None, closes_at=past)], tz=engine.tz
+    )
+    assert await talk(closed, db, wechat, "late", "窗口问卷") == (
+        f"「窗口问卷」已于 {ended} 结束，感谢关注。"
+    )
 
 
 @pytest.mark.gen_test(timeout=60)

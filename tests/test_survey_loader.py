@@ -11,6 +11,7 @@ import sys
 import textwrap
 import uuid
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -18,7 +19,6 @@ from service.__main__ import main
 from service.app import make_app
 from service.surveys import SHIPPED_DIR, SurveyLoadError, check_paths, load_dir, load_file
 from service.surveys.loader import parse_survey
-from service.surveys.model import SHANGHAI
 from tests.survey_helpers import LAB_YAML, write_surveys
 
 GOOD = """\
@@ -215,15 +215,34 @@ def test_times_and_other_kinds():
     ]
 
 
-def test_time_window_is_china_time_and_availability():
+def test_time_window_is_in_the_default_time_zone_and_availability():
     survey, issues = parse_survey(GOOD + "opens_at: 2026-12-01 09:00\ncloses_at: 2026-12-31\n")
     assert not issues and survey is not None
-    assert survey.opens_at == dt.datetime(2026, 12, 1, 9, tzinfo=SHANGHAI)
+    assert survey.opens_at == dt.datetime(2026, 12, 1, 9, tzinfo=ZoneInfo("Asia/Shanghai"))
     assert survey.availability(dt.datetime(2026, 12, 1, 0, 59, tzinfo=dt.UTC)) == "not_yet"
     assert survey.availability(dt.datetime(2026, 12, 1, 1, 0, tzinfo=dt.UTC)) == "open"
     assert survey.availability(dt.datetime(2026, 12, 30, 16, 0, tzinfo=dt.UTC)) == "ended"
     closed, _ = parse_survey(GOOD + "open: false\n")
     assert closed is not None and closed.availability() == "closed"
+
+
+def test_times_without_an_offset_are_read_in_the_owners_time_zone(tmp_path, monkeypatch, capsys):
+    window = "opens_at: 2026-12-01 09:00\ncloses_at: 2026-12-31T00:00:00+08:00\n"
+    new_york = ZoneInfo("America/New_York")
+    survey, issues = parse_survey(GOOD + window, tz=new_york)
+    assert not issues and survey is not None
+    assert survey.opens_at == dt.datetime(2026, 12, 1, 9, tzinfo=new_york)
+    assert survey.closes_at == dt.datetime(2026, 12, 30, 16, tzinfo=dt.UTC)  # an offset wins
+    assert survey.describe()["opens_at"] == "2026-12-01T14:00:00.000Z"  # service.clock.iso
+
+    folder = write_surveys(tmp_path / "s", good=GOOD + window)
+    [loaded] = load_dir(folder, tz=new_york)
+    assert loaded.opens_at == survey.opens_at
+    monkeypatch.delenv("WECHAT_TOKEN", raising=False)
+    monkeypatch.setenv("TIMEZONE", "America/New_York")
+    assert main(["surveys", "list", "--dir", str(folder), "--json"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert listed["opens_at"] == "2026-12-01T14:00:00.000Z"
 
 
 def test_branching_score_range_follows_jumps():

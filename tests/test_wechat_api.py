@@ -8,23 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from service.menu import MenuError, load_menu, menu_keys, validate_menu
 from service.store import tokens
-from service.wechat import Reply
-from service.wechat_api import (
-    MenuError,
-    WeChatAPI,
-    WeChatAPIError,
-    load_menu,
-    make_api,
-    menu_keys,
-    validate_menu,
-)
+from service.wechat import Message, Reply
+from service.wechat_api import WeChatAPI, WeChatAPIError, make_api
 
 from .fake_wechat_api import FAKE_APP_ID, FAKE_APP_SECRET
 
@@ -352,6 +346,23 @@ async def test_unreachable_server_is_retried_then_raised(db):
         await api.close()
 
 
+def test_debug_logging_keeps_urllib3_request_lines_out(monkeypatch):
+    """urllib3 logs each request line (AppSecret and tokens in the query) at DEBUG: the logging
+    set-up of ``python -m service`` keeps it at INFO even with --log-level DEBUG."""
+    from service.__main__ import setup_logging
+
+    root = logging.getLogger()
+    pool = logging.getLogger("urllib3.connectionpool")
+    for name in ("logThreads", "logProcesses", "logMultiprocessing", "_srcfile"):
+        monkeypatch.setattr(logging, name, getattr(logging, name))
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(pool, "level", pool.level)
+    setup_logging("DEBUG")
+    assert root.isEnabledFor(logging.DEBUG)
+    assert not pool.isEnabledFor(logging.DEBUG)
+
+
 @pytest.mark.gen_test
 async def test_a_send_that_never_left_is_retried(db, caplog):
     """Connection refused: WeChat never saw the message, so resending is safe."""
@@ -511,23 +522,45 @@ def test_make_app_without_credentials_has_no_api(settings, db):
 
 @pytest.mark.gen_test
 async def test_image_reply_reads_the_database_once_per_interval(db, db_counter):
-    from service.bot import Bot
-    from service.wechat_api import ImageReply
+    from service.image_reply import ImageReply
 
-    bot = Bot(db, image_media_id="from-env")
-    refresher = ImageReply(db, bot, "from-env", interval=60)
+    image = ImageReply(db, "from-env", interval=60)
+    assert image.media_id == "from-env"
     before = db_counter.snapshot()["by_command"].get("find", 0)
     for _ in range(10):
-        await refresher()
+        assert await image.current() == "from-env"  # nothing stored: the setting stays
     assert db_counter.snapshot()["by_command"].get("find", 0) - before == 1
-    assert bot.image_media_id == "from-env"  # nothing stored: the setting stays
     await tokens.set_image_media_id(db, "uploaded")
-    refresher.interval = 0
-    await refresher()  # starts a background refresh; the message does not wait for it
-    await poll(lambda: bot.image_media_id == "uploaded")
+    image.interval = 0
+    await image.current()  # starts a background refresh; the message does not wait for it
+    await poll(lambda: image.media_id == "uploaded")
+    assert await image.current() == "uploaded"
     await db[tokens.COLLECTION].delete_one({"_id": f"setting:{tokens.IMAGE_MEDIA_ID}"})
-    assert await refresher.refresh() == "from-env"  # removed upload: back to the default
-    await refresher.close()
+    assert await image.refresh() == "from-env"  # removed upload: back to the default
+    await image.close()
+
+
+@pytest.mark.gen_test
+async def test_the_first_image_waits_briefly_for_the_uploaded_one(db):
+    from service.bot import Bot
+    from service.image_reply import ImageReply
+
+    await tokens.set_image_media_id(db, "uploaded")
+    image = ImageReply(db, "from-env")
+    bot = Bot(db, image=image)
+    message = Message("k1", OPENID, "gh_test", "image", 1700000000, {"MediaId": "m"}, "<xml/>")
+    assert await bot.reply(message) == Reply.image("uploaded")
+    await image.close()
+
+
+@pytest.mark.gen_test
+async def test_a_bot_without_an_image_source_uses_a_fixed_media_id(db):
+    from service.bot import Bot, FixedImage
+
+    message = Message("k1", OPENID, "gh_test", "image", 1700000000, {"MediaId": "m"}, "<xml/>")
+    assert await Bot(db, image_media_id="fixed").reply(message) == Reply.image("fixed")
+    assert await Bot(db, image=FixedImage("other")).reply(message) == Reply.image("other")
+    assert (await Bot(db).reply(message)).kind == "text"  # no media_id: a text says it arrived
 
 
 @pytest.mark.gen_test

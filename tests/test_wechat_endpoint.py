@@ -166,13 +166,14 @@ def test_image_media_id_setting_reaches_the_bot(settings, db):
     from service.app import make_app
 
     app = make_app(settings.replace(image_media_id="from-settings"), db=db)
-    assert app.settings["bot"].image_media_id == "from-settings"
+    assert app.settings["image_reply"].media_id == "from-settings"
+    assert app.settings["bot"].image is app.settings["image_reply"]
 
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("mode", MODES)
 async def test_image_gets_the_configured_image(send, wechat, db, app, mode):
-    app.settings["bot"].image_media_id = "configured-media-id"
+    app.settings["image_reply"].media_id = "configured-media-id"
     xml = wechat.message_xml(
         "user-i", "image", msg_id=3003, PicUrl="http://mmbiz/x.jpg", MediaId="m1"
     )

@@ -17,8 +17,9 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.change_stream import AsyncChangeStream
-from pymongo.asynchronous.database import AsyncDatabase
 
+from ..clock import iso as _iso
+from . import Db
 from . import messages as messages_store
 from . import users as users_store
 
@@ -36,21 +37,12 @@ __all__ = [
     "wipe_test_messages",
 ]
 
-Db = AsyncDatabase[dict[str, Any]]
 MESSAGES = messages_store.COLLECTION
 USERS = users_store.COLLECTION
 # What the message-log filter offers: WeChat's message types plus "event".
 MESSAGE_TYPES = ("text", "image", "voice", "video", "shortvideo", "location", "link", "event")
 # Left out of everything the dashboard reads: large, and the raw XML may be shown on demand only.
 _LIGHT = {"raw": 0, "reply_xml": 0, "fields": 0}
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _not_test(include_test: bool) -> dict[str, Any]:

@@ -11,8 +11,9 @@ import asyncio
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
+from . import Db
 
 __all__ = [
     "COLLECTION",
@@ -25,7 +26,6 @@ __all__ = [
 ]
 
 COLLECTION = "messages"
-Db = AsyncDatabase[dict[str, Any]]
 
 
 async def ensure_indexes(db: Db) -> None:

@@ -21,8 +21,9 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from pymongo import ASCENDING
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
+from . import Db
 
 __all__ = [
     "COLLECTION",
@@ -52,7 +53,6 @@ MAX_FAILURES = 5
 WINDOW = dt.timedelta(minutes=15)
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
-Db = AsyncDatabase[dict[str, Any]]
 
 _hasher = PasswordHasher()
 

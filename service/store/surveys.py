@@ -33,8 +33,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
+from ..clock import iso as _iso
+from ..clock import now as _now
+from . import TEST_OPENID_PREFIX, Db
 
 if TYPE_CHECKING:
     from service.surveys.model import Survey
@@ -61,8 +64,6 @@ __all__ = [
 COLLECTION = "survey_sessions"
 RECENT_KEYS = 8
 HISTORY = 10
-TEST_OPENID_PREFIX = "sim-"  # same as service.inbox.TEST_OPENID_PREFIX
-Db = AsyncDatabase[dict[str, Any]]
 
 
 async def ensure_indexes(db: Db) -> None:
@@ -142,10 +143,6 @@ async def update_session(
     except DuplicateKeyError:
         return False
     return result.matched_count == 1
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 # -- aggregates for the dashboard ----------------------------------------------------------------
@@ -488,7 +485,8 @@ async def iter_responses(
 ) -> AsyncIterator[dict[str, Any]]:
     """One row per user (the current attempt), keyed like ``response_columns``; CSV-friendly.
 
-    Values are plain: strings, ints/floats, ISO 8601 times (UTC) or ``""``. A question's cell is
+    Values are plain: strings, ints/floats, ISO 8601 times (UTC, ``service.clock.iso``; None
+    when unset) or ``""``. A question's cell is
     the option text(s) (several joined by ``；``), the rating or number, or the free text;
     ``""`` when not answered. ``state`` is ``in_progress``, ``paused`` or ``finished``. Rows are
     ordered by start time and streamed in batches, so a large survey never sits in memory.
@@ -519,10 +517,6 @@ async def iter_responses(
             if answer.get("q") in row:
                 row[answer["q"]] = answer.get("label", answer.get("value", ""))
         yield row
-
-
-def _iso(value: Any) -> str:
-    return value.isoformat() if isinstance(value, dt.datetime) else ""
 
 
 async def delete_test_data(db: Db, survey_id: str | None = None) -> int:

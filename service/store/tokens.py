@@ -21,8 +21,9 @@ import datetime as dt
 import time
 from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
+from . import Db
 
 __all__ = [
     "COLLECTION",
@@ -41,7 +42,6 @@ __all__ = [
 
 COLLECTION = "wechat_api"
 IMAGE_MEDIA_ID = "image_media_id"
-Db = AsyncDatabase[dict[str, Any]]
 
 
 def _utc(timestamp: float) -> dt.datetime:

@@ -15,13 +15,13 @@ import logging
 from typing import Any
 
 from pymongo import DESCENDING, UpdateOne
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
+
+from . import Db
 
 __all__ = ["COLLECTION", "UserStats", "ensure_indexes", "get"]
 
 COLLECTION = "users"
-Db = AsyncDatabase[dict[str, Any]]
 log = logging.getLogger(__name__)
 
 

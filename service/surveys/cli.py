@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import ConfigError, Settings
+from ..config import Settings
 from .engine import SurveyEngine
 from .loader import SHIPPED_DIR, SurveyLoadError, check_paths, load_dir
 
@@ -24,8 +24,15 @@ def _out(text: str) -> None:
     sys.stdout.write(text + "\n")
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    """The service's settings (``TIMEZONE``, ``SURVEYS_DIR``); these commands need no token."""
+    return Settings.from_env(config_file=getattr(args, "config", None), require_token=False)
+
+
 def _check(args: argparse.Namespace) -> int:
-    surveys, issues = check_paths([Path(p) for p in args.paths])
+    # Times without an offset are read in TIMEZONE, as the service reads them.
+    tz = _settings(args).tzinfo
+    surveys, issues = check_paths([Path(p) for p in args.paths], tz=tz)
     for issue in issues:
         _out(str(issue))
     for survey in surveys:
@@ -41,31 +48,16 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _surveys_dir(args: argparse.Namespace) -> Path:
-    if args.dir:
-        return Path(args.dir)
-    try:
-        settings = Settings.from_env(config_file=getattr(args, "config", None))
-    except ConfigError as e:
-        if "WECHAT_TOKEN" not in str(e):
-            raise
-        # Listing surveys needs no token: read the other settings with a placeholder.
-        settings = Settings.from_env(
-            config_file=getattr(args, "config", None),
-            wechat_token="-",  # noqa: S106 - placeholder
-        )
-    return settings.surveys_dir or SHIPPED_DIR
-
-
 def _list(args: argparse.Namespace) -> int:
-    folder = _surveys_dir(args)
+    settings = _settings(args)
+    folder = Path(args.dir) if args.dir else settings.surveys_dir or SHIPPED_DIR
     try:
-        surveys = load_dir(folder)
+        surveys = load_dir(folder, tz=settings.tzinfo)
     except SurveyLoadError as e:
         for issue in e.issues:
             _out(str(issue))
         return 1
-    engine = SurveyEngine(surveys)
+    engine = SurveyEngine(surveys, tz=settings.tzinfo)
     now = dt.datetime.now(dt.UTC)
     if args.json:
         _out(json.dumps([s.describe() for s in engine.all_surveys()], ensure_ascii=False, indent=2))

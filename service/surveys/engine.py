@@ -22,17 +22,18 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import zoneinfo
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pymongo.asynchronous.database import AsyncDatabase
-
-from ..inbox import TEST_OPENID_PREFIX
+from ..clock import now as _now
+from ..config import DEFAULT_TIMEZONE
+from ..store import TEST_OPENID_PREFIX, Db
 from ..store import surveys as store
 from ..wechat import Message, Reply
 from .loader import load_dir, normalize_keyword
-from .model import SHANGHAI, Question, Survey
+from .model import EXIT_WORDS, RESTART_WORDS, Question, Survey
 from .parsing import Answer, Invalid, parse_answer
 from .render import question_text, start_text
 
@@ -43,13 +44,10 @@ __all__ = ["EXIT_WORDS", "RESTART_WORDS", "SurveyEngine", "load_engine"]
 
 log = logging.getLogger(__name__)
 
-EXIT_WORDS = frozenset({"退出", "quit", "exit", "暂停"})
-RESTART_WORDS = frozenset({"重新开始", "restart"})
 ALREADY_TAKEN = "已经参加过本项活动，不要试图重新开始"
 BUSY = "同时收到了你的好几条消息，请稍等片刻再回复一次。"
 MAX_ATTEMPTS = 6
 
-Db = AsyncDatabase[dict[str, Any]]
 Write = Callable[[Db], Awaitable[bool]]
 
 
@@ -61,19 +59,22 @@ class _Plan:
     writes: list[Write] = dataclasses.field(default_factory=list)
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _local(moment: dt.datetime) -> str:
-    return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
-
-
 class SurveyEngine:
-    """Holds the loaded surveys (immutable) and runs conversations against the database."""
+    """Holds the loaded surveys (immutable) and runs conversations against the database.
 
-    def __init__(self, surveys: Iterable[Survey], *, test_prefix: str = TEST_OPENID_PREFIX) -> None:
+    ``tz`` (``Settings.tzinfo``; default ``DEFAULT_TIMEZONE``) is the zone of the times a
+    respondent is shown (when a survey opens or closed, when they finished).
+    """
+
+    def __init__(
+        self,
+        surveys: Iterable[Survey],
+        *,
+        tz: dt.tzinfo | None = None,
+        test_prefix: str = TEST_OPENID_PREFIX,
+    ) -> None:
         self.surveys: dict[str, Survey] = {s.id: s for s in surveys}
+        self.tz = tz if tz is not None else zoneinfo.ZoneInfo(DEFAULT_TIMEZONE)
         self.test_prefix = test_prefix
         self._keywords: dict[str, Survey] = {}
         for survey in self.surveys.values():
@@ -465,8 +466,11 @@ class SurveyEngine:
     def _position(self, survey: Survey, doc: Mapping[str, Any]) -> int:
         return survey.position(self._current(survey, doc).id)
 
-    @staticmethod
-    def _result_block(survey: Survey, doc: Mapping[str, Any]) -> str:
+    def _local(self, moment: dt.datetime) -> str:
+        """A time as a respondent reads it: the owner's time zone, to the minute."""
+        return moment.astimezone(self.tz).strftime("%Y-%m-%d %H:%M")
+
+    def _result_block(self, survey: Survey, doc: Mapping[str, Any]) -> str:
         result = doc.get("result") or {}
         lines: list[str] = []
         if survey.bands:
@@ -486,7 +490,7 @@ class SurveyEngine:
             lines.append(line)
         if not lines:
             finished = doc.get("finished_at")
-            when = f"于 {_local(finished)} " if isinstance(finished, dt.datetime) else ""
+            when = f"于 {self._local(finished)} " if isinstance(finished, dt.datetime) else ""
             lines.append(f"你已{when}完成全部 {survey.total} 题。")
         return "\n".join(lines)
 
@@ -498,12 +502,11 @@ class SurveyEngine:
             parts.append(survey.outro)
         return "\n\n".join(parts)
 
-    @staticmethod
-    def _unavailable(survey: Survey, status: str) -> str:
+    def _unavailable(self, survey: Survey, status: str) -> str:
         if status == "not_yet" and survey.opens_at is not None:
-            return f"「{survey.title}」将于 {_local(survey.opens_at)} 开放，敬请期待。"
+            return f"「{survey.title}」将于 {self._local(survey.opens_at)} 开放，敬请期待。"
         if status == "ended" and survey.closes_at is not None:
-            return f"「{survey.title}」已于 {_local(survey.closes_at)} 结束，感谢关注。"
+            return f"「{survey.title}」已于 {self._local(survey.closes_at)} 结束，感谢关注。"
         return f"「{survey.title}」暂未开放，感谢关注。"
 
 
@@ -514,6 +517,7 @@ def load_engine(settings: Settings | None = None, folder: Path | None = None) ->
     """
     if folder is None and settings is not None:
         folder = settings.surveys_dir
-    surveys = load_dir(folder)
+    tz = settings.tzinfo if settings is not None else None
+    surveys = load_dir(folder, tz=tz)
     log.info("loaded %d survey(s): %s", len(surveys), ", ".join(s.id for s in surveys) or "none")
-    return SurveyEngine(surveys)
+    return SurveyEngine(surveys, tz=tz)

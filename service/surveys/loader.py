@@ -15,6 +15,7 @@ import datetime as dt
 import itertools
 import re
 import unicodedata
+import zoneinfo
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,9 +23,9 @@ from typing import Any, ClassVar
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ..config import ConfigError
+from ..config import DEFAULT_TIMEZONE, ConfigError
 from ..wechat import TEXT_LIMIT_BYTES
-from .model import END, KINDS, SHANGHAI, Band, Dimension, Option, Question, Survey
+from .model import COMMAND_WORDS, END, KINDS, Band, Dimension, Option, Question, Survey
 from .render import REPLY_HEADROOM, fits, question_text, start_text
 
 __all__ = [
@@ -43,8 +44,6 @@ __all__ = [
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-# Words the engine reserves as commands; a survey keyword may not be one of them.
-COMMAND_WORDS = frozenset({"退出", "quit", "exit", "暂停", "重新开始", "restart"})
 MAX_OPTIONS = 26  # letters A–Z
 
 Path_ = tuple[str | int, ...]
@@ -178,8 +177,9 @@ class _Validator:
     OPTION_KEYS = frozenset({"text", "score", "dims", "next"})
     BAND_KEYS = frozenset({"id", "min", "max", "title", "comment"})
 
-    def __init__(self, doc: _Doc) -> None:
+    def __init__(self, doc: _Doc, tz: dt.tzinfo) -> None:
         self.doc = doc
+        self.tz = tz  # the zone of times written without an offset
         self.dimension_ids: set[str] = set()
         self.dimensions: tuple[Dimension, ...] = ()
 
@@ -270,8 +270,8 @@ class _Validator:
         else:
             self.error((*path, key), f"{key!r} must be a date and time like 2026-12-01 09:00")
             return None
-        if moment.tzinfo is None:  # a wall-clock time in China
-            moment = moment.replace(tzinfo=SHANGHAI)
+        if moment.tzinfo is None:  # a wall-clock time in the owner's time zone (TIMEZONE)
+            moment = moment.replace(tzinfo=self.tz)
         return moment.astimezone(dt.UTC)
 
     def _mapping(self, raw: Any, path: Path_, what: str) -> dict[str, Any] | None:
@@ -669,21 +669,31 @@ def _read(path: Path) -> _Doc:
     return _Doc(str(path), text)
 
 
-def parse_survey(text: str, file: str = "<string>") -> tuple[Survey | None, list[Issue]]:
-    """Validate one survey from YAML text; return it (or None) and the mistakes found."""
+def _zone(tz: dt.tzinfo | None) -> dt.tzinfo:
+    return tz if tz is not None else zoneinfo.ZoneInfo(DEFAULT_TIMEZONE)
+
+
+def parse_survey(
+    text: str, file: str = "<string>", *, tz: dt.tzinfo | None = None
+) -> tuple[Survey | None, list[Issue]]:
+    """Validate one survey from YAML text; return it (or None) and the mistakes found.
+
+    ``tz`` (``Settings.tzinfo``; default ``DEFAULT_TIMEZONE``) is the zone of ``opens_at`` /
+    ``closes_at`` written without an offset. So for every function here that takes ``tz``.
+    """
     doc = _Doc(file, text)
     if doc.fatal:
         return None, doc.issues
-    survey = _Validator(doc).survey()
+    survey = _Validator(doc, _zone(tz)).survey()
     doc.issues.sort(key=lambda issue: (issue.line, issue.column))
     return survey, doc.issues
 
 
-def _check_one(path: Path) -> tuple[Survey | None, list[Issue], _Doc]:
+def _check_one(path: Path, tz: dt.tzinfo) -> tuple[Survey | None, list[Issue], _Doc]:
     doc = _read(path)
     if doc.fatal:
         return None, doc.issues, doc
-    survey = _Validator(doc).survey()
+    survey = _Validator(doc, tz).survey()
     doc.issues.sort(key=lambda issue: (issue.line, issue.column))
     return survey, doc.issues, doc
 
@@ -692,12 +702,15 @@ def survey_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def check_paths(paths: Iterable[Path]) -> tuple[list[Survey], list[Issue]]:
+def check_paths(
+    paths: Iterable[Path], *, tz: dt.tzinfo | None = None
+) -> tuple[list[Survey], list[Issue]]:
     """Validate files (and the ``*.yaml`` files in folders) together, across files too.
 
     Ids and keywords must be unique across all of them. Returns the surveys and every issue,
     in the order the paths were given (and line order within a file).
     """
+    zone = _zone(tz)
     surveys: list[Survey] = []
     issues: list[Issue] = []
     seen_ids: dict[str, str] = {}
@@ -713,7 +726,7 @@ def check_paths(paths: Iterable[Path]) -> tuple[list[Survey], list[Issue]]:
             issues.append(Issue(str(path), 0, 0, "", "no such file or folder"))
             continue
         for file in files:
-            survey, found, doc = _check_one(file)
+            survey, found, doc = _check_one(file, zone)
             issues.extend(found)
             if survey is None:
                 continue
@@ -737,25 +750,25 @@ def check_paths(paths: Iterable[Path]) -> tuple[list[Survey], list[Issue]]:
     return surveys, issues
 
 
-def load_file(path: Path) -> Survey:
+def load_file(path: Path, *, tz: dt.tzinfo | None = None) -> Survey:
     """Load one file; raise ``SurveyLoadError`` listing every mistake."""
-    surveys, issues = check_paths([path])
+    surveys, issues = check_paths([path], tz=tz)
     if issues:
         raise SurveyLoadError(issues)
     return surveys[0]
 
 
-def load_dir(folder: Path | None = None) -> list[Survey]:
+def load_dir(folder: Path | None = None, *, tz: dt.tzinfo | None = None) -> list[Survey]:
     """Load every ``*.yaml`` survey in ``folder`` (default: the shipped ones), all or nothing."""
     folder = folder or SHIPPED_DIR
     if not folder.is_dir():
         raise SurveyLoadError([Issue(str(folder), 0, 0, "", "surveys folder does not exist")])
-    surveys, issues = check_paths([folder])
+    surveys, issues = check_paths([folder], tz=tz)
     if issues:
         raise SurveyLoadError(issues)
     return surveys
 
 
-def load_shipped() -> list[Survey]:
+def load_shipped(*, tz: dt.tzinfo | None = None) -> list[Survey]:
     """The surveys shipped with the service (``service/surveys/*.yaml``)."""
-    return load_dir(SHIPPED_DIR)
+    return load_dir(SHIPPED_DIR, tz=tz)

@@ -11,12 +11,15 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
-from zoneinfo import ZoneInfo
+
+from ..clock import iso
 
 __all__ = [
+    "COMMAND_WORDS",
     "END",
+    "EXIT_WORDS",
     "KINDS",
-    "SHANGHAI",
+    "RESTART_WORDS",
     "Band",
     "Dimension",
     "Option",
@@ -25,8 +28,11 @@ __all__ = [
     "Survey",
 ]
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 END = "end"  # the jump target that ends the survey
+# The words the engine reads as commands (``normalize_keyword`` form); no survey keyword may be one.
+EXIT_WORDS = frozenset({"退出", "quit", "exit", "暂停"})
+RESTART_WORDS = frozenset({"重新开始", "restart"})
+COMMAND_WORDS = EXIT_WORDS | RESTART_WORDS
 KINDS = ("single", "multiple", "rating", "number", "text")
 KIND_NAMES = {
     "single": "单选",
@@ -249,8 +255,8 @@ class Survey:
             "scored": self.scored,
             "allow_retake": self.allow_retake,
             "open": self.open,
-            "opens_at": self.opens_at.isoformat() if self.opens_at else None,
-            "closes_at": self.closes_at.isoformat() if self.closes_at else None,
+            "opens_at": iso(self.opens_at),
+            "closes_at": iso(self.closes_at),
             "availability": self.availability(),
             "source": self.source,
         }

@@ -394,3 +394,40 @@ async def test_safe_mode_without_encrypt_is_400(http_client, base_url, wechat, d
 def test_http_client_error_type_is_what_raise_error_gives():
     # Guards the helper above: fetch(raise_error=False) must not raise for 4xx.
     assert issubclass(HTTPClientError, Exception)
+
+
+# -- hostile shapes and numbers: refused before the bot runs (issue 14) ------------------------
+
+
+def _with(xml: str, extra: str) -> str:
+    return xml.replace("</xml>", extra + "</xml>")
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("mode", MODES)
+async def test_deep_nesting_is_400_and_stores_nothing(send, wechat, db, mode):
+    xml = _with(wechat.text("user-deep", "hi", msg_id=9001), "<a>" * 600 + "</a>" * 600)
+    r, _ = await send(xml, mode, raise_error=False)
+    assert r.code == 400, r.body
+    assert await db.messages.count_documents({}) == 0
+    assert await db.survey_sessions.count_documents({}) == 0
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    "create_time",
+    ["1000000000000", "100000000000000000000", "-1000000000000", "１２３", "1_000", "+5", "1e9"],
+)
+async def test_create_time_out_of_range_is_400_and_the_bot_does_not_run(
+    send, wechat, db, create_time
+):
+    # The survey keyword: today the bot starts the survey, then storing the message fails.
+    xml = re.sub(
+        r"<CreateTime>\d+</CreateTime>",
+        f"<CreateTime>{create_time}</CreateTime>",
+        wechat.text("user-time", "爆肝度调查", msg_id=9002),
+    )
+    r, _ = await send(xml, raise_error=False)
+    assert r.code == 400, r.body
+    assert await db.messages.count_documents({}) == 0
+    assert await db.survey_sessions.count_documents({}) == 0

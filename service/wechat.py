@@ -30,6 +30,7 @@ __all__ = [
     "ProtocolError",
     "Reply",
     "check_signature",
+    "check_timestamp",
     "message_from_xml",
     "parse_xml",
     "render_reply",
@@ -56,12 +57,17 @@ _ELEMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 class ProtocolError(ValueError):
-    """A request WeChat would never send; ``status`` is the HTTP answer (400, 403)."""
+    """A request WeChat would never send; ``status`` is the HTTP answer (400, 403).
 
-    def __init__(self, status: int, reason: str) -> None:
+    ``reason`` is for the log; ``kind`` is a short, bounded label for metrics (the
+    ``REFUSAL_REASONS`` of ``service/metrics.py``).
+    """
+
+    def __init__(self, status: int, reason: str, *, kind: str = "bad-request") -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.kind = kind
 
 
 def sign(*parts: str) -> str:
@@ -73,6 +79,25 @@ def check_signature(token: str, signature: str, timestamp: str, nonce: str, *ext
     """Constant-time check of ``signature`` (or ``msg_signature`` when ``extra`` holds Encrypt)."""
     expected = sign(token, timestamp, nonce, *extra)
     return hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii", "replace"))
+
+
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+
+def check_timestamp(timestamp: str, max_age: float, now: float | None = None) -> None:
+    """Refuse (403) a signed URL's ``timestamp`` that is not a number or is more than
+    ``max_age`` seconds away from ``now``: the plain signature does not cover the body, so
+    without this window a signed URL could be replayed forever."""
+    if _TIMESTAMP.fullmatch(timestamp) is None:
+        raise ProtocolError(403, "timestamp is not a number", kind="bad-timestamp")
+    skew = int(timestamp) - (time.time() if now is None else now)
+    if abs(skew) > max_age:
+        raise ProtocolError(
+            403,
+            f"timestamp is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} our clock "
+            f"(SIGNATURE_MAX_AGE is {max_age:g} s)",
+            kind="stale-timestamp",
+        )
 
 
 class _Forbidden(Exception):
@@ -155,11 +180,11 @@ def parse_xml(body: bytes) -> dict[str, Any]:
     ``MAX_TEXT_CHARS``), checked as expat goes, so a hostile body stops at the first excess.
     """
     if not body or not body.strip():
-        raise ProtocolError(400, "empty body")
+        raise ProtocolError(400, "empty body", kind="malformed-xml")
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ProtocolError(400, "body is not UTF-8") from e
+        raise ProtocolError(400, "body is not UTF-8", kind="malformed-xml") from e
     parser = expat.ParserCreate("UTF-8")
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     parser.StartDoctypeDeclHandler = _REFUSE_DTD
@@ -174,16 +199,18 @@ def parse_xml(body: bytes) -> dict[str, Any]:
     try:
         parser.Parse(body, True)
     except _Forbidden as e:
-        raise ProtocolError(400, f"forbidden XML construct: {e}") from e
+        raise ProtocolError(400, f"forbidden XML construct: {e}", kind="forbidden-xml") from e
     except _OverLimit as e:
-        raise ProtocolError(400, f"XML over the limits of a WeChat message: {e}") from e
+        raise ProtocolError(
+            400, f"XML over the limits of a WeChat message: {e}", kind="xml-limits"
+        ) from e
     except expat.ExpatError as e:
-        raise ProtocolError(400, f"malformed XML: {e}") from e
+        raise ProtocolError(400, f"malformed XML: {e}", kind="malformed-xml") from e
     if fields.root is None:  # pragma: no cover - expat reports a document without an element
-        raise ProtocolError(400, "malformed XML: no element")
+        raise ProtocolError(400, "malformed XML: no element", kind="malformed-xml")
     tag, values = fields.root
     if tag != "xml":
-        raise ProtocolError(400, f"root element must be <xml>, got <{tag}>")
+        raise ProtocolError(400, f"root element must be <xml>, got <{tag}>", kind="malformed-xml")
     return values
 
 
@@ -276,16 +303,20 @@ _NAMES: dict[str, int] = {"ToUserName": 128, "FromUserName": 128, "MsgType": 32,
 def _check_number(name: str, value: object) -> None:
     integer, low, high = _NUMBERS[name]
     if not isinstance(value, str):
-        raise ProtocolError(400, f"{name} must be a number, got an element with children")
+        raise ProtocolError(
+            400, f"{name} must be a number, got an element with children", kind="bad-field"
+        )
     if value == "" and name != "CreateTime":
         return  # an optional number WeChat left empty
     pattern = _INTEGER if integer else _DECIMAL
     if pattern.fullmatch(value) is None:
-        kind = "an integer" if integer else "a decimal number"
-        raise ProtocolError(400, f"{name} must be {kind}, got {value[:32]!r}")
+        expected = "an integer" if integer else "a decimal number"
+        raise ProtocolError(400, f"{name} must be {expected}, got {value[:32]!r}", kind="bad-field")
     number = int(value) if integer else float(value)
     if not (math.isfinite(number) and low <= number <= high):
-        raise ProtocolError(400, f"{name} {value[:32]} is outside {low:g}..{high:g}")
+        raise ProtocolError(
+            400, f"{name} {value[:32]} is outside {low:g}..{high:g}", kind="bad-field"
+        )
 
 
 def _check_numbers(fields: dict[str, Any]) -> None:
@@ -306,11 +337,13 @@ def message_from_xml(fields: dict[str, Any], raw: str) -> Message:
         k for k in ("ToUserName", "FromUserName", "CreateTime", "MsgType") if not fields.get(k)
     ]
     if missing:
-        raise ProtocolError(400, "missing field(s): " + ", ".join(missing))
+        raise ProtocolError(400, "missing field(s): " + ", ".join(missing), kind="bad-field")
     for name, limit in _NAMES.items():
         value = fields.get(name, "")
         if not isinstance(value, str) or len(value) > limit:
-            raise ProtocolError(400, f"{name} must be text of at most {limit} characters")
+            raise ProtocolError(
+                400, f"{name} must be text of at most {limit} characters", kind="bad-field"
+            )
     _check_numbers(fields)
     create_time = int(fields["CreateTime"])
     msg_type = str(fields["MsgType"]).lower()
@@ -419,13 +452,17 @@ class Crypto:
     def decrypt(self, encrypt: str, msg_signature: str, timestamp: str, nonce: str) -> str:
         """Check ``msg_signature``, decrypt ``Encrypt``, check the AppID inside; return the XML."""
         if not check_signature(self.token, msg_signature, timestamp, nonce, encrypt):
-            raise ProtocolError(403, "msg_signature does not match")
+            raise ProtocolError(403, "msg_signature does not match", kind="msg-signature")
         try:
             plain = self._prp.decrypt(encrypt, self.app_id)
         except InvalidAppIdException as e:
-            raise ProtocolError(400, "AppID inside the encrypted message does not match") from e
+            raise ProtocolError(
+                400, "AppID inside the encrypted message does not match", kind="decrypt"
+            ) from e
         except Exception as e:  # corrupt base64, padding, length: all of them mean a bad request
-            raise ProtocolError(400, f"cannot decrypt Encrypt: {type(e).__name__}") from e
+            raise ProtocolError(
+                400, f"cannot decrypt Encrypt: {type(e).__name__}", kind="decrypt"
+            ) from e
         return plain if isinstance(plain, str) else plain.decode("utf-8")
 
     def encrypt(self, xml: str, nonce: str, timestamp: str | None = None) -> str:

@@ -256,6 +256,7 @@ class Bench:
             WECHAT_TOKEN=self.token,
             WECHAT_APP_ID=self.app_id,
             WECHAT_ENCODING_AES_KEY=self.aes_key,
+            WECHAT_MESSAGE_MODE="compat",  # the workloads send plaintext and safe mode alike
             MONGODB_URI=uri,
             MONGODB_DB=db_name,
             METRICS_TOKEN=self.metrics_token,

@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_TIMEZONE", "ENV_VARS", "NO_TOKEN", "ConfigError", "Settings"]
+__all__ = [
+    "DEFAULT_TIMEZONE",
+    "ENV_VARS",
+    "MESSAGE_MODES",
+    "NO_TOKEN",
+    "ConfigError",
+    "Settings",
+    "http_server_options",
+]
 
 # TIMEZONE when unset: the owner's time zone.
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -50,7 +58,17 @@ ENV_VARS: dict[str, tuple[str, type]] = {
     "HOST": ("host", str),
     "PORT": ("port", int),
     "TIMEZONE": ("timezone", str),
+    "WECHAT_MESSAGE_MODE": ("message_mode", str),
+    "SIGNATURE_MAX_AGE": ("signature_max_age", int),
+    "IDLE_CONNECTION_TIMEOUT": ("idle_connection_timeout", float),
+    "BODY_TIMEOUT": ("body_timeout", float),
 }
+
+# 公众平台 → 基本配置 → 消息加解密方式: 明文模式, 兼容模式, 安全模式.
+MESSAGE_MODES = ("plain", "compat", "safe")
+# A stored message holds the body (``raw``) and its fields: this keeps it well under MongoDB's
+# 16 MB document limit.
+MAX_BODY_BYTES_CEILING = 4 * 1024 * 1024
 
 
 def _parse_bool(name: str, value: str) -> bool:
@@ -108,6 +126,15 @@ class Settings:
     # The owner's time zone: "today" on the dashboard, day boundaries in charts, the survey times
     # written without an offset and the times a respondent is shown.
     timezone: str = DEFAULT_TIMEZONE
+    # The message mode chosen in 基本配置: plain, compat or safe; empty: safe with an AES key,
+    # plain without (see ``effective_message_mode``).
+    message_mode: str = ""
+    # Seconds a signed /wechat URL stays valid either side of our clock (replays, clock skew).
+    signature_max_age: int = 300
+    # Seconds a connection may take to send its request headers (and may stay idle between
+    # requests), and to send its body: slow clients cannot hold connections open.
+    idle_connection_timeout: float = 60.0
+    body_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.wechat_token:
@@ -124,6 +151,7 @@ class Settings:
             raise ConfigError("MAX_BODY_BYTES must be positive")
         if self.spool_max_bytes <= 0:
             raise ConfigError("SPOOL_MAX_BYTES must be positive")
+        self._check_wire()
         try:
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
@@ -132,6 +160,52 @@ class Settings:
     @property
     def aes_enabled(self) -> bool:
         return bool(self.encoding_aes_key)
+
+    def _check_wire(self) -> None:
+        """The /wechat endpoint's settings: message mode, signature age, timeouts, body size."""
+        mode = self.message_mode.strip().lower()
+        if mode and mode not in MESSAGE_MODES:
+            raise ConfigError(
+                f"WECHAT_MESSAGE_MODE must be plain, compat or safe, got {self.message_mode!r}"
+            )
+        if mode in ("compat", "safe") and not self.encoding_aes_key:
+            raise ConfigError(
+                f"WECHAT_MESSAGE_MODE={mode} needs WECHAT_ENCODING_AES_KEY "
+                "(the EncodingAESKey set in 公众平台 → 基本配置)"
+            )
+        if self.signature_max_age <= 0:
+            raise ConfigError("SIGNATURE_MAX_AGE must be a positive number of seconds")
+        if self.idle_connection_timeout <= 0:
+            raise ConfigError("IDLE_CONNECTION_TIMEOUT must be a positive number of seconds")
+        if self.body_timeout <= 0:
+            raise ConfigError("BODY_TIMEOUT must be a positive number of seconds")
+        if self.max_body_bytes > MAX_BODY_BYTES_CEILING:
+            raise ConfigError(
+                f"MAX_BODY_BYTES must be at most {MAX_BODY_BYTES_CEILING} "
+                "(a stored message must fit a MongoDB document)"
+            )
+
+    @property
+    def effective_message_mode(self) -> str:
+        """``plain``, ``compat`` or ``safe``: WECHAT_MESSAGE_MODE, or the default for the key."""
+        mode = self.message_mode.strip().lower()
+        if mode:
+            return mode
+        return "safe" if self.encoding_aes_key else "plain"
+
+    def describe_message_mode(self) -> str:
+        """One line for the start-up log: which requests /wechat accepts, and why."""
+        mode = self.effective_message_mode
+        chosen = "WECHAT_MESSAGE_MODE" if self.message_mode.strip() else "default"
+        if mode == "safe":
+            what = "安全模式, only encrypted requests are accepted"
+        elif mode == "compat":
+            what = "兼容模式, plaintext and encrypted requests are accepted"
+        else:
+            what = "明文模式, plaintext requests only"
+            if self.encoding_aes_key:
+                what += "; WECHAT_ENCODING_AES_KEY is set but unused"
+        return f"WeChat message mode: {mode} ({what}; {chosen})"
 
     @property
     def embedded_db(self) -> bool:
@@ -201,6 +275,21 @@ class Settings:
         if not kwargs.get("wechat_token"):
             kwargs["wechat_token"] = "" if require_token else NO_TOKEN
         return cls(**kwargs)
+
+
+def http_server_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of ``tornado.httpserver.HTTPServer`` for the service (``serve`` uses them).
+
+    ``idle_connection_timeout`` also bounds the time to send the request headers (Tornado's
+    header timeout), so a client trickling its headers (slowloris) is cut off; ``body_timeout``
+    does the same for the body. The /wechat handler enforces its own, smaller body limit (413).
+    """
+    return {
+        "xheaders": settings.xheaders,
+        "max_body_size": max(settings.max_body_bytes * 2, 8 * 1024 * 1024),
+        "idle_connection_timeout": settings.idle_connection_timeout,
+        "body_timeout": settings.body_timeout,
+    }
 
 
 def dev_secret(data_dir: Path, name: str) -> str:

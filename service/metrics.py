@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .db import CommandCounter
 
-__all__ = ["CONTENT_TYPE", "MESSAGE_TYPES", "Metrics"]
+__all__ = ["CONTENT_TYPE", "MESSAGE_TYPES", "REFUSAL_REASONS", "Metrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 PREFIX = "wechat_survey"
@@ -41,6 +41,26 @@ MESSAGE_TYPES = frozenset(
         "event:masssendjobfinish",
     }
 )  # fmt: skip
+
+
+# Label values of wechat_survey_refused_total: why /wechat refused a request before anything ran.
+# Anything else is counted as "other" (bounded, like MESSAGE_TYPES).
+REFUSAL_REASONS = (
+    "missing-parameter",  # 400: no signature, timestamp, nonce (or echostr)
+    "signature",  # 403: signature does not match the Token
+    "bad-timestamp",  # 403: timestamp is not a number
+    "stale-timestamp",  # 403: timestamp outside SIGNATURE_MAX_AGE of our clock (a replay?)
+    "plaintext-refused",  # 403: a plaintext request in safe mode
+    "encrypted-refused",  # 400: an encrypted request in plain mode (or without an AES key)
+    "missing-encrypt",  # 400: encrypt_type=aes without Encrypt or msg_signature
+    "msg-signature",  # 403: msg_signature does not match
+    "decrypt",  # 400: Encrypt cannot be decrypted, or the AppID inside is not ours
+    "malformed-xml",  # 400: empty, not UTF-8, not XML, root is not <xml>
+    "forbidden-xml",  # 400: DTD, entity, external reference
+    "xml-limits",  # 400: too deep, too many elements, too much text, odd element names
+    "bad-field",  # 400: a missing or malformed field (CreateTime, MsgId, coordinates, ...)
+    "too-large",  # 413: body over MAX_BODY_BYTES (Content-Length or chunked)
+)
 
 
 class _DatabaseCommands(Collector):
@@ -77,6 +97,13 @@ class Metrics:
             "Requests to /wechat by outcome (ok, duplicate, late, spooled, handshake, "
             "bad-request, forbidden, too-large, error).",
             ["outcome"],
+            registry=r,
+        )
+        self.refused = Counter(
+            f"{PREFIX}_refused",
+            "Requests to /wechat refused before anything ran, by reason (see REFUSAL_REASONS "
+            "in service/metrics.py: signature, stale-timestamp, plaintext-refused, ...).",
+            ["reason"],
             registry=r,
         )
         self.reply_latency = Histogram(
@@ -151,9 +178,12 @@ class Metrics:
         # tuple each time; these are on the hot path).
         self._requests: dict[str, Counter] = {}
         self._messages: dict[str, Counter] = {}
+        self._refused: dict[str, Counter] = {}
         # Known label values start at 0, so rates and alerts work before the first event.
         for outcome in ("ok", "duplicate", "late", "spooled"):
             self.requests.labels(outcome=outcome)
+        for reason in (*REFUSAL_REASONS, "other"):
+            self._refused[reason] = self.refused.labels(reason=reason)
         for result in ("sent", "failed", "undeliverable"):
             self.late_replies.labels(result=result)
         for result in ("inserted", "duplicate"):
@@ -173,6 +203,10 @@ class Metrics:
         if child is None:
             child = self._requests[outcome] = self.requests.labels(outcome=outcome)
         child.inc()
+
+    def refuse(self, reason: str) -> None:
+        """Count one refused /wechat request (``reason`` outside REFUSAL_REASONS is "other")."""
+        self._refused.get(reason, self._refused["other"]).inc()
 
     def message(self, kind: str) -> None:
         label = kind if kind in MESSAGE_TYPES else "other"  # bounded: kinds come from outside

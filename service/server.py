@@ -24,10 +24,11 @@ from typing import Any
 
 import tornado.httpserver
 import tornado.httputil
+import tornado.netutil
 import tornado.web
 
 from . import __version__
-from .config import ConfigError, Settings, dev_secret
+from .config import ConfigError, Settings, dev_secret, http_server_options
 from .embedded import EmbeddedDatabaseError
 from .inflight import InFlight
 from .process import Process
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT = 8.0  # seconds for requests in progress (a reply takes at most REPLY_BUDGET)
 CLOSE_TIMEOUT = 5.0  # seconds to close the remaining (idle) connections
+
+
+class ListenError(RuntimeError):
+    """The service cannot listen on its address (the port is taken, the address is wrong)."""
 
 
 def load_settings(args: argparse.Namespace, *, dev: bool = False, **overrides: Any) -> Settings:
@@ -52,16 +57,19 @@ def load_settings(args: argparse.Namespace, *, dev: bool = False, **overrides: A
 async def serve(settings: Settings, *, dev: bool = False) -> None:
     from .app import make_app
 
+    # Bind first: a port already taken is one clear line, before anything else has started.
+    try:
+        sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+    except OSError as e:
+        raise ListenError(
+            f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e} "
+            "(is another service running there? choose another one with PORT or --port)"
+        ) from e
     async with Process.open(settings, tolerate_db_outage=True) as process:
         app = make_app(process=process)
         tracker = InFlight(app, process.requests)
-        server = tornado.httpserver.HTTPServer(
-            tracker,
-            xheaders=settings.xheaders,
-            # The WeChat handler enforces its own (smaller) limit with a 413.
-            max_body_size=max(settings.max_body_bytes * 2, 8 * 1024 * 1024),
-        )
-        server.listen(settings.port, settings.host)
+        server = tornado.httpserver.HTTPServer(tracker, **http_server_options(settings))
+        server.add_sockets(sockets)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -73,6 +81,7 @@ async def serve(settings: Settings, *, dev: bool = False) -> None:
             where,
             "embedded SecantusDB" if settings.embedded_db else "MONGODB_URI",
         )
+        log.info("WeChat message mode: %s", settings.describe_message_mode())
         if not settings.store_messages:
             log.warning(
                 "--no-store: messages are answered without the database and NOT stored "
@@ -121,7 +130,7 @@ def _serve(args: argparse.Namespace) -> int:
                 cookie_secret=dev_secret(settings.data_dir, "cookie-secret")
             )
         asyncio.run(serve(settings, dev=args.dev))
-    except (ConfigError, EmbeddedDatabaseError) as e:
+    except (ConfigError, EmbeddedDatabaseError, ListenError) as e:
         log.error("%s", e)
         return 2
     return 0

@@ -9,6 +9,8 @@ import binascii
 import dataclasses
 import hashlib
 import hmac
+import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -19,12 +21,16 @@ from wechatpy.crypto import PrpCrypto
 from wechatpy.exceptions import InvalidAppIdException
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_ELEMENTS",
+    "MAX_TEXT_CHARS",
     "TEXT_LIMIT_BYTES",
     "Crypto",
     "Message",
     "ProtocolError",
     "Reply",
     "check_signature",
+    "check_timestamp",
     "message_from_xml",
     "parse_xml",
     "render_reply",
@@ -36,14 +42,32 @@ __all__ = [
 TEXT_LIMIT_BYTES = 2048
 MESSAGE_TYPES = frozenset({"text", "image", "voice", "video", "shortvideo", "location", "link"})
 
+# Bounds of what ``parse_xml`` accepts. WeChat's messages are flat: one level under <xml>, and a
+# few known nested blocks (SendPicsInfo > PicList > item > PicMd5Sum, CopyrightCheckResult >
+# ResultList > item > ...) reach depth 5 counting <xml>. These bounds keep every parsed message a
+# small document MongoDB can store and read back (its nesting limit is 100 levels).
+MAX_DEPTH = 6
+MAX_ELEMENTS = 256
+# Characters of text in the whole document: a safe-mode Encrypt is base64 of the whole message,
+# so this admits messages far longer than any WeChat sends (a text message is a few KB).
+MAX_TEXT_CHARS = 512 * 1024
+# Element names WeChat uses: ASCII letters, digits and "_" (Location_X, MsgID, ...). Anything else
+# ("a.b", "x:y", non-ASCII) is refused: a dotted key is awkward for MongoDB queries.
+_ELEMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
 
 class ProtocolError(ValueError):
-    """A request WeChat would never send; ``status`` is the HTTP answer (400, 403)."""
+    """A request WeChat would never send; ``status`` is the HTTP answer (400, 403).
 
-    def __init__(self, status: int, reason: str) -> None:
+    ``reason`` is for the log; ``kind`` is a short, bounded label for metrics (the
+    ``REFUSAL_REASONS`` of ``service/metrics.py``).
+    """
+
+    def __init__(self, status: int, reason: str, *, kind: str = "bad-request") -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.kind = kind
 
 
 def sign(*parts: str) -> str:
@@ -55,6 +79,25 @@ def check_signature(token: str, signature: str, timestamp: str, nonce: str, *ext
     """Constant-time check of ``signature`` (or ``msg_signature`` when ``extra`` holds Encrypt)."""
     expected = sign(token, timestamp, nonce, *extra)
     return hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii", "replace"))
+
+
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+
+def check_timestamp(timestamp: str, max_age: float, now: float | None = None) -> None:
+    """Refuse (403) a signed URL's ``timestamp`` that is not a number or is more than
+    ``max_age`` seconds away from ``now``: the plain signature does not cover the body, so
+    without this window a signed URL could be replayed forever."""
+    if _TIMESTAMP.fullmatch(timestamp) is None:
+        raise ProtocolError(403, "timestamp is not a number", kind="bad-timestamp")
+    skew = int(timestamp) - (time.time() if now is None else now)
+    if abs(skew) > max_age:
+        raise ProtocolError(
+            403,
+            f"timestamp is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} our clock "
+            f"(SIGNATURE_MAX_AGE is {max_age:g} s)",
+            kind="stale-timestamp",
+        )
 
 
 class _Forbidden(Exception):
@@ -73,6 +116,10 @@ _REFUSE_ENTITY = _forbid("EntitiesForbidden")
 _REFUSE_EXTERNAL = _forbid("ExternalReferenceForbidden")
 
 
+class _OverLimit(Exception):
+    """The document is deeper, larger or stranger than any message WeChat sends."""
+
+
 class _Fields:
     """Expat callbacks that build the flat dict WeChat's XML maps to, without a tree.
 
@@ -80,19 +127,31 @@ class _Fields:
     its text, stripped except ``Content`` (what the user typed is kept as typed).
     """
 
-    __slots__ = ("open", "root")
+    __slots__ = ("elements", "open", "root", "text_chars")
 
     def __init__(self) -> None:
         # One entry per open element: [tag, its child fields (None while it has none), texts]
         self.open: list[list[Any]] = []
         self.root: tuple[str, dict[str, Any]] | None = None
+        self.elements = 0
+        self.text_chars = 0
 
     def start(self, tag: str, attributes: object) -> None:
+        self.elements += 1
+        if self.elements > MAX_ELEMENTS:
+            raise _OverLimit(f"more than {MAX_ELEMENTS} elements")
+        if len(self.open) >= MAX_DEPTH:
+            raise _OverLimit(f"elements nested deeper than {MAX_DEPTH} levels")
+        if _ELEMENT_NAME.fullmatch(tag) is None:
+            raise _OverLimit(f"element name {tag[:64]!r} is not a WeChat field name")
         if self.open and self.open[-1][1] is None:
             self.open[-1][1] = {}
         self.open.append([tag, None, []])
 
     def text(self, data: str) -> None:
+        self.text_chars += len(data)
+        if self.text_chars > MAX_TEXT_CHARS:
+            raise _OverLimit(f"more than {MAX_TEXT_CHARS} characters of text")
         top = self.open[-1]
         if top[1] is None:  # text after a child element is not the element's text
             top[2].append(data)
@@ -116,14 +175,16 @@ def parse_xml(body: bytes) -> dict[str, Any]:
 
     Expat straight into a dict (what defusedxml does to expat, without building a tree): any
     DOCTYPE is refused at its start, before an entity can be declared, so no entity expansion
-    or external reference can happen; the declared encoding is ignored (always UTF-8).
+    or external reference can happen; the declared encoding is ignored (always UTF-8). Depth,
+    element count, text size and element names are bounded (``MAX_DEPTH``, ``MAX_ELEMENTS``,
+    ``MAX_TEXT_CHARS``), checked as expat goes, so a hostile body stops at the first excess.
     """
     if not body or not body.strip():
-        raise ProtocolError(400, "empty body")
+        raise ProtocolError(400, "empty body", kind="malformed-xml")
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ProtocolError(400, "body is not UTF-8") from e
+        raise ProtocolError(400, "body is not UTF-8", kind="malformed-xml") from e
     parser = expat.ParserCreate("UTF-8")
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     parser.StartDoctypeDeclHandler = _REFUSE_DTD
@@ -138,14 +199,18 @@ def parse_xml(body: bytes) -> dict[str, Any]:
     try:
         parser.Parse(body, True)
     except _Forbidden as e:
-        raise ProtocolError(400, f"forbidden XML construct: {e}") from e
+        raise ProtocolError(400, f"forbidden XML construct: {e}", kind="forbidden-xml") from e
+    except _OverLimit as e:
+        raise ProtocolError(
+            400, f"XML over the limits of a WeChat message: {e}", kind="xml-limits"
+        ) from e
     except expat.ExpatError as e:
-        raise ProtocolError(400, f"malformed XML: {e}") from e
+        raise ProtocolError(400, f"malformed XML: {e}", kind="malformed-xml") from e
     if fields.root is None:  # pragma: no cover - expat reports a document without an element
-        raise ProtocolError(400, "malformed XML: no element")
+        raise ProtocolError(400, "malformed XML: no element", kind="malformed-xml")
     tag, values = fields.root
     if tag != "xml":
-        raise ProtocolError(400, f"root element must be <xml>, got <{tag}>")
+        raise ProtocolError(400, f"root element must be <xml>, got <{tag}>", kind="malformed-xml")
     return values
 
 
@@ -206,17 +271,81 @@ class Message:
                 return f"[{self.msg_type}]"
 
 
+# Numeric fields WeChat sends, wherever they appear (top level or in a nested block such as
+# SendLocationInfo or SendPicsInfo): (integer only, lowest, highest). Checked at parse time, so
+# nothing downstream (datetime.fromtimestamp on CreateTime, say) can fail on a number after the
+# bot has run. They stay strings in ``fields``, as WeChat sent them.
+_NUMBERS: dict[str, tuple[bool, float, float]] = {
+    "CreateTime": (True, 0, 2**32 - 1),
+    "MsgId": (True, 0, 2**64 - 1),
+    "MsgID": (True, 0, 2**64 - 1),
+    "MsgDataId": (True, 0, 2**64 - 1),
+    "Idx": (True, 0, 2**32 - 1),
+    "Count": (True, 0, 2**32 - 1),
+    "TotalCount": (True, 0, 2**32 - 1),
+    "FilterCount": (True, 0, 2**32 - 1),
+    "SentCount": (True, 0, 2**32 - 1),
+    "ErrorCount": (True, 0, 2**32 - 1),
+    "ArticleIdx": (True, 0, 2**32 - 1),
+    "Latitude": (False, -90, 90),
+    "Longitude": (False, -180, 180),
+    "Location_X": (False, -90, 90),  # latitude
+    "Location_Y": (False, -180, 180),  # longitude
+    "Precision": (False, 0, 1e7),  # metres
+    "Scale": (False, 0, 1000),  # map zoom level
+}
+_INTEGER = re.compile(r"[0-9]{1,20}")
+_DECIMAL = re.compile(r"[+-]?[0-9]{1,12}(?:\.[0-9]{1,20})?")
+# Envelope fields that name things (message key, user record, metrics): strings, bounded length.
+_NAMES: dict[str, int] = {"ToUserName": 128, "FromUserName": 128, "MsgType": 32, "Event": 64}
+
+
+def _check_number(name: str, value: object) -> None:
+    integer, low, high = _NUMBERS[name]
+    if not isinstance(value, str):
+        raise ProtocolError(
+            400, f"{name} must be a number, got an element with children", kind="bad-field"
+        )
+    if value == "" and name != "CreateTime":
+        return  # an optional number WeChat left empty
+    pattern = _INTEGER if integer else _DECIMAL
+    if pattern.fullmatch(value) is None:
+        expected = "an integer" if integer else "a decimal number"
+        raise ProtocolError(400, f"{name} must be {expected}, got {value[:32]!r}", kind="bad-field")
+    number = int(value) if integer else float(value)
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ProtocolError(
+            400, f"{name} {value[:32]} is outside {low:g}..{high:g}", kind="bad-field"
+        )
+
+
+def _check_numbers(fields: dict[str, Any]) -> None:
+    for name, value in fields.items():
+        if name in _NUMBERS:
+            _check_number(name, value)
+        elif isinstance(value, dict):
+            _check_numbers(value)  # depth bounded by parse_xml's MAX_DEPTH
+
+
 def message_from_xml(fields: dict[str, Any], raw: str) -> Message:
-    """Build a ``Message`` from parsed fields; missing envelope fields are a 400."""
+    """Build a ``Message`` from parsed fields; a missing or malformed field is a 400.
+
+    Every known numeric field is checked (``_NUMBERS``) and the envelope's names are bounded
+    strings, so the stored form of any message this returns can be built and stored.
+    """
     missing = [
         k for k in ("ToUserName", "FromUserName", "CreateTime", "MsgType") if not fields.get(k)
     ]
     if missing:
-        raise ProtocolError(400, "missing field(s): " + ", ".join(missing))
-    try:
-        create_time = int(fields["CreateTime"])
-    except (TypeError, ValueError) as e:
-        raise ProtocolError(400, "CreateTime is not an integer") from e
+        raise ProtocolError(400, "missing field(s): " + ", ".join(missing), kind="bad-field")
+    for name, limit in _NAMES.items():
+        value = fields.get(name, "")
+        if not isinstance(value, str) or len(value) > limit:
+            raise ProtocolError(
+                400, f"{name} must be text of at most {limit} characters", kind="bad-field"
+            )
+    _check_numbers(fields)
+    create_time = int(fields["CreateTime"])
     msg_type = str(fields["MsgType"]).lower()
     openid = str(fields["FromUserName"])
     event = str(fields.get("Event") or "").lower() if msg_type == "event" else ""
@@ -323,13 +452,17 @@ class Crypto:
     def decrypt(self, encrypt: str, msg_signature: str, timestamp: str, nonce: str) -> str:
         """Check ``msg_signature``, decrypt ``Encrypt``, check the AppID inside; return the XML."""
         if not check_signature(self.token, msg_signature, timestamp, nonce, encrypt):
-            raise ProtocolError(403, "msg_signature does not match")
+            raise ProtocolError(403, "msg_signature does not match", kind="msg-signature")
         try:
             plain = self._prp.decrypt(encrypt, self.app_id)
         except InvalidAppIdException as e:
-            raise ProtocolError(400, "AppID inside the encrypted message does not match") from e
+            raise ProtocolError(
+                400, "AppID inside the encrypted message does not match", kind="decrypt"
+            ) from e
         except Exception as e:  # corrupt base64, padding, length: all of them mean a bad request
-            raise ProtocolError(400, f"cannot decrypt Encrypt: {type(e).__name__}") from e
+            raise ProtocolError(
+                400, f"cannot decrypt Encrypt: {type(e).__name__}", kind="decrypt"
+            ) from e
         return plain if isinstance(plain, str) else plain.decode("utf-8")
 
     def encrypt(self, xml: str, nonce: str, timestamp: str | None = None) -> str:

@@ -91,8 +91,11 @@ class WeChatSide:
         return 24_000_000_000_000_000 + next(_counter) * 1000 + secrets.randbelow(1000)
 
     # -- signing ------------------------------------------------------------------------------
-    def handshake(self, echostr: str) -> dict[str, str]:
-        timestamp, nonce = str(int(time.time())), secrets.token_hex(5)
+    def handshake(self, echostr: str, *, timestamp: str | None = None) -> dict[str, str]:
+        """The URL verification GET's query; ``timestamp`` defaults to now (the endpoint refuses
+        one more than SIGNATURE_MAX_AGE away from its clock)."""
+        timestamp = str(int(time.time())) if timestamp is None else timestamp
+        nonce = secrets.token_hex(5)
         return {
             "signature": sign(self.token, timestamp, nonce),
             "timestamp": timestamp,
@@ -100,9 +103,14 @@ class WeChatSide:
             "echostr": echostr,
         }
 
-    def sign(self, xml: str, mode: str = "plain") -> Signed:
-        """``mode``: ``plain``, ``aes`` (safe) or ``compat`` (plain fields and Encrypt)."""
-        timestamp, nonce = str(int(time.time())), secrets.token_hex(5)
+    def sign(self, xml: str, mode: str = "plain", *, timestamp: str | None = None) -> Signed:
+        """``mode``: ``plain``, ``aes`` (safe) or ``compat`` (plain fields and Encrypt).
+
+        ``timestamp`` defaults to now: the endpoint refuses one more than SIGNATURE_MAX_AGE away
+        from its clock, so a request must be signed when it is sent, not kept for later.
+        """
+        timestamp = str(int(time.time())) if timestamp is None else timestamp
+        nonce = secrets.token_hex(5)
         query = {
             "signature": sign(self.token, timestamp, nonce),
             "timestamp": timestamp,

@@ -85,6 +85,7 @@ def settings(mongo_uri: str, tmp_path: Any) -> Settings:
         wechat_token=TOKEN,
         app_id=APP_ID,
         encoding_aes_key=AES_KEY,
+        message_mode="compat",  # the tests send plaintext and encrypted requests alike
         mongodb_uri=mongo_uri,
         mongodb_db=f"test_{uuid.uuid4().hex[:12]}",
         cookie_secret="test-cookie-secret",

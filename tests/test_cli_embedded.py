@@ -56,3 +56,34 @@ def test_create_owner_while_the_service_runs_on_the_embedded_database(tmp_path, 
     service.process.terminate()
     assert service.process.wait(60) == 0
     assert running_uri(storage) is None, "the state file goes away with the server"
+
+
+def test_serve_on_a_taken_port_exits_with_one_clear_line(tmp_path, mongo_uri):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+        env.update(
+            DATA_DIR=str(tmp_path / "data"),
+            WECHAT_TOKEN="tok",
+            COOKIE_SECRET="x",
+            MONGODB_URI=mongo_uri,
+            PORT=str(port),
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "service", "serve"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert f"cannot listen on 127.0.0.1:{port}" in output
+    assert "PORT" in output

@@ -102,3 +102,84 @@ def test_serve_dev_fills_a_development_token(tmp_path, monkeypatch):
     assert (tmp_path / "data" / "dev-token").read_text(encoding="utf-8").strip() == (
         first.wechat_token
     )
+
+
+# -- the /wechat endpoint's settings (issue 14) -------------------------------------------------
+
+KEYED = {"WECHAT_TOKEN": "t", "WECHAT_APP_ID": "wx1", "WECHAT_ENCODING_AES_KEY": "a" * 43}
+
+
+def test_wire_settings_defaults():
+    s = Settings.from_env({"WECHAT_TOKEN": "t"})
+    assert (s.signature_max_age, s.idle_connection_timeout, s.body_timeout) == (300, 60.0, 10.0)
+    assert s.effective_message_mode == "plain"
+    assert Settings.from_env(KEYED).effective_message_mode == "safe"
+
+
+def test_wire_settings_from_env():
+    s = Settings.from_env(
+        {
+            **KEYED,
+            "SIGNATURE_MAX_AGE": "60",
+            "WECHAT_MESSAGE_MODE": " Compat ",
+            "IDLE_CONNECTION_TIMEOUT": "30",
+            "BODY_TIMEOUT": "2.5",
+        }
+    )
+    assert (s.signature_max_age, s.idle_connection_timeout, s.body_timeout) == (60, 30.0, 2.5)
+    assert s.effective_message_mode == "compat"
+    plain = Settings.from_env({**KEYED, "WECHAT_MESSAGE_MODE": "plain"})
+    assert plain.effective_message_mode == "plain"
+
+
+@pytest.mark.parametrize(
+    ("mode", "env", "words"),
+    [
+        ("", {"WECHAT_TOKEN": "t"}, ["plain", "plaintext"]),
+        ("", KEYED, ["safe", "encrypted", "only"]),
+        ("safe", KEYED, ["safe", "encrypted", "only"]),
+        ("compat", KEYED, ["compat", "plaintext and encrypted"]),
+        ("plain", KEYED, ["plain", "unused"]),
+    ],
+)
+def test_the_mode_is_described_in_one_line(mode, env, words):
+    text = Settings.from_env({**env, "WECHAT_MESSAGE_MODE": mode}).describe_message_mode()
+    assert "\n" not in text
+    for word in words:
+        assert word in text
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WECHAT_TOKEN": "t", "WECHAT_MESSAGE_MODE": "safe"}, "WECHAT_ENCODING_AES_KEY"),
+        ({"WECHAT_TOKEN": "t", "WECHAT_MESSAGE_MODE": "compat"}, "WECHAT_ENCODING_AES_KEY"),
+        ({**KEYED, "WECHAT_MESSAGE_MODE": "aes"}, "plain, compat or safe"),
+        ({"WECHAT_TOKEN": "t", "SIGNATURE_MAX_AGE": "0"}, "SIGNATURE_MAX_AGE"),
+        ({"WECHAT_TOKEN": "t", "SIGNATURE_MAX_AGE": "soon"}, "SIGNATURE_MAX_AGE"),
+        ({"WECHAT_TOKEN": "t", "IDLE_CONNECTION_TIMEOUT": "0"}, "IDLE_CONNECTION_TIMEOUT"),
+        ({"WECHAT_TOKEN": "t", "BODY_TIMEOUT": "-1"}, "BODY_TIMEOUT"),
+        ({"WECHAT_TOKEN": "t", "MAX_BODY_BYTES": str(64 * 1024 * 1024)}, "MAX_BODY_BYTES"),
+    ],
+)
+def test_bad_wire_settings_name_the_problem(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_http_server_options():
+    from service.config import http_server_options
+
+    s = Settings.from_env(
+        {"WECHAT_TOKEN": "t", "XHEADERS": "no", "IDLE_CONNECTION_TIMEOUT": "7", "BODY_TIMEOUT": "3"}
+    )
+    options = http_server_options(s)
+    assert options == {
+        "xheaders": False,
+        "max_body_size": 8 * 1024 * 1024,
+        "idle_connection_timeout": 7.0,
+        "body_timeout": 3.0,
+    }
+    import tornado.httpserver
+
+    tornado.httpserver.HTTPServer(lambda request: None, **options)  # all of them are accepted

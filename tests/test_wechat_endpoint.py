@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import time
 from urllib.parse import urlencode
 
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from service.app import make_app
 from service.bot import GREETINGS, UNKNOWN_TEXT, WELCOME_TEXT
 from service.inbox import user_hash
 from service.wechat import TEXT_LIMIT_BYTES, sign
 from tests.conftest import TOKEN
+from tests.ops_helpers import close_app, serve_app
 
 MODES = ["plain", "aes", "compat"]
 
@@ -395,3 +399,194 @@ async def test_safe_mode_without_encrypt_is_400(http_client, base_url, wechat, d
 def test_http_client_error_type_is_what_raise_error_gives():
     # Guards the helper above: fetch(raise_error=False) must not raise for 4xx.
     assert issubclass(HTTPClientError, Exception)
+
+
+# -- hostile shapes and numbers: refused before the bot runs (issue 14) ------------------------
+
+
+def _with(xml: str, extra: str) -> str:
+    return xml.replace("</xml>", extra + "</xml>")
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("mode", MODES)
+async def test_deep_nesting_is_400_and_stores_nothing(send, wechat, db, mode):
+    xml = _with(wechat.text("user-deep", "hi", msg_id=9001), "<a>" * 600 + "</a>" * 600)
+    r, _ = await send(xml, mode, raise_error=False)
+    assert r.code == 400, r.body
+    assert await db.messages.count_documents({}) == 0
+    assert await db.survey_sessions.count_documents({}) == 0
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    "create_time",
+    ["1000000000000", "100000000000000000000", "-1000000000000", "１２３", "1_000", "+5", "1e9"],
+)
+async def test_create_time_out_of_range_is_400_and_the_bot_does_not_run(
+    send, wechat, db, create_time
+):
+    # The survey keyword: today the bot starts the survey, then storing the message fails.
+    xml = re.sub(
+        r"<CreateTime>\d+</CreateTime>",
+        f"<CreateTime>{create_time}</CreateTime>",
+        wechat.text("user-time", "爆肝度调查", msg_id=9002),
+    )
+    r, _ = await send(xml, raise_error=False)
+    assert r.code == 400, r.body
+    assert await db.messages.count_documents({}) == 0
+    assert await db.survey_sessions.count_documents({}) == 0
+
+
+# -- the replay window: a signed URL is valid for SIGNATURE_MAX_AGE seconds (issue 14) --------
+
+
+def _refused(app, reason):
+    return app.settings["metrics"].value("wechat_survey_refused_total", reason=reason)
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("shift", "reason"),
+    [(-301, "stale-timestamp"), (301, "stale-timestamp"), (-(10**6), "stale-timestamp")],
+)
+async def test_a_stale_signed_post_is_403_counted_and_logged_without_the_query(
+    http_client, base_url, wechat, db, app, caplog, mode, shift, reason
+):
+    timestamp = str(int(time.time()) + shift)
+    signed = wechat.sign(wechat.text("user-old", "旧消息", msg_id=9100), mode, timestamp=timestamp)
+    with caplog.at_level(logging.INFO):
+        code, _ = await fetch_code(
+            http_client, signed.url(base_url), method="POST", body=signed.body
+        )
+    assert code == 403
+    assert await db.messages.count_documents({}) == 0
+    assert _refused(app, reason) == 1
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "refused=stale-timestamp" in logged
+    for secret in (signed.query["signature"], signed.query["nonce"], "user-old"):
+        assert secret not in logged
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("timestamp", ["soon", "1e9", "-5", "1.5", "１７００"])
+async def test_a_timestamp_that_is_not_a_number_is_403(
+    http_client, base_url, wechat, app, db, timestamp
+):
+    signed = wechat.sign(wechat.text("user-ts", "hi", msg_id=9101), timestamp=timestamp)
+    code, _ = await fetch_code(http_client, signed.url(base_url), method="POST", body=signed.body)
+    assert code == 403
+    assert _refused(app, "bad-timestamp") == 1
+    assert await db.messages.count_documents({}) == 0
+
+
+@pytest.mark.gen_test
+async def test_a_timestamp_inside_the_window_is_accepted(send, http_client, base_url, wechat, db):
+    signed = wechat.sign(
+        wechat.text("user-skew", "hi", msg_id=9102), timestamp=str(int(time.time()) - 250)
+    )
+    r = await http_client.fetch(signed.url(base_url), method="POST", body=signed.body)
+    assert r.code == 200
+    assert await db.messages.count_documents({"_id": "msg:9102"}) == 1
+
+
+@pytest.mark.gen_test
+async def test_a_stale_handshake_is_403(http_client, base_url, wechat, app):
+    q = wechat.handshake("echo-old", timestamp=str(int(time.time()) - 3600))
+    code, r = await fetch_code(http_client, f"{base_url}/wechat?{urlencode(q)}")
+    assert code == 403
+    assert b"echo-old" not in r.body
+    assert _refused(app, "stale-timestamp") == 1
+
+
+@pytest.mark.gen_test
+async def test_the_window_is_signature_max_age(http_client, settings, db, wechat):
+    app = make_app(settings.replace(signature_max_age=5), db=db)
+    server, url = serve_app(app)
+    try:
+        signed = wechat.sign(wechat.text("user-w", "hi"), timestamp=str(int(time.time()) - 60))
+        code, _ = await fetch_code(http_client, signed.url(url), method="POST", body=signed.body)
+        assert code == 403
+    finally:
+        server.stop()
+        await close_app(app)
+
+
+# -- WECHAT_MESSAGE_MODE: safe means encrypted only (issue 14) ----------------------------------
+
+
+@contextlib.asynccontextmanager
+async def served(settings, db, **changes):
+    app = make_app(settings.replace(**changes), db=db)
+    server, url = serve_app(app)
+    try:
+        yield app, url
+    finally:
+        server.stop()
+        await close_app(app)
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("message_mode", ["safe", ""])  # "": the default with an AES key
+async def test_safe_mode_refuses_plaintext_and_accepts_encrypted(
+    http_client, settings, db, wechat, message_mode
+):
+    async with served(settings, db, message_mode=message_mode) as (app, url):
+        assert app.settings["config"].effective_message_mode == "safe"
+        signed = wechat.sign(wechat.text("user-p", "明文", msg_id=9200))
+        code, _ = await fetch_code(http_client, signed.url(url), method="POST", body=signed.body)
+        assert code == 403
+        assert await db.messages.count_documents({}) == 0
+        assert _refused(app, "plaintext-refused") == 1
+        for n, shape in enumerate(["aes", "compat"]):
+            signed = wechat.sign(wechat.text("user-p", "密文", msg_id=9201 + n), shape)
+            r = await http_client.fetch(signed.url(url), method="POST", body=signed.body)
+            assert r.code == 200
+            assert wechat.open_reply(r.body)["ToUserName"] == "user-p"
+        assert await db.messages.count_documents({"mode": {"$in": ["aes", "compat"]}}) == 2
+        # URL verification stays a plain signature in every mode.
+        q = wechat.handshake("echo-safe")
+        assert (await http_client.fetch(f"{url}/wechat?{urlencode(q)}")).body == b"echo-safe"
+
+
+@pytest.mark.gen_test
+async def test_plain_mode_refuses_encrypted_requests(http_client, settings, db, wechat):
+    async with served(settings, db, message_mode="plain") as (app, url):
+        signed = wechat.sign(wechat.text("user-q", "hi", msg_id=9300), "aes")
+        code, _ = await fetch_code(http_client, signed.url(url), method="POST", body=signed.body)
+        assert code == 400
+        assert _refused(app, "encrypted-refused") == 1
+        signed = wechat.sign(wechat.text("user-q", "hi", msg_id=9301))
+        assert (
+            await http_client.fetch(signed.url(url), method="POST", body=signed.body)
+        ).code == 200
+        assert await db.messages.count_documents({}) == 1
+
+
+@pytest.mark.gen_test
+async def test_compat_mode_accepts_both(http_client, settings, db, wechat):
+    async with served(settings, db, message_mode="compat") as (_, url):
+        for n, shape in enumerate(MODES):
+            signed = wechat.sign(wechat.text("user-c", "hi", msg_id=9400 + n), shape)
+            r = await http_client.fetch(signed.url(url), method="POST", body=signed.body)
+            assert r.code == 200
+    assert await db.messages.count_documents({}) == 3
+
+
+@pytest.mark.gen_test
+async def test_refusals_are_counted_by_reason_and_scraped(http_client, base_url, wechat, app):
+    signed = wechat.sign(wechat.text("user-m", "hi"))
+    forged = dict(signed.query, signature="0" * 40)
+    await fetch_code(http_client, f"{base_url}/wechat?{urlencode(forged)}", method="POST", body=b"")
+    await post_raw(http_client, base_url, wechat, b"<xml><a>")
+    await post_raw(http_client, base_url, wechat, b"<xml>" + b"<a>" * 50 + b"</xml>")
+    await fetch_code(http_client, f"{base_url}/wechat?nonce=1", method="POST", body=b"")
+    counts = {
+        reason: _refused(app, reason)
+        for reason in ("signature", "malformed-xml", "xml-limits", "missing-parameter")
+    }
+    assert counts == {"signature": 1, "malformed-xml": 1, "xml-limits": 1, "missing-parameter": 1}
+    scraped = (await http_client.fetch(f"{base_url}/metrics")).body.decode()
+    assert 'wechat_survey_refused_total{reason="signature"} 1.0' in scraped
+    assert 'wechat_survey_refused_total{reason="stale-timestamp"} 0.0' in scraped

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from service.wechat import ProtocolError, parse_xml
+from service.wechat import (
+    MAX_DEPTH,
+    MAX_ELEMENTS,
+    MAX_TEXT_CHARS,
+    ProtocolError,
+    message_from_xml,
+    parse_xml,
+)
 from service.wechat_client import WeChatSide
 from tests.conftest import AES_KEY, APP_ID, TOKEN
 
@@ -91,3 +98,115 @@ def test_refused_bodies(body, reason):
         parse_xml(body)
     assert caught.value.status == 400
     assert reason in caught.value.reason
+
+
+# -- bounds: nothing deeper, larger or stranger than a WeChat message (issue 14) ----------------
+
+
+def _text_with(extra: str) -> bytes:
+    return side.text("o-1", "hi", msg_id=1).replace("</xml>", extra + "</xml>").encode("utf-8")
+
+
+def test_the_deepest_wechat_block_is_accepted():
+    # <xml> > CopyrightCheckResult > ResultList > item > ArticleIdx: depth 5.
+    block = "<CopyrightCheckResult><ResultList><item><ArticleIdx>1</ArticleIdx></item>"
+    fields = parse_xml(_text_with(block + "</ResultList></CopyrightCheckResult>"))
+    assert fields["CopyrightCheckResult"] == {"ResultList": {"item": {"ArticleIdx": "1"}}}
+    assert parse_xml(_text_with("<a>" * (MAX_DEPTH - 1) + "</a>" * (MAX_DEPTH - 1)))
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ("<a>" * MAX_DEPTH + "</a>" * MAX_DEPTH, "nested deeper"),
+        ("<a>" * 600 + "</a>" * 600, "nested deeper"),
+        ("<a>" * 100_000, "nested deeper"),  # refused at the first excess, not at the end
+        ("<b/>" * MAX_ELEMENTS, "elements"),
+        ("<Content2>" + "x" * (MAX_TEXT_CHARS + 1) + "</Content2>", "characters of text"),
+        ("<a.b>1</a.b>", "not a WeChat field name"),
+        ("<x:y>1</x:y>", "not a WeChat field name"),
+        ("<名字>1</名字>", "not a WeChat field name"),
+        ("<" + "n" * 65 + "/>", "not a WeChat field name"),
+    ],
+)
+def test_bodies_over_the_bounds_are_refused(extra, reason):
+    with pytest.raises(ProtocolError) as caught:
+        parse_xml(_text_with(extra))
+    assert caught.value.status == 400
+    assert reason in caught.value.reason
+
+
+# -- numbers are checked at parse time ----------------------------------------------------------
+
+
+def _message(**fields):
+    base = {"ToUserName": "gh_a", "FromUserName": "o-1", "CreateTime": "1700000000"}
+    return message_from_xml({**base, **fields}, "<xml/>")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        dict(MsgType="text", CreateTime="0"),
+        dict(MsgType="text", CreateTime=str(2**32 - 1)),
+        dict(MsgType="text", MsgId=str(2**64 - 1)),
+        dict(MsgType="location", Location_X="-90", Location_Y="180.000000", Scale="15"),
+        dict(MsgType="event", Event="LOCATION", Latitude="23.137466", Longitude="113.352425"),
+        dict(MsgType="event", Event="LOCATION", Latitude="23.1", Longitude="1", Precision=""),
+        dict(
+            MsgType="event",
+            Event="location_select",
+            SendLocationInfo={"Location_X": "23", "Location_Y": "113", "Scale": "15"},
+        ),
+    ],
+)
+def test_numbers_in_range_are_accepted_and_kept_as_sent(fields):
+    message = _message(**fields)
+    for name, value in fields.items():
+        assert message.fields[name] == value
+
+
+@pytest.mark.parametrize(
+    ("fields", "name"),
+    [
+        (dict(CreateTime="1000000000000"), "CreateTime"),
+        (dict(CreateTime="100000000000000000000"), "CreateTime"),
+        (dict(CreateTime="-1000000000000"), "CreateTime"),
+        (dict(CreateTime="１２３"), "CreateTime"),  # int() would take full-width digits
+        (dict(CreateTime="1_000"), "CreateTime"),
+        (dict(CreateTime=" 12"), "CreateTime"),
+        (dict(CreateTime={"a": "1"}), "CreateTime"),
+        (dict(MsgId=str(2**64)), "MsgId"),
+        (dict(MsgId="12ab"), "MsgId"),
+        (dict(MsgID="-1"), "MsgID"),
+        (dict(Location_X="90.5"), "Location_X"),
+        (dict(Location_Y="nan"), "Location_Y"),
+        (dict(Latitude="1e3"), "Latitude"),
+        (dict(Longitude="inf"), "Longitude"),
+        (dict(Precision="-1"), "Precision"),
+        (dict(Scale="9" * 30), "Scale"),
+        (dict(SendPicsInfo={"Count": "many"}), "Count"),
+        (dict(SendLocationInfo={"Location_X": "500"}), "Location_X"),
+    ],
+)
+def test_numbers_out_of_range_or_malformed_are_400(fields, name):
+    with pytest.raises(ProtocolError) as caught:
+        _message(MsgType="text", **fields)
+    assert caught.value.status == 400
+    assert name in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        dict(FromUserName={"a": "b"}),
+        dict(FromUserName="o" * 129),
+        dict(ToUserName="g" * 129),
+        dict(MsgType={"x": "text"}),
+        dict(MsgType="event", Event="e" * 65),
+    ],
+)
+def test_envelope_names_are_bounded_strings(fields):
+    with pytest.raises(ProtocolError) as caught:
+        _message(**{"MsgType": "text", **fields})
+    assert caught.value.status == 400

@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml
 		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv; }
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[embedded,test]'
 	touch $@
 
 system-deps:
@@ -31,12 +31,15 @@ system-deps:
 run: $(STAMP)
 	$(BIN)/python -m service serve --dev
 
-test: $(STAMP) system-deps
+# Lint first: CI (.ci/run -> make test) fails on a lint error as on a failing test.
+test: lint system-deps
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check service handlers dashboard tests bench
+	$(BIN)/ruff format --check service handlers dashboard tests bench
 	$(BIN)/mypy service handlers dashboard
+	$(BIN)/mypy tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -66,10 +66,20 @@ def is_https(handler: tornado.web.RequestHandler) -> bool:
 
 
 class StaticHandler(tornado.web.StaticFileHandler):
-    """Tornado's static files (with version hashes) plus the security headers."""
+    """Tornado's static files (with version hashes) plus the security headers.
+
+    A versioned URL (``static_url``: ``?v=<hash>``) is cached for long, as Tornado does. An
+    unversioned one (an ES-module import such as ``./common.js``) is ``no-cache``: the browser
+    revalidates it (ETag, 304), so after a deploy a new page script never runs against a cached
+    old module.
+    """
 
     def set_default_headers(self) -> None:
         security_headers(self)
+
+    def set_extra_headers(self, path: str) -> None:
+        if not self.get_query_argument("v", ""):
+            self.set_header("Cache-Control", "no-cache")
 
 
 class DashboardHandler(BaseHandler):

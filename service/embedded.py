@@ -41,8 +41,8 @@ def _executable() -> str:
     found = shutil.which("secantusd-py")
     if not found:
         raise EmbeddedDatabaseError(
-            "secantusd-py not found: install the SecantusDB package (pip install -e .) "
-            "or set MONGODB_URI to a MongoDB server"
+            "the embedded database is not installed: pip install 'wechat-survey[embedded]' "
+            "(or set MONGODB_URI to a MongoDB server)"
         )
     return found
 

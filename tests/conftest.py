@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import pymongo
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -107,11 +108,12 @@ def db(
     io_loop.run_sync(lambda: ensure_indexes(database))
     yield database
 
-    async def drop() -> None:
-        await client.drop_database(database.name)
-        await client.close()
-
-    io_loop.run_sync(drop)
+    # The async client may have sat idle while the loop did not run (a synchronous test): close
+    # it, then drop with a synchronous client, which does not depend on its state.
+    io_loop.run_sync(client.close)
+    sync: pymongo.MongoClient[dict[str, Any]]
+    with pymongo.MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=10000) as sync:
+        sync.drop_database(database.name)
 
 
 @pytest.fixture

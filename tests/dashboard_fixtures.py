@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import pymongo
 import pytest
 import tornado.websocket
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
@@ -26,6 +26,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from service.embedded import free_port
 from service.store import owners
 from tests.conftest import AES_KEY, APP_ID, TOKEN
+from tests.ops_helpers import wait_until
 
 OWNER = "boss"
 PASSWORD = "correct horse battery"
@@ -162,10 +163,11 @@ def logged_in(io_loop: Any, session: Session, owner: dict[str, Any]) -> Session:
 
 
 @pytest.fixture
-def service_process(settings: Any, db: Any, tmp_path: Path) -> Iterator[str]:
+def service_process(settings: Any, tmp_path: Path) -> Iterator[str]:
     """``python -m service serve`` as a subprocess on the test database; yields its base URL.
 
-    Its log is copied to ``test-artifacts/service-process.log``.
+    Its log is copied to ``test-artifacts/service-process.log``; the database is dropped after
+    (with a synchronous client: a synchronous test holds no idle event-loop client).
     """
     port = free_port()
     env = {
@@ -173,6 +175,7 @@ def service_process(settings: Any, db: Any, tmp_path: Path) -> Iterator[str]:
         "WECHAT_TOKEN": TOKEN,
         "WECHAT_APP_ID": APP_ID,
         "WECHAT_ENCODING_AES_KEY": AES_KEY,
+        "WECHAT_MESSAGE_MODE": "compat",  # the simulator sends all three modes
         "MONGODB_URI": settings.mongodb_uri,
         "MONGODB_DB": settings.mongodb_db,
         "COOKIE_SECRET": "browser-test-secret",
@@ -191,17 +194,17 @@ def service_process(settings: Any, db: Any, tmp_path: Path) -> Iterator[str]:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def login_page() -> bool:
+            if process.poll() is not None:
+                raise AssertionError("service exited:\n" + log_path.read_text())
             try:
                 with urllib.request.urlopen(base + "/dashboard/login", timeout=2) as r:  # noqa: S310
-                    if r.status == 200:
-                        break
+                    return bool(r.status == 200)
             except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("service did not start:\n" + log_path.read_text())
-            time.sleep(0.2)
+                return False
+
+        wait_until(login_page, timeout=60, every=0.2)
         yield base
     finally:
         process.terminate()
@@ -213,3 +216,6 @@ def service_process(settings: Any, db: Any, tmp_path: Path) -> Iterator[str]:
         log_text = log_path.read_text(errors="replace")
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "service-process.log").write_text(log_text)
+        client: pymongo.MongoClient[dict[str, Any]]
+        with pymongo.MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=5000) as client:
+            client.drop_database(settings.mongodb_db)

@@ -232,7 +232,7 @@ class _Handler(tornado.web.RequestHandler):
         if failure is not None:
             if failure.disconnect:
                 assert self.request.connection is not None
-                self.request.connection.close()
+                self.request.connection.close()  # type: ignore[attr-defined]  # HTTP1Connection
                 return
             if failure.status != 200:
                 self.set_status(failure.status)

@@ -95,6 +95,7 @@ async def test_media_upload_stores_the_media_id_and_it_becomes_the_image_reply(
     assert not upload["permanent"] and "3" in err  # warns that temporary media expire
     assert await tokens.image_media_id(db) == media_id
     setting = await tokens.get_setting(db, tokens.IMAGE_MEDIA_ID)
+    assert setting is not None
     assert setting["file"] == "reply.png" and setting["expires_at"] is not None
     # The running service answers images with it.
     reply = await image_reply(send, wechat, 5001)

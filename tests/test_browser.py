@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from service.db import connect
 from service.store import owners
 from tests.dashboard_fixtures import OWNER, PASSWORD
 
@@ -30,9 +31,22 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 @pytest.fixture
-def server(service_process: str, db: Any, io_loop: Any) -> str:
-    """The service as a subprocess on the test database, with the owner ``boss``."""
-    io_loop.run_sync(lambda: owners.create(db, OWNER, PASSWORD))
+def server(service_process: str, settings: Any, io_loop: Any) -> str:
+    """The service as a subprocess on the test database, with the owner ``boss``.
+
+    The owner is created with a client that lives only as long as that call: this synchronous
+    test must not leave an idle event-loop client behind (its heartbeat times out while the loop
+    does not run, and its teardown then fails or leaks a socket into the next test).
+    """
+
+    async def create_owner() -> None:
+        client, database = connect(settings)
+        try:
+            await owners.create(database, OWNER, PASSWORD)
+        finally:
+            await client.close()
+
+    io_loop.run_sync(create_owner)
     return service_process
 
 

@@ -87,3 +87,38 @@ def test_serve_on_a_taken_port_exits_with_one_clear_line(tmp_path, mongo_uri):
     assert "Traceback" not in output
     assert f"cannot listen on 127.0.0.1:{port}" in output
     assert "PORT" in output
+
+
+def test_serve_without_the_embedded_database_installed_says_how_to_install_it(tmp_path):
+    """A production install (no ``[embedded]`` extra, no MONGODB_URI) gets one clear line."""
+    import site
+    import sysconfig
+
+    # An interpreter next to which there is no secantusd-py, with the same packages importable.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    python = bin_dir / "python3"
+    python.symlink_to(os.path.realpath(sys.executable))
+    paths = [str(ROOT), sysconfig.get_paths()["purelib"], *site.getsitepackages()]
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env.update(
+        PATH=str(bin_dir),
+        PYTHONPATH=os.pathsep.join(paths),
+        DATA_DIR=str(tmp_path / "data"),
+        WECHAT_TOKEN="tok",
+        COOKIE_SECRET="x",
+        PORT="0",
+    )
+    result = subprocess.run(
+        [str(python), "-m", "service", "serve"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    assert "pip install 'wechat-survey[embedded]'" in output

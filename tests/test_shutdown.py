@@ -187,7 +187,8 @@ def test_embedded_database_service_answers_and_stops_cleanly(tmp_path, services)
         try:
             db = client["wechat_survey"]
             assert db.messages.count_documents({"openid": "user-sd"}) == 2
-            assert db.users.find_one({"_id": "user-sd"})["messages"] == 2
+            user = db.users.find_one({"_id": "user-sd"})
+            assert user is not None and user["messages"] == 2
         finally:
             client.close()
 
@@ -213,6 +214,7 @@ def test_mongodb_uri_service_answers_and_stops_cleanly(tmp_path, services, mongo
         db = client[name]
         assert db.messages.count_documents({"openid": "user-uri"}) == 2
         user = db.users.find_one({"_id": "user-uri"})
+        assert user is not None
         assert user["messages"] == 2
         assert user["subscribed"] is True
     finally:

@@ -38,7 +38,8 @@ def chat(send: Any, wechat: Any, openid: str, mode: str = "plain") -> Chat:
     return Chat(send, wechat, openid, mode)
 
 
-async def session(db: Any, openid: str, survey: str = "baogan") -> dict[str, Any] | None:
+async def session(db: Any, openid: str, survey: str = "baogan") -> Any:
+    """The stored session document, or None (typed Any: tests index it directly)."""
     return await db.survey_sessions.find_one({"_id": f"{survey}:{openid}"})
 
 

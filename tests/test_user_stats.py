@@ -15,12 +15,14 @@ from service.store.users import UserStats
 
 
 def _flush_tasks() -> int:
-    return sum(
-        1
-        for task in asyncio.all_tasks()
-        if not task.done()
-        and "UserStats" in task.get_coro().__qualname__  # type: ignore[union-attr]
-        and "flush" in task.get_coro().__qualname__  # type: ignore[union-attr]
+    return len(
+        [
+            task
+            for task in asyncio.all_tasks()
+            if not task.done()
+            and "UserStats" in task.get_coro().__qualname__  # type: ignore[union-attr]
+            and "flush" in task.get_coro().__qualname__  # type: ignore[union-attr]
+        ]
     )
 
 

@@ -138,7 +138,8 @@ async def test_token_is_refreshed_before_it_expires(make, fake_wechat_api, db):
     new = await api.access_token()
     assert new != old
     assert fake_wechat_api.token_fetches == 1
-    assert (await tokens.load_token(db, FAKE_APP_ID)).value == new
+    stored = await tokens.load_token(db, FAKE_APP_ID)
+    assert stored is not None and stored.value == new
 
 
 @pytest.mark.gen_test

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import tornado.web
 
+from service import reports
 from service.store import dashboard as store
 
-from . import surveys as survey_views
 from .base import ApiHandler
+from .surveys import definitions
 
 
 class OverviewApi(ApiHandler):
@@ -17,7 +18,9 @@ class OverviewApi(ApiHandler):
     async def get(self) -> None:
         include_test = self.bool_argument("test", False)
         data = await store.overview(self.db, tz=self.config.timezone, include_test=include_test)
-        data["surveys"] = await survey_views.totals(self, include_test=include_test)
+        data["surveys"] = await reports.totals(
+            self.db, definitions(self), include_test=include_test
+        )
         self.write_json(data)
 
 
@@ -75,10 +78,12 @@ class UsersApi(ApiHandler):
             page=self.int_argument("page", 1, 1, 1_000_000),
             per_page=self.int_argument("per_page", 50, 1, 200),
         )
-        progress = await survey_views.progress_for(self, [u["openid"] for u in data["items"]])
+        surveys = definitions(self)
+        openids = [u["openid"] for u in data["items"]]
+        progress = await reports.progress(self.db, surveys, openids)
         for user in data["items"]:
             user["surveys"] = progress.get(user["openid"], [])
-        data["survey_titles"] = survey_views.titles(self)
+        data["survey_titles"] = reports.titles(surveys)
         self.write_json(data)
 
 
@@ -88,7 +93,7 @@ class UserApi(ApiHandler):
         user = await store.get_user(self.db, openid)
         if user is None:
             raise tornado.web.HTTPError(404, "no such user")
-        progress = await survey_views.progress_for(self, [openid])
+        progress = await reports.progress(self.db, definitions(self), [openid])
         user["surveys"] = progress.get(openid, [])
         self.write_json(user)
 

@@ -10,6 +10,17 @@ from service.store import dashboard as store
 from .base import ApiHandler
 from .surveys import definitions
 
+# Search texts become (escaped) regular expressions; the server caps a pattern at 1,000 characters.
+MAX_SEARCH = 200
+
+
+def search_text(handler: ApiHandler, name: str) -> str:
+    """A search box's value, stripped; a 400 when it is longer than anyone types."""
+    value = handler.get_query_argument(name, "").strip()
+    if len(value) > MAX_SEARCH:
+        raise tornado.web.HTTPError(400, "%s must be at most %d characters", name, MAX_SEARCH)
+    return value
+
 
 class OverviewApi(ApiHandler):
     """Counts for the overview cards (test users left out unless ``test=1``)."""
@@ -51,8 +62,8 @@ class MessagesApi(ApiHandler):
             raise tornado.web.HTTPError(400, "unknown type %s", msg_type)
         data = await store.search_messages(
             self.db,
-            text=self.get_query_argument("q", "").strip(),
-            openid=self.get_query_argument("user", "").strip(),
+            text=search_text(self, "q"),
+            openid=search_text(self, "user"),
             msg_type=msg_type,
             since=self.date_argument("since"),
             until=self.date_argument("until", end_of_day=True),
@@ -72,7 +83,7 @@ class UsersApi(ApiHandler):
         subscribed = None if not raw_subscribed else raw_subscribed in {"1", "true", "yes"}
         data = await store.search_users(
             self.db,
-            query=self.get_query_argument("q", "").strip(),
+            query=search_text(self, "q"),
             subscribed=subscribed,
             include_test=self.bool_argument("test", True),
             page=self.int_argument("page", 1, 1, 1_000_000),

@@ -22,13 +22,19 @@ log = logging.getLogger(__name__)
 
 
 def safe_next(value: str) -> str:
-    """Only local paths under the site: never an absolute URL or ``//host``."""
+    """Only local paths under the site: never an absolute URL or ``//host``.
+
+    Control characters (CR/LF would split the ``Location`` header) send the owner to the
+    dashboard; other characters outside printable ASCII are percent-encoded.
+    """
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return "/dashboard/"
     parts = urllib.parse.urlsplit(value)
     if parts.scheme or parts.netloc or not value.startswith("/") or value.startswith("//"):
         return "/dashboard/"
     if "\\" in value:
         return "/dashboard/"
-    return value
+    return urllib.parse.quote(value, safe="/?&=#%:@!$'()*+,;~-._[]")
 
 
 class LoginHandler(DashboardHandler):

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import tornado.web
 
+from service import reports
 from service.store import dashboard as store
 
-from . import surveys as survey_views
 from .base import ApiHandler
+from .surveys import definitions
+
+# Search texts become (escaped) regular expressions; the server caps a pattern at 1,000 characters.
+MAX_SEARCH = 200
+
+
+def search_text(handler: ApiHandler, name: str) -> str:
+    """A search box's value, stripped; a 400 when it is longer than anyone types."""
+    value = handler.get_query_argument(name, "").strip()
+    if len(value) > MAX_SEARCH:
+        raise tornado.web.HTTPError(400, "%s must be at most %d characters", name, MAX_SEARCH)
+    return value
 
 
 class OverviewApi(ApiHandler):
@@ -17,7 +29,9 @@ class OverviewApi(ApiHandler):
     async def get(self) -> None:
         include_test = self.bool_argument("test", False)
         data = await store.overview(self.db, tz=self.config.timezone, include_test=include_test)
-        data["surveys"] = await survey_views.totals(self, include_test=include_test)
+        data["surveys"] = await reports.totals(
+            self.db, definitions(self), include_test=include_test
+        )
         self.write_json(data)
 
 
@@ -48,8 +62,8 @@ class MessagesApi(ApiHandler):
             raise tornado.web.HTTPError(400, "unknown type %s", msg_type)
         data = await store.search_messages(
             self.db,
-            text=self.get_query_argument("q", "").strip(),
-            openid=self.get_query_argument("user", "").strip(),
+            text=search_text(self, "q"),
+            openid=search_text(self, "user"),
             msg_type=msg_type,
             since=self.date_argument("since"),
             until=self.date_argument("until", end_of_day=True),
@@ -69,16 +83,18 @@ class UsersApi(ApiHandler):
         subscribed = None if not raw_subscribed else raw_subscribed in {"1", "true", "yes"}
         data = await store.search_users(
             self.db,
-            query=self.get_query_argument("q", "").strip(),
+            query=search_text(self, "q"),
             subscribed=subscribed,
             include_test=self.bool_argument("test", True),
             page=self.int_argument("page", 1, 1, 1_000_000),
             per_page=self.int_argument("per_page", 50, 1, 200),
         )
-        progress = await survey_views.progress_for(self, [u["openid"] for u in data["items"]])
+        surveys = definitions(self)
+        openids = [u["openid"] for u in data["items"]]
+        progress = await reports.progress(self.db, surveys, openids)
         for user in data["items"]:
             user["surveys"] = progress.get(user["openid"], [])
-        data["survey_titles"] = survey_views.titles(self)
+        data["survey_titles"] = reports.titles(surveys)
         self.write_json(data)
 
 
@@ -88,7 +104,7 @@ class UserApi(ApiHandler):
         user = await store.get_user(self.db, openid)
         if user is None:
             raise tornado.web.HTTPError(404, "no such user")
-        progress = await survey_views.progress_for(self, [openid])
+        progress = await reports.progress(self.db, definitions(self), [openid])
         user["surveys"] = progress.get(openid, [])
         self.write_json(user)
 

@@ -81,6 +81,12 @@ class StaticHandler(tornado.web.StaticFileHandler):
         if not self.get_query_argument("v", ""):
             self.set_header("Cache-Control", "no-cache")
 
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        # A NUL (``common.js%00.png``) makes the file system calls raise ValueError: a 500.
+        if "\x00" in absolute_path:
+            raise tornado.web.HTTPError(404)
+        return super().validate_absolute_path(root, absolute_path)
+
 
 class DashboardHandler(BaseHandler):
     """Base of every dashboard page: loads the owner, picks the language, renders templates."""

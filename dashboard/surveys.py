@@ -1,90 +1,38 @@
-"""Survey pages' data: the aggregates of ``service.store.surveys`` as JSON, per-user progress, and
-the CSV export of all responses (UTF-8 with a BOM, so Excel shows Chinese correctly)."""
+"""Survey pages' data: the reports of ``service.reports`` as JSON, and the CSV export of all
+responses (UTF-8 with a BOM, so Excel shows Chinese correctly). Handlers parse, call, write."""
 
 from __future__ import annotations
 
 import csv
 import io
 import urllib.parse
-from typing import Any
 
 import tornado.web
 
-from service.store import dashboard as store
-from service.store import surveys as surveys_store
+from service import reports
 from service.surveys import Survey
 
 from .base import ApiHandler, DashboardHandler
 
-__all__ = ["find_survey", "progress_for", "routes", "titles", "totals", "wipe_test"]
+__all__ = ["definitions", "find_survey", "routes", "wipe_test"]
 
 
-def _surveys(handler: tornado.web.RequestHandler) -> list[Survey]:
-    engine = handler.settings.get("surveys")
-    if engine is None:
-        return []
-    return list(engine.all_surveys())
+def definitions(handler: tornado.web.RequestHandler) -> list[Survey]:
+    """The loaded survey definitions, from the application settings."""
+    return reports.definitions(handler.settings.get("surveys"))
 
 
 def find_survey(handler: tornado.web.RequestHandler, survey_id: str) -> Survey:
-    for survey in _surveys(handler):
-        if survey.id == survey_id:
-            return survey
-    raise tornado.web.HTTPError(404, "no survey %s", survey_id)
-
-
-def titles(handler: tornado.web.RequestHandler) -> list[dict[str, str]]:
-    return [{"id": s.id, "title": s.title} for s in _surveys(handler)]
-
-
-async def totals(handler: DashboardHandler, *, include_test: bool) -> dict[str, int]:
-    """Starts and completions over every survey (the overview cards)."""
-    started = finished = 0
-    for survey in _surveys(handler):
-        funnel = await surveys_store.funnel(handler.db, survey, include_test_users=include_test)
-        started += funnel["started"]
-        finished += funnel["finished"]
-    return {"started": started, "finished": finished}
-
-
-def _progress_view(survey: Survey, doc: dict[str, Any] | None) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "survey_id": survey.id,
-        "title": survey.title,
-        "total": survey.total,
-        "state": "not_started",
-    }
-    if doc is None:
-        return view
-    view["answered"] = len(doc.get("answers") or [])
-    view["attempt"] = doc.get("attempt", 1)
-    if doc.get("state") == "finished":
-        result = doc.get("result") or {}
-        view.update(state="finished", score=doc.get("score"), result_title=result.get("title"))
-        return view
-    current = doc.get("current")
-    position = survey.position(current) if current and survey.question(current) else None
-    view.update(state="in_progress", position=position, paused=bool(doc.get("paused")))
-    return view
-
-
-async def progress_for(handler: DashboardHandler, openids: list[str]) -> dict[str, list[Any]]:
-    """Each user's progress in every survey: not started / question k of n / finished."""
-    surveys = _surveys(handler)
-    if not surveys or not openids:
-        return {}
-    by_key = {
-        (doc["openid"], doc["survey"]): doc
-        for doc in await store.survey_sessions_of(handler.db, openids)
-    }
-    return {
-        openid: [_progress_view(s, by_key.get((openid, s.id))) for s in surveys]
-        for openid in openids
-    }
+    """The survey a URL names, or a 404."""
+    survey = reports.find(definitions(handler), survey_id)
+    if survey is None:
+        raise tornado.web.HTTPError(404, "no survey %s", survey_id)
+    return survey
 
 
 async def wipe_test(handler: DashboardHandler) -> dict[str, int]:
-    return {"survey_sessions": await surveys_store.delete_test_data(handler.db)}
+    """Kept for ``dashboard.simulator``'s wipe; the rule is ``reports.wipe_test``."""
+    return await reports.wipe_test(handler.db)
 
 
 class SurveysApi(ApiHandler):
@@ -93,17 +41,7 @@ class SurveysApi(ApiHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
         include_test = self.bool_argument("test", False)
-        items = []
-        for survey in _surveys(self):
-            funnel = await surveys_store.funnel(self.db, survey, include_test_users=include_test)
-            items.append(
-                {
-                    **survey.describe(),
-                    "started": funnel["started"],
-                    "finished": funnel["finished"],
-                    "completion_rate": funnel["completion_rate"],
-                }
-            )
+        items = await reports.survey_list(self.db, definitions(self), include_test=include_test)
         self.write_json({"items": items})
 
 
@@ -113,30 +51,13 @@ class SurveyApi(ApiHandler):
     @tornado.web.authenticated
     async def get(self, survey_id: str) -> None:
         survey = find_survey(self, survey_id)
-        include_test = self.bool_argument("test", False)
-        db = self.db
-        test = include_test
-        scores = await surveys_store.score_distribution(db, survey, include_test_users=include_test)
-        scored = sum(row["count"] for row in scores)
-        points = sum(row["score"] * row["count"] for row in scores)
-        average = round(points / scored, 2) if scored else None
-        low, high = survey.score_range() if survey.scored else (0, 0)
-        self.write_json(
-            {
-                "survey": survey.describe(),
-                "questions": await surveys_store.option_counts(
-                    db, survey, include_test_users=include_test
-                ),
-                "scores": scores,
-                "score_range": [low, high],
-                "average_score": average,
-                "bands": await surveys_store.band_counts(db, survey, include_test_users=test),
-                "funnel": await surveys_store.funnel(db, survey, include_test_users=include_test),
-                "completions": await surveys_store.completions_over_time(
-                    db, survey, include_test_users=include_test, timezone=self.config.timezone
-                ),
-            }
+        report = await reports.survey_report(
+            self.db,
+            survey,
+            include_test=self.bool_argument("test", False),
+            timezone=self.config.timezone,
         )
+        self.write_json(report)
 
 
 class ExportHandler(DashboardHandler):
@@ -147,7 +68,6 @@ class ExportHandler(DashboardHandler):
         survey = find_survey(self, survey_id)
         include_test = self.get_query_argument("test", "0") in {"1", "true"}
         finished_only = self.get_query_argument("finished", "0") in {"1", "true"}
-        columns = surveys_store.response_columns(survey)
         filename = f"{survey.id}-responses.csv"
         quoted = urllib.parse.quote(f"{survey.title}-responses.csv")
         self.set_header("Content-Type", "text/csv; charset=UTF-8")
@@ -158,12 +78,12 @@ class ExportHandler(DashboardHandler):
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
         buffer.write("\ufeff")  # the BOM: Excel then reads the file as UTF-8
-        writer.writerow([header for _, header in columns])
+        writer.writerow(reports.csv_header(survey))
         rows = 0
-        async for row in surveys_store.iter_responses(
-            self.db, survey, include_test_users=include_test, finished_only=finished_only
+        async for row in reports.csv_rows(
+            self.db, survey, include_test=include_test, finished_only=finished_only
         ):
-            writer.writerow([_cell(row.get(key, "")) for key, _ in columns])
+            writer.writerow(row)
             rows += 1
             if rows % 500 == 0:
                 self.write(buffer.getvalue().encode("utf-8"))
@@ -172,22 +92,6 @@ class ExportHandler(DashboardHandler):
                 await self.flush()
         self.write(buffer.getvalue().encode("utf-8"))
         self.finish()
-
-
-def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    # A cell starting with = + - @ is a formula to Excel: keep answers from running as one.
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text):
-        return "'" + text
-    return text
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 routes = [

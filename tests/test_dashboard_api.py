@@ -319,7 +319,7 @@ async def test_csv_export_has_bom_one_row_per_user_one_column_per_question(logge
 
 
 def test_csv_cells_never_become_formulas():
-    from dashboard.surveys import _cell
+    from service.reports import csv_cell as _cell
 
     assert _cell("=HYPERLINK(1)") == "'=HYPERLINK(1)"
     assert _cell("-5") == "-5"

@@ -276,6 +276,22 @@ async def test_change_password_ends_other_sessions(logged_in, http_client, base_
 
 
 @pytest.mark.gen_test
+async def test_an_over_long_new_password_is_a_400_that_says_why(logged_in):
+    """It was an uncaught OwnerError (a 500) before."""
+    await logged_in.get("/dashboard/password")
+    long = "x" * 1100
+    form = {"current": PASSWORD, "new": long, "repeat": long}
+    response = await logged_in.post_form("/dashboard/password", form)
+    assert response.code == 400
+    assert "新密码最多只能有 1024 个字符" in response.body.decode()
+    english = await logged_in.post_form("/dashboard/password?lang=en", form)
+    assert english.code == 400
+    assert "The new password must have at most 1024 characters." in english.body.decode()
+    fresh = await logged_in.login(OWNER, PASSWORD)  # the password did not change
+    assert fresh.code == 302
+
+
+@pytest.mark.gen_test
 async def test_one_time_password_must_be_changed_first(session, db):
     await owners.create(db, "admin", "one-time-pass", must_change_password=True)
     response = await session.login("admin", "one-time-pass")

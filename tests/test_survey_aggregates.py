@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from service import reports
 from service.store import surveys as store
 from service.surveys import SHIPPED_DIR, SurveyEngine, load_dir
 from tests.survey_helpers import BAOGAN_IDS, LAB_YAML, talk, write_surveys
@@ -46,6 +47,11 @@ async def seed(engine: SurveyEngine, db: Any, wechat: Any) -> None:
         await db.survey_sessions.update_one(
             {"_id": f"baogan:{openid}"}, {"$set": {"finished_at": finished}}
         )
+
+
+async def progress(db: Any, survey: Any, openid: str) -> dict[str, Any]:
+    """One user's progress in one survey, as the dashboard gets it (``reports.progress``)."""
+    return (await reports.progress(db, [survey], [openid]))[openid][0]
 
 
 @pytest.mark.gen_test(timeout=90)
@@ -133,37 +139,40 @@ async def test_progress_responses_and_wiping_test_data(engine, db, wechat):
     await seed(engine, db, wechat)
     baogan = engine.surveys["baogan"]
 
-    u4 = await store.progress(db, baogan, "u4")
+    # The one progress shape (reports.progress_entry): ``position`` is the question number,
+    # ``result_title`` the band's title, ``survey_id`` + ``title`` name the survey.
+    u4 = await progress(db, baogan, "u4")
     assert {
         k: u4[k]
-        for k in ("state", "paused", "question", "question_id", "total", "answered", "attempt")
+        for k in ("state", "paused", "position", "question_id", "total", "answered", "attempt")
     } == {
         "state": "in_progress",
         "paused": False,
-        "question": 4,
+        "position": 4,
         "question_id": "alarm",
         "total": 10,
         "answered": 3,
         "attempt": 1,
     }
-    u5 = await store.progress(db, baogan, "u5")
-    assert (u5["state"], u5["paused"], u5["question"], u5["answered"]) == (
+    u5 = await progress(db, baogan, "u5")
+    assert (u5["state"], u5["paused"], u5["position"], u5["answered"]) == (
         "in_progress",
         True,
         1,
         0,
     )
-    u1 = await store.progress(db, baogan, "u1")
-    assert (u1["state"], u1["score"], u1["band"], u1["title"]) == (
+    u1 = await progress(db, baogan, "u1")
+    assert (u1["state"], u1["score"], u1["band"], u1["result_title"]) == (
         "finished",
         0,
         "healthy",
         "作息模范生",
     )
     assert u1["finished_at"] == dt.datetime(2026, 11, 26, 15, 30, tzinfo=UTC)
-    assert await store.progress(db, baogan, "nobody") == {
+    assert await progress(db, baogan, "nobody") == {
         "state": "not_started",
-        "survey": "baogan",
+        "survey_id": "baogan",
+        "title": "爆肝度调查",
         "total": 10,
     }
 

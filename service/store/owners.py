@@ -3,9 +3,15 @@
 Passwords are hashed with argon2id (argon2-cffi) in a worker thread: a hash takes tens of
 milliseconds of CPU and must not stall the event loop that answers WeChat.
 
-The throttle keeps one document per failed login, keyed ``account:<name>`` and ``ip:<address>``,
-with a TTL index so MongoDB removes them after the window. Every process reads the same documents,
-so the limit holds across the processes supervisord runs.
+The throttle keeps one document per login attempt and counter, keyed ``account:<name>`` and
+``ip:<address>``, with a TTL index so MongoDB removes them after the window. An attempt is written
+*before* its password is checked (``open_attempt``) and counted together with every other attempt
+in the window; a refused attempt is taken back (``drop_attempt``), a failed one stays as the
+failure, a successful one is taken back and clears the account. Because each attempt is stored
+before it counts, the last of any set of attempts allowed through sees them all: at most
+``MAX_FAILURES`` passwords are checked per counter and window, however many requests arrive at
+once. Every process reads the same documents, so the limit holds across the processes supervisord
+runs.
 """
 
 from __future__ import annotations
@@ -29,20 +35,26 @@ __all__ = [
     "COLLECTION",
     "FAILURES",
     "MAX_FAILURES",
+    "MAX_PASSWORD_LENGTH",
     "MIN_PASSWORD_LENGTH",
     "WINDOW",
     "OwnerError",
     "authenticate",
     "blocked_until",
+    "check_password",
     "clear_failures",
     "count",
     "create",
+    "drop_attempt",
     "ensure_indexes",
     "generate_password",
     "get",
     "normalize_name",
+    "open_attempt",
+    "password_problem",
     "record_failure",
     "set_password",
+    "throttle_keys",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,6 +88,7 @@ async def ensure_indexes(db: Db) -> None:
     failures = db[FAILURES]
     await failures.create_index([("key", ASCENDING), ("at", ASCENDING)], name="key_at")
     await failures.create_index("expires_at", expireAfterSeconds=0, name="expires_at_ttl")
+    await failures.create_index("attempt", sparse=True, name="attempt")
 
 
 def normalize_name(name: str) -> str:
@@ -88,10 +101,20 @@ def normalize_name(name: str) -> str:
     return cleaned
 
 
-def check_password(password: str) -> None:
+def password_problem(password: str) -> str | None:
+    """What is wrong with a new password (``"too_short"``, ``"too_long"``), or ``None``."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise OwnerError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+        return "too_short"
     if len(password) > MAX_PASSWORD_LENGTH:
+        return "too_long"
+    return None
+
+
+def check_password(password: str) -> None:
+    problem = password_problem(password)
+    if problem == "too_short":
+        raise OwnerError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if problem == "too_long":
         raise OwnerError(f"password must be at most {MAX_PASSWORD_LENGTH} characters")
 
 
@@ -208,6 +231,36 @@ async def record_failure(db: Db, keys: list[str], now: dt.datetime | None = None
     now = now or dt.datetime.now(dt.UTC)
     docs = [{"key": key, "at": now, "expires_at": now + WINDOW} for key in keys]
     await db[FAILURES].insert_many(docs, ordered=False)
+
+
+async def open_attempt(
+    db: Db, keys: list[str], now: dt.datetime | None = None
+) -> tuple[str, dict[str, int]]:
+    """Store a login attempt under every key, then count each key's attempts in the window.
+
+    Returns the attempt's id (for ``drop_attempt``) and, per key, how many attempts the window
+    holds now, this one included. Call it before checking the password: the count is what lets
+    the password be checked at all.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    attempt = secrets.token_hex(12)
+    docs = [{"key": key, "at": now, "expires_at": now + WINDOW, "attempt": attempt} for key in keys]
+    await db[FAILURES].insert_many(docs, ordered=False)
+    cursor = await db[FAILURES].aggregate(
+        [
+            {"$match": {"key": {"$in": keys}, "at": {"$gt": now - WINDOW}}},
+            {"$group": {"_id": "$key", "n": {"$sum": 1}}},
+        ]
+    )
+    counts = {key: 0 for key in keys}
+    async for row in cursor:
+        counts[row["_id"]] = int(row["n"])
+    return attempt, counts
+
+
+async def drop_attempt(db: Db, attempt: str) -> None:
+    """Take back an attempt stored by ``open_attempt`` (it was refused, or it succeeded)."""
+    await db[FAILURES].delete_many({"attempt": attempt})
 
 
 async def clear_failures(db: Db, key: str) -> None:

@@ -53,7 +53,6 @@ __all__ = [
     "insert_session",
     "iter_responses",
     "option_counts",
-    "progress",
     "response_columns",
     "score_distribution",
     "session_id",
@@ -408,52 +407,6 @@ async def completions_over_time(
         out.append({"date": key, "count": days.get(key, 0)})
         day += dt.timedelta(days=1)
     return out
-
-
-def _progress_of(survey: Survey, doc: Mapping[str, Any] | None) -> dict[str, Any]:
-    if doc is None:
-        return {"state": "not_started", "survey": survey.id, "total": survey.total}
-    base = {
-        "survey": survey.id,
-        "total": survey.total,
-        "attempt": doc.get("attempt", 1),
-        "answered": len(doc.get("answers") or []),
-        "started_at": doc.get("started_at"),
-        "updated_at": doc.get("updated_at"),
-    }
-    if doc.get("state") == "finished":
-        result = doc.get("result") or {}
-        return {
-            **base,
-            "state": "finished",
-            "finished_at": doc.get("finished_at"),
-            "score": doc.get("score"),
-            "band": result.get("band"),
-            "title": result.get("title"),
-        }
-    current = doc.get("current")
-    question = survey.question(current) if isinstance(current, str) else None
-    return {
-        **base,
-        "state": "in_progress",
-        "paused": bool(doc.get("paused")),
-        "question_id": current,
-        "question": survey.position(question.id) if question is not None else None,
-    }
-
-
-async def progress(db: Db, survey: Survey, openid: str) -> dict[str, Any]:
-    """Where one user is in a survey::
-
-        {"state": "not_started", "survey": "baogan", "total": 10}
-        {"state": "in_progress", "paused": False, "question": 3, "question_id": "sleep_hours",
-         "total": 10, "answered": 2, "attempt": 1, "started_at": ..., "updated_at": ...}
-        {"state": "finished", "score": 17, "band": "moderate", "title": "中度爆肝",
-         "total": 10, "answered": 10, "attempt": 1, "started_at": ..., "finished_at": ...}
-
-    ``question`` is 1-based (``第 3/10 题``).
-    """
-    return _progress_of(survey, await get(db, survey.id, openid))
 
 
 def response_columns(survey: Survey) -> list[tuple[str, str]]:

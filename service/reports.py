@@ -1,0 +1,209 @@
+"""The survey reports the dashboard shows: plain data from plain arguments, no HTTP in here.
+
+Every function takes the database and the loaded survey definitions (``definitions(engine)``),
+and returns what the JSON API sends (datetimes stay ``datetime``; the API's encoder writes them as
+ISO 8601). The arithmetic lives in ``service.store.surveys``'s aggregates; this module puts them
+together per page:
+
+- ``survey_list``: every survey with its starts, completions and completion rate;
+- ``totals``: starts and completions over every survey (the overview cards);
+- ``survey_report``: all the charts of one survey;
+- ``progress``: where each user of a page is in every survey (the one progress shape);
+- ``wipe_test``: delete the simulator's survey sessions;
+- ``csv_header`` / ``csv_rows``: the export, one row per user, cells safe for Excel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from service.store import dashboard as dashboard_store
+from service.store import surveys as store
+from service.surveys import Survey
+
+__all__ = [
+    "csv_cell",
+    "csv_header",
+    "csv_rows",
+    "definitions",
+    "find",
+    "progress",
+    "progress_entry",
+    "survey_list",
+    "survey_report",
+    "titles",
+    "totals",
+    "wipe_test",
+]
+
+Db = AsyncDatabase[dict[str, Any]]
+
+
+class _Engine(Protocol):
+    def all_surveys(self) -> Iterable[Survey]: ...
+
+
+def definitions(engine: _Engine | None) -> list[Survey]:
+    """The surveys the engine has loaded, in its order; none without an engine."""
+    return [] if engine is None else list(engine.all_surveys())
+
+
+def find(surveys: Sequence[Survey], survey_id: str) -> Survey | None:
+    return next((s for s in surveys if s.id == survey_id), None)
+
+
+def titles(surveys: Sequence[Survey]) -> list[dict[str, str]]:
+    return [{"id": s.id, "title": s.title} for s in surveys]
+
+
+async def survey_list(
+    db: Db, surveys: Sequence[Survey], *, include_test: bool = False
+) -> list[dict[str, Any]]:
+    """Every survey's description with ``started``, ``finished`` and ``completion_rate``."""
+    items = []
+    for survey in surveys:
+        funnel = await store.funnel(db, survey, include_test_users=include_test)
+        items.append(
+            {
+                **survey.describe(),
+                "started": funnel["started"],
+                "finished": funnel["finished"],
+                "completion_rate": funnel["completion_rate"],
+            }
+        )
+    return items
+
+
+async def totals(
+    db: Db, surveys: Sequence[Survey], *, include_test: bool = False
+) -> dict[str, int]:
+    """Starts and completions over every survey: ``{"started": n, "finished": m}``."""
+    items = await survey_list(db, surveys, include_test=include_test)
+    return {
+        "started": sum(item["started"] for item in items),
+        "finished": sum(item["finished"] for item in items),
+    }
+
+
+async def survey_report(
+    db: Db, survey: Survey, *, include_test: bool = False, timezone: str = "Asia/Shanghai"
+) -> dict[str, Any]:
+    """Per-question counts, scores (with their range and average), bands, funnel, completions
+    per day in ``timezone``."""
+    scores = await store.score_distribution(db, survey, include_test_users=include_test)
+    scored = sum(row["count"] for row in scores)
+    points = sum(row["score"] * row["count"] for row in scores)
+    low, high = survey.score_range() if survey.scored else (0, 0)
+    return {
+        "survey": survey.describe(),
+        "questions": await store.option_counts(db, survey, include_test_users=include_test),
+        "scores": scores,
+        "score_range": [low, high],
+        "average_score": round(points / scored, 2) if scored else None,
+        "bands": await store.band_counts(db, survey, include_test_users=include_test),
+        "funnel": await store.funnel(db, survey, include_test_users=include_test),
+        "completions": await store.completions_over_time(
+            db, survey, include_test_users=include_test, timezone=timezone
+        ),
+    }
+
+
+def progress_entry(survey: Survey, doc: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Where one user is in one survey, from the survey session document (``None``: none)::
+
+        {"survey_id": "baogan", "title": "爆肝度调查", "total": 10, "state": "not_started"}
+        {..., "state": "in_progress", "paused": False, "position": 4, "question_id": "alarm",
+         "answered": 3, "attempt": 1, "started_at": ...}
+        {..., "state": "finished", "score": 17, "band": "moderate", "result_title": "中度爆肝",
+         "answered": 10, "attempt": 1, "started_at": ..., "finished_at": ...}
+
+    ``title`` is the survey's; ``position`` is 1-based (``第 4/10 题``), ``None`` when the
+    question being asked is no longer in the definition.
+    """
+    entry: dict[str, Any] = {
+        "survey_id": survey.id,
+        "title": survey.title,
+        "total": survey.total,
+        "state": "not_started",
+    }
+    if doc is None:
+        return entry
+    entry.update(
+        answered=len(doc.get("answers") or []),
+        attempt=doc.get("attempt", 1),
+        started_at=doc.get("started_at"),
+    )
+    if doc.get("state") == "finished":
+        result = doc.get("result") or {}
+        entry.update(
+            state="finished",
+            finished_at=doc.get("finished_at"),
+            score=doc.get("score"),
+            band=result.get("band"),
+            result_title=result.get("title"),
+        )
+        return entry
+    current = doc.get("current")
+    question = survey.question(current) if isinstance(current, str) and current else None
+    entry.update(
+        state="in_progress",
+        paused=bool(doc.get("paused")),
+        question_id=current,
+        position=survey.position(question.id) if question is not None else None,
+    )
+    return entry
+
+
+async def progress(
+    db: Db, surveys: Sequence[Survey], openids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Each user's ``progress_entry`` in every survey, for a page of users: one query."""
+    if not surveys or not openids:
+        return {}
+    by_key = {
+        (doc["openid"], doc["survey"]): doc
+        for doc in await dashboard_store.survey_sessions_of(db, list(openids))
+    }
+    return {
+        openid: [progress_entry(s, by_key.get((openid, s.id))) for s in surveys]
+        for openid in openids
+    }
+
+
+async def wipe_test(db: Db) -> dict[str, int]:
+    """Delete every test user's survey sessions: ``{"survey_sessions": n}``."""
+    return {"survey_sessions": await store.delete_test_data(db)}
+
+
+def csv_header(survey: Survey) -> list[str]:
+    return [header for _, header in store.response_columns(survey)]
+
+
+async def csv_rows(
+    db: Db, survey: Survey, *, include_test: bool = False, finished_only: bool = False
+) -> AsyncIterator[list[str]]:
+    """The export's rows after ``csv_header``, one per user, streamed; every cell a string."""
+    keys = [key for key, _ in store.response_columns(survey)]
+    async for row in store.iter_responses(
+        db, survey, include_test_users=include_test, finished_only=finished_only
+    ):
+        yield [csv_cell(row.get(key, "")) for key in keys]
+
+
+def csv_cell(value: Any) -> str:
+    """A cell as text; one starting with = + - @ (a formula to Excel) gets a leading quote."""
+    text = "" if value is None else str(value)
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text):
+        return "'" + text
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

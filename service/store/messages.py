@@ -13,7 +13,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
-from . import Db
+from . import Db, journaled
 
 __all__ = [
     "COLLECTION",
@@ -40,7 +40,7 @@ async def ensure_indexes(db: Db) -> None:
 async def insert_once(db: Db, doc: dict[str, Any]) -> dict[str, Any] | None:
     """Insert ``doc``; return ``None`` when it was new, or the stored document when it was not."""
     try:
-        await db[COLLECTION].insert_one(doc)
+        await journaled(db, COLLECTION).insert_one(doc)
     except DuplicateKeyError:
         return await wait_for(db, doc["_id"])
     return None
@@ -49,7 +49,7 @@ async def insert_once(db: Db, doc: dict[str, Any]) -> dict[str, Any] | None:
 async def insert_new(db: Db, doc: dict[str, Any]) -> bool:
     """Insert ``doc`` (a spool replay); False when a document with its ``_id`` already exists."""
     try:
-        await db[COLLECTION].insert_one(doc)
+        await journaled(db, COLLECTION).insert_one(doc)
     except DuplicateKeyError:
         return False
     return True

@@ -37,7 +37,7 @@ from pymongo.errors import DuplicateKeyError
 
 from ..clock import iso as _iso
 from ..clock import now as _now
-from . import TEST_OPENID_PREFIX, Db
+from . import TEST_OPENID_PREFIX, Db, journaled
 
 if TYPE_CHECKING:
     from service.surveys.model import Survey
@@ -99,7 +99,7 @@ async def get(db: Db, survey_id: str, openid: str) -> dict[str, Any] | None:
 async def insert_session(db: Db, doc: dict[str, Any]) -> bool:
     """Insert a new session; False when it exists already or the user is active elsewhere."""
     try:
-        await db[COLLECTION].insert_one(doc)
+        await journaled(db, COLLECTION).insert_one(doc)
     except DuplicateKeyError:
         return False
     return True
@@ -138,7 +138,9 @@ async def update_session(
     if push:
         update["$push"] = push
     try:
-        result = await db[COLLECTION].update_one({"_id": sid, "v": expected_version}, update)
+        result = await journaled(db, COLLECTION).update_one(
+            {"_id": sid, "v": expected_version}, update
+        )
     except DuplicateKeyError:
         return False
     return result.matched_count == 1

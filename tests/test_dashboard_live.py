@@ -193,7 +193,8 @@ async def test_hub_fills_the_gap_after_losing_its_stream(db):
         task = hub._task
         assert task is not None
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        async with asyncio.timeout(10):
+            await asyncio.gather(task, return_exceptions=True)
         hub._resume_token = None
         await messages.insert_once(
             db, message_doc("msg:g2", "gap", now + dt.timedelta(seconds=1), text="missed")
@@ -203,4 +204,5 @@ async def test_hub_fills_the_gap_after_losing_its_stream(db):
             await done.wait()
         assert [e["message"]["text"] for e in got] == ["before", "missed"]
     finally:
-        await hub.stop()
+        async with asyncio.timeout(10):
+            await hub.stop()

@@ -104,10 +104,10 @@ class Process:
         self.wechat_api = make_api(settings, db) if wechat_api is _UNSET else wechat_api
         # An invalid survey definition raises SurveyLoadError here, listing every mistake.
         self.surveys = surveys or load_engine(settings)
-        # `serve --no-store` (benchmark only) keeps the database off the message path entirely:
-        # survey state lives in the database, so the bot answers without surveys there.
         # Keeps the image reply in step with `python -m service media upload`.
         self.image_reply = ImageReply(db, settings.image_media_id)
+        # `serve --no-store` (benchmark only) keeps the database off the message path entirely:
+        # survey state lives in the database, so the bot answers without surveys there.
         self.bot = Bot(
             db,
             surveys=self.surveys if settings.store_messages else None,

@@ -8,6 +8,7 @@ from service.store import TEST_OPENID_PREFIX
 from service.store import dashboard as store
 
 from .base import DashboardHandler
+from .simulator import SIMULATOR_MODES
 from .surveys import find_survey
 
 
@@ -85,7 +86,8 @@ class SimulatorPage(DashboardHandler):
             "simulator.html",
             page="simulator",
             prefix=TEST_OPENID_PREFIX,
-            mode="aes" if self.config.aes_enabled else "plain",
+            mode=SIMULATOR_MODES[self.config.effective_message_mode][0],
+            modes=" ".join(SIMULATOR_MODES[self.config.effective_message_mode]),
         )
 
 

@@ -43,6 +43,15 @@ def test_openid(value: Any) -> str:
     return TEST_OPENID_PREFIX + name
 
 
+# What the simulator may send in each message mode of the endpoint (WECHAT_MESSAGE_MODE): the
+# endpoint refuses the others, so the simulator does not offer them. The first is the default.
+SIMULATOR_MODES: dict[str, tuple[str, ...]] = {
+    "plain": ("plain",),
+    "compat": ("aes", "compat", "plain"),
+    "safe": ("aes", "compat"),
+}
+
+
 class SimulatorSendApi(ApiHandler):
     """``POST {"user", "type", "content" | "event" + "key" | ..., "mode"}`` → the opened reply."""
 
@@ -113,11 +122,16 @@ class SimulatorSendApi(ApiHandler):
         body = self.json_body()
         openid = test_openid(body.get("user"))
         config = self.config
-        mode = str(body.get("mode") or ("aes" if config.aes_enabled else "plain"))
+        allowed = SIMULATOR_MODES[config.effective_message_mode]
+        mode = str(body.get("mode") or allowed[0])
         if mode not in ("plain", "aes", "compat"):
             raise tornado.web.HTTPError(400, "mode must be plain, aes or compat")
-        if mode != "plain" and not config.aes_enabled:
-            raise tornado.web.HTTPError(400, "safe mode needs WECHAT_ENCODING_AES_KEY")
+        if mode not in allowed:
+            raise tornado.web.HTTPError(
+                400,
+                f"the endpoint is in {config.effective_message_mode} mode (WECHAT_MESSAGE_MODE): "
+                f"it refuses {mode} requests; use {' or '.join(allowed)}",
+            )
         side = WeChatSide(
             config.wechat_token, encoding_aes_key=config.encoding_aes_key, app_id=config.app_id
         )

@@ -113,11 +113,10 @@ document.getElementById("wipe").addEventListener("click", async () => {
 
 userInput.value = localStorage.getItem("simulator-user") || randomName();
 localStorage.setItem("simulator-user", userInput.value);
+// Only the modes the endpoint accepts (WECHAT_MESSAGE_MODE) are offered.
+const allowedModes = (main.dataset.modes || main.dataset.mode).split(" ");
+for (const option of modeSelect.options) option.disabled = !allowedModes.includes(option.value);
 const savedMode = localStorage.getItem("simulator-mode");
-modeSelect.value = savedMode || main.dataset.mode;
-if (main.dataset.mode === "plain") {
-  for (const option of modeSelect.options) option.disabled = option.value !== "plain";
-  modeSelect.value = "plain";
-}
+modeSelect.value = allowedModes.includes(savedMode) ? savedMode : main.dataset.mode;
 await loadHistory();
 textInput.focus();

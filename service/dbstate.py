@@ -90,8 +90,11 @@ class DatabaseState:
         callers (a flood of health checks costs the database one ping a second). Its failure is
         reported, not recorded: only the hot path and the replayer mark the database down."""
         now = time.monotonic()
-        if self._probe is not None and now - self._probe.at < max_age:
-            return self._probe
+        cached = self._probe
+        # A failed ping is not reused once the database is known to be back (the replayer saw it
+        # answer): the next health check pings again instead of reporting a stale outage.
+        if cached is not None and now - cached.at < max_age and (cached.ok or not self.up):
+            return cached
         if self._probing is None or self._probing.done():
             self._probing = asyncio.ensure_future(self._ping(ping))
         return await asyncio.shield(self._probing)

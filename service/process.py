@@ -13,13 +13,14 @@ spool                  3. replayer: last replay if the database is up; the spool
 users (counters)       4. users: the counters are flushed (those of step 3's replays included)
 WeChat API client      5. image reply: its background refresh stops
 image reply            6. WeChat API client: its HTTP connections close
-surveys, bot           7. database client (only if this process opened it)
-inbox, replayer        8. embedded database (only if this process started it)
+surveys, bot           then ``Process.open`` (``service.db.open_database``) closes the
+inbox, replayer        database client and stops the embedded database it started
 guard, hub, crypto
 =====================  ==========================================================================
 
 ``Process.open(settings)`` (``serve``) also starts the embedded database when ``MONGODB_URI`` is
-unset, connects and creates the indexes (tolerating an outage if asked). Tests and developers
+unset and connects (``service.db.open_database``, as the command-line tools do), and creates the
+indexes (tolerating an outage if asked). Tests and developers
 build one on a database they already have: ``Process(settings, db=db)``; ``service.app.make_app``
 does exactly that and returns the Tornado application of it (``app.settings["process"]``).
 
@@ -37,14 +38,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.asynchronous.mongo_client import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from .bot import Bot, SurveyHook
 from .config import Settings
-from .db import CommandCounter, connect, ensure_indexes
+from .db import CommandCounter, ensure_indexes, open_database
 from .dbstate import DatabaseState
-from .embedded import EmbeddedDatabase, running_uri
 from .guard import ReplyGuard
 from .image_reply import ImageReply
 from .inbox import Inbox
@@ -75,20 +74,16 @@ class Process:
         settings: Settings,
         *,
         db: AsyncDatabase[dict[str, Any]],
-        client: AsyncMongoClient[dict[str, Any]] | None = None,
-        embedded: EmbeddedDatabase | None = None,
         counter: CommandCounter | None = None,
         surveys: SurveyHook | None = None,
         wechat_api: WeChatAPI | None = _UNSET,
         indexes_pending: BaseException | None = None,
     ) -> None:
-        """``client``/``embedded``: owned by this process, closed last. ``surveys``/``wechat_api``
-        replace the ones built from the settings (tests). ``indexes_pending``: the outage that
-        kept the indexes from being created at start-up; they are once the database is back."""
+        """``surveys``/``wechat_api`` replace the ones built from the settings (tests).
+        ``indexes_pending``: the outage that kept the indexes from being created at start-up;
+        they are once the database is back."""
         self.settings = settings
         self.db = db
-        self.client = client
-        self.embedded = embedded
         self.counter = counter  # the client's command listener: database round trips
         self.metrics = Metrics(db_counter=counter)
         self.database = DatabaseState(metrics=self.metrics)
@@ -169,22 +164,13 @@ class Process:
         (command-line tools); ``serve`` owns its own. ``tolerate_db_outage`` (``serve``): an
         unreachable database does not stop the start-up; the service answers and spools.
         """
-        embedded: EmbeddedDatabase | None = None
-        uri = settings.mongodb_uri
-        if settings.embedded_db:
-            storage = settings.data_dir / "secantus"
-            attached = running_uri(storage) if attach else None
-            if attached is None:
-                embedded = EmbeddedDatabase(storage, log_path=settings.data_dir / "secantus.log")
-                await asyncio.to_thread(embedded.start)
-                uri = embedded.uri
-            else:
-                log.info("using the embedded database of the running service (%s)", storage)
-                uri = attached
         counter = parts.pop("counter", None) or CommandCounter()
-        client, db = connect(settings, uri, counter=counter)
-        process: Process | None = None
-        try:
+        # open_database starts (or attaches to) the embedded database and connects; it closes
+        # the client and stops the embedded database after this process has been closed.
+        async with open_database(settings, attach=attach, counter=counter, indexes=False) as (
+            _client,
+            db,
+        ):
             outage: PyMongoError | None = None
             try:
                 await ensure_indexes(db)
@@ -197,24 +183,12 @@ class Process:
                     "messages until it is back",
                     type(e).__name__,
                 )
-            process = cls(
-                settings,
-                db=db,
-                client=client,
-                embedded=embedded,
-                counter=counter,
-                indexes_pending=outage,
-                **parts,
-            )
-            await process.start()
-            yield process
-        finally:
-            if process is not None:
+            process = cls(settings, db=db, counter=counter, indexes_pending=outage, **parts)
+            try:
+                await process.start()
+                yield process
+            finally:
                 await process.close()
-            else:  # construction failed: release what was opened
-                await client.close()
-                if embedded is not None:
-                    await asyncio.to_thread(embedded.stop)
 
     async def start(self) -> None:
         """Start the background work: the spool replayer (it first replays what an earlier run
@@ -240,11 +214,6 @@ class Process:
         steps.append(("image reply", self.image_reply.close, CLOSE_STEP_TIMEOUT))
         if self.wechat_api is not None:
             steps.append(("WeChat API client", self.wechat_api.close, CLOSE_STEP_TIMEOUT))
-        if self.client is not None:
-            steps.append(("database client", self.client.close, CLOSE_STEP_TIMEOUT))
-        if self.embedded is not None:
-            embedded = self.embedded
-            steps.append(("embedded database", lambda: asyncio.to_thread(embedded.stop), 30.0))
         for name, step, limit in steps:
             try:
                 await asyncio.wait_for(step(), limit)

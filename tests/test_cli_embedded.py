@@ -17,11 +17,18 @@ from tests.test_shutdown import ROOT, Service, services  # noqa: F401 - fixture
 pytestmark = pytest.mark.slow
 
 
-def cli(tmp_path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def cli(
+    tmp_path,
+    *args: str,
+    stdin: str = "",
+    python: str = sys.executable,
+    **env_vars: str,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m service ARGS`` with a clean environment (plus ``env_vars``)."""
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    env.update(DATA_DIR=str(tmp_path / "data"), COOKIE_SECRET="x")
+    env.update(DATA_DIR=str(tmp_path / "data"), COOKIE_SECRET="x", **env_vars)
     return subprocess.run(
-        [sys.executable, "-m", "service", *args],
+        [python, "-m", "service", *args],
         cwd=ROOT,
         env=env,
         input=stdin,
@@ -65,23 +72,7 @@ def test_serve_on_a_taken_port_exits_with_one_clear_line(tmp_path, mongo_uri):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-        env.update(
-            DATA_DIR=str(tmp_path / "data"),
-            WECHAT_TOKEN="tok",
-            COOKIE_SECRET="x",
-            MONGODB_URI=mongo_uri,
-            PORT=str(port),
-        )
-        result = subprocess.run(
-            [sys.executable, "-m", "service", "serve"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = cli(tmp_path, "serve", WECHAT_TOKEN="tok", MONGODB_URI=mongo_uri, PORT=str(port))
     assert result.returncode == 2
     output = result.stdout + result.stderr
     assert "Traceback" not in output
@@ -100,23 +91,14 @@ def test_serve_without_the_embedded_database_installed_says_how_to_install_it(tm
     python = bin_dir / "python3"
     python.symlink_to(os.path.realpath(sys.executable))
     paths = [str(ROOT), sysconfig.get_paths()["purelib"], *site.getsitepackages()]
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    env.update(
+    result = cli(
+        tmp_path,
+        "serve",
+        python=str(python),
         PATH=str(bin_dir),
         PYTHONPATH=os.pathsep.join(paths),
-        DATA_DIR=str(tmp_path / "data"),
         WECHAT_TOKEN="tok",
-        COOKIE_SECRET="x",
         PORT="0",
-    )
-    result = subprocess.run(
-        [str(python), "-m", "service", "serve"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 2, output

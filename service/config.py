@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_TIMEZONE",
     "ENV_VARS",
+    "EVENT_LOOPS",
     "MESSAGE_MODES",
     "NO_TOKEN",
     "ConfigError",
@@ -62,10 +63,13 @@ ENV_VARS: dict[str, tuple[str, type]] = {
     "SIGNATURE_MAX_AGE": ("signature_max_age", int),
     "IDLE_CONNECTION_TIMEOUT": ("idle_connection_timeout", float),
     "BODY_TIMEOUT": ("body_timeout", float),
+    "EVENT_LOOP": ("event_loop", str),
 }
 
 # 公众平台 → 基本配置 → 消息加解密方式: 明文模式, 兼容模式, 安全模式.
 MESSAGE_MODES = ("plain", "compat", "safe")
+# EVENT_LOOP: uvloop when installed, or either one by name (service/eventloop.py).
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 # A stored message holds the body (``raw``) and its fields: this keeps it well under MongoDB's
 # 16 MB document limit.
 MAX_BODY_BYTES_CEILING = 4 * 1024 * 1024
@@ -135,6 +139,8 @@ class Settings:
     # requests), and to send its body: slow clients cannot hold connections open.
     idle_connection_timeout: float = 60.0
     body_timeout: float = 10.0
+    # The event loop `serve` runs on: auto (uvloop when installed), uvloop or asyncio.
+    event_loop: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.wechat_token:
@@ -152,6 +158,10 @@ class Settings:
         if self.spool_max_bytes <= 0:
             raise ConfigError("SPOOL_MAX_BYTES must be positive")
         self._check_wire()
+        if self.event_loop not in EVENT_LOOPS:
+            raise ConfigError(
+                f"EVENT_LOOP must be auto, uvloop or asyncio, got {self.event_loop!r}"
+            )
         try:
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:

@@ -27,7 +27,7 @@ import tornado.httputil
 import tornado.netutil
 import tornado.web
 
-from . import __version__
+from . import __version__, eventloop
 from .config import ConfigError, Settings, dev_secret, http_server_options
 from .embedded import EmbeddedDatabaseError
 from .inflight import InFlight
@@ -76,10 +76,11 @@ async def serve(settings: Settings, *, dev: bool = False) -> None:
             loop.add_signal_handler(sig, stop.set)
         where = f"http://{settings.host}:{settings.port}"
         log.info(
-            "wechat-survey %s listening on %s (database: %s)",
+            "wechat-survey %s listening on %s (database: %s; event loop: %s)",
             __version__,
             where,
             "embedded SecantusDB" if settings.embedded_db else "MONGODB_URI",
+            eventloop.describe(loop, settings.event_loop),
         )
         log.info("WeChat message mode: %s", settings.describe_message_mode())
         if not settings.store_messages:
@@ -129,7 +130,7 @@ def _serve(args: argparse.Namespace) -> int:
             settings = settings.replace(
                 cookie_secret=dev_secret(settings.data_dir, "cookie-secret")
             )
-        asyncio.run(serve(settings, dev=args.dev))
+        eventloop.run(serve(settings, dev=args.dev), settings.event_loop)
     except (ConfigError, EmbeddedDatabaseError, ListenError) as e:
         log.error("%s", e)
         return 2

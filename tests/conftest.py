@@ -36,6 +36,28 @@ pytest_plugins = [
 ]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--event-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop of the in-process tests (pytest-tornado's io_loop); default asyncio",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite stays on asyncio's loop unless asked: `serve` chooses its loop itself
+    # (EVENT_LOOP, service/eventloop.py) and installs no policy, and tests/test_event_loop.py
+    # starts `serve` on each loop. pytest-tornado's io_loop makes its loops through the policy,
+    # so `--event-loop uvloop` runs the in-process tests on uvloop too.
+    if config.getoption("--event-loop") == "uvloop":
+        import asyncio
+
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 @pytest.fixture(autouse=True)
 def _collect_known_socket_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     """Tests marked ``leaks_sockets`` collect, at their end, a socket a library left unclosed.

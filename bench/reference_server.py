@@ -6,7 +6,10 @@ and reports the service's throughput as a ratio to it, so the figures hold on an
 server gets the options ``serve`` uses (``--xheaders`` as with ``XHEADERS=true``, the body limit):
 the handler is the only difference.
 
-    python bench/reference_server.py --port 8100 [--xheaders]
+    python bench/reference_server.py --port 8100 [--xheaders] [--event-loop auto|uvloop|asyncio]
+
+``--event-loop`` picks the loop as ``serve``'s ``EVENT_LOOP`` does (the benchmark gives both the
+same), so the ratio compares handlers, not event loops.
 """
 
 from __future__ import annotations
@@ -14,9 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
+from pathlib import Path
 
 import tornado.httpserver
 import tornado.web
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from service import eventloop  # noqa: E402
 
 REPLY = (
     b"<xml><ToUserName><![CDATA[sim-bench]]></ToUserName>"
@@ -43,7 +54,7 @@ def make_app() -> tornado.web.Application:
     )
 
 
-async def main(host: str, port: int, xheaders: bool) -> None:
+async def main(host: str, port: int, xheaders: bool, choice: str) -> None:
     server = tornado.httpserver.HTTPServer(
         make_app(), xheaders=xheaders, max_body_size=8 * 1024 * 1024
     )
@@ -52,7 +63,11 @@ async def main(host: str, port: int, xheaders: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"reference listening on http://{host}:{port}", flush=True)
+    print(
+        f"reference listening on http://{host}:{port} "
+        f"(event loop: {eventloop.describe(loop, choice)})",
+        flush=True,
+    )
     await stop.wait()
     server.stop()
 
@@ -62,5 +77,6 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--xheaders", action="store_true", help="trust X-Forwarded-* (as serve)")
+    parser.add_argument("--event-loop", default="auto", choices=eventloop.EVENT_LOOPS)
     args = parser.parse_args()
-    asyncio.run(main(args.host, args.port, args.xheaders))
+    eventloop.run(main(args.host, args.port, args.xheaders, args.event_loop), args.event_loop)

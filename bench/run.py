@@ -9,6 +9,7 @@ the same figures to ``bench/results/<timestamp>.json``. See ``bench/README.md``.
 
     .venv/bin/python bench/run.py                 # the full run (about 10 minutes)
     .venv/bin/python bench/run.py --quick         # a one-minute look
+    .venv/bin/python bench/run.py --quick --one-core   # service and database on one core
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -47,6 +49,9 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 SURVEY_KEYWORD = "爆肝度调查"
 DB_METRIC = "wechat_survey_database_commands_total{"
+# In the start-up line of serve and of the reference server:
+# "event loop: uvloop 0.23.0 (EVENT_LOOP=auto)".
+EVENT_LOOP_LINE = re.compile(r"event loop: (.+?) \(EVENT_LOOP=")
 
 # Workload id -> (label, service, mode). "service" is which server the load is aimed at.
 WORKLOADS: dict[str, tuple[str, str, str]] = {
@@ -176,6 +181,17 @@ class Server:
                 return process.wait()
         return process.returncode
 
+    def event_loop(self, timeout: float = 10.0) -> str:
+        """The loop the server says it runs on (its start-up line), e.g. ``uvloop 0.23.0``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = EVENT_LOOP_LINE.search(self.log_path.read_text(errors="replace"))
+            if found:
+                return found.group(1)
+            if time.monotonic() > deadline:
+                return "?"
+            time.sleep(0.1)
+
     def memory(self) -> dict[str, float]:
         status = read_status(self.pid)
         return {
@@ -222,6 +238,8 @@ class Config:
     mongodb_uri: str
     out: Path
     keep: bool
+    one_core: bool = False
+    event_loop: str = "auto"
 
 
 class Bench:
@@ -237,9 +255,18 @@ class Bench:
         self.msg_ids = 25_000_000_000_000_000 + (int(time.time()) % 100_000) * 10**9
         cpus = sorted(os.sched_getaffinity(0))
         self.pinning = len(cpus) >= 2 and shutil.which("taskset") is not None
+        if config.one_core and not self.pinning:
+            raise SystemExit("--one-core needs taskset and at least 2 cores")
+        self.layout = "one-core" if config.one_core else "split"
         self.server_cpus = cpus[:1] if self.pinning else None
         self.load_cpus = cpus[1:2] if self.pinning else None
-        self.db_cpus = (cpus[2:] or cpus[1:2]) if self.pinning else None
+        if config.one_core:
+            # As on a 1-vCPU VM: the service and its embedded database share a core; the load
+            # generator has the other one to itself.
+            self.db_cpus = cpus[:1]
+        else:
+            self.db_cpus = (cpus[2:] or cpus[1:2]) if self.pinning else None
+        self.event_loops: dict[str, str] = {}
         self.embedded: EmbeddedDatabase | None = None
         self.servers: dict[str, Server] = {}
         self.cells: list[dict[str, Any]] = []
@@ -263,6 +290,7 @@ class Bench:
             COOKIE_SECRET=secrets.token_hex(16),
             DATA_DIR=str(data_dir),
             XHEADERS="true",  # as behind nginx; the reference server gets the same option
+            EVENT_LOOP=self.config.event_loop,  # the reference server gets the same loop
         )
         return env
 
@@ -293,7 +321,15 @@ class Bench:
         ref_port = free_port()
         self.servers["reference"] = Server(
             "reference",
-            [python, str(BENCH / "reference_server.py"), "--port", str(ref_port), "--xheaders"],
+            [
+                python,
+                str(BENCH / "reference_server.py"),
+                "--port",
+                str(ref_port),
+                "--xheaders",
+                "--event-loop",
+                self.config.event_loop,
+            ],
             dict(os.environ),
             ref_port,
             self.tmp / "reference.log",
@@ -318,7 +354,9 @@ class Bench:
             server.start()
         for name, server in self.servers.items():
             server.wait_ready(None if name == "reference" else self.side)
-        log(f"servers ready (logs in {self.tmp})")
+            self.event_loops[name] = server.event_loop()
+        loops = ", ".join(f"{k}: {v}" for k, v in self.event_loops.items())
+        log(f"servers ready (logs in {self.tmp}); layout {self.layout}; event loops: {loops}")
 
     def stop(self) -> None:
         for name, server in self.servers.items():
@@ -382,15 +420,18 @@ class Bench:
         load.stdin.write(json.dumps(spec) + "\n")
         load.stdin.flush()
         before = after = None
-        cpu_start = cpu_end = 0.0
+        cpu_start = cpu_end = db_start = db_end = 0.0
+        db_pid = self.embedded.process.pid if self.embedded and self.embedded.process else None
         result: dict[str, Any] = {}
         for line in load.stdout:
             message = json.loads(line)
             if message["event"] == "window-start":
                 before = db_commands(target, self.metrics_token) if counting else None
                 cpu_start = cpu_seconds(target.pid)
+                db_start = cpu_seconds(db_pid) if db_pid else 0.0
             elif message["event"] == "window-end":
                 cpu_end = cpu_seconds(target.pid)
+                db_end = cpu_seconds(db_pid) if db_pid else 0.0
                 after = db_commands(target, self.metrics_token) if counting else None
             elif message["event"] == "result":
                 result = message
@@ -416,6 +457,11 @@ class Bench:
             **result,
             **target.memory(),
             "cpu_us_per_req": round((cpu_end - cpu_start) * 1e6 / max(1, result["requests"]), 1),
+            # The embedded database's CPU in the window per request (None on MONGODB_URI): in
+            # the one-core layout it competes with the service for the same core.
+            "db_cpu_us_per_req": round((db_end - db_start) * 1e6 / max(1, result["requests"]), 1)
+            if db_pid and target.name != "reference"
+            else None,
         }
         if before is not None and after is not None:
             by_command = {k: v - before.get(k, 0) for k, v in after.items()}
@@ -567,6 +613,7 @@ class Bench:
                         "ratio": median("ratio"),
                         "cpu_us_per_req": median("cpu_us_per_req"),
                         "cpu_ratio": median("cpu_ratio"),
+                        "db_cpu_us_per_req": median("db_cpu_us_per_req"),
                         "errors": sum(c["errors"] for c in cells),
                         "db_ops_per_msg": median("db_ops_per_msg"),
                         "peak_rss_mb": max(c["peak_rss_mb"] for c in cells),
@@ -593,6 +640,9 @@ class Bench:
             "tornado": tornado.version,
             "pymongo": pymongo.version,
             "database": "MONGODB_URI" if self.config.mongodb_uri else "embedded SecantusDB",
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "layout": self.layout,
+            "event_loops": self.event_loops,
             "pinning": {
                 "servers": self.server_cpus,
                 "load": self.load_cpus,
@@ -681,6 +731,8 @@ class Bench:
                 "concurrency": cfg.concurrency,
                 "workloads": cfg.workloads,
                 "survey_users": cfg.survey_users,
+                "one_core": cfg.one_core,
+                "event_loop": cfg.event_loop,
             },
             "summary": rows,
             "cells": self.cells,
@@ -699,11 +751,26 @@ def fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def layout_text(machine: dict[str, Any]) -> str:
+    pins = machine.get("pinning")
+    if not pins:
+        return "not pinned"
+    return (
+        f"servers on CPU {pins['servers']}, database on {pins['database']}, load on {pins['load']}"
+    )
+
+
 def markdown(report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    loops = ", ".join(f"{k} {v}" for k, v in machine.get("event_loops", {}).items())
+    load = " ".join(map(str, machine.get("load_average", [])))
     lines = [
+        f"Layout: {machine.get('layout')} ({layout_text(machine)}); event loops: {loops}; "
+        f"load average at the end: {load}.",
+        "",
         "| workload | conns | req/s (min–max) | p50 ms | p99 ms | × ref | CPU µs/req "
-        "| × ref (CPU) | errors | DB ops/msg | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| × ref (CPU) | DB CPU µs/req | errors | DB ops/msg | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["summary"]:
         spread = f" ({row['rps_min']:.0f}–{row['rps_max']:.0f})" if row["repeats"] > 1 else ""
@@ -711,7 +778,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {row['label']} | {row['connections']} | {fmt(row['rps'], 0)}{spread} "
             f"| {fmt(row['p50_ms'], 2)} | {fmt(row['p99_ms'], 2)} | {fmt(row['ratio'], 2)} "
             f"| {fmt(row['cpu_us_per_req'], 0)} | {fmt(row['cpu_ratio'], 2)} "
-            f"| {row['errors']} | {fmt(row['db_ops_per_msg'], 2)} | {fmt(row['peak_rss_mb'])} |"
+            f"| {fmt(row.get('db_cpu_us_per_req'), 0)} | {row['errors']} "
+            f"| {fmt(row['db_ops_per_msg'], 2)} | {fmt(row['peak_rss_mb'])} |"
         )
     live = report.get("live_feed")
     if live:
@@ -779,6 +847,18 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder and logs")
     p.add_argument(
+        "--one-core",
+        action="store_true",
+        help="the servers and the embedded database on one core, the load on another "
+        "(as on a 1-vCPU VM)",
+    )
+    p.add_argument(
+        "--event-loop",
+        default="auto",
+        choices=("auto", "uvloop", "asyncio"),
+        help="EVENT_LOOP of the services; the reference server runs on the same (default auto)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="a first look: 3 s windows, one repeat, 50 survey users, no soak",
@@ -806,6 +886,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         mongodb_uri=args.mongodb_uri,
         out=args.out,
         keep=args.keep,
+        one_core=args.one_core,
+        event_loop=args.event_loop,
     )
 
 

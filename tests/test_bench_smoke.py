@@ -7,6 +7,8 @@ its servers, drives every workload, reports the figures with the expected keys a
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -113,5 +115,39 @@ def test_bench_runs_and_reports_every_workload(mongo_uri, tmp_path):
         assert live["missing"] == 0 and live["p99_ms"] is not None, live
     assert {t["target"] for t in report["targets"]} >= {"no errors"}
     assert report["machine"]["python"]
+    # Every server says which event loop it runs on; the reference runs on the services' loop.
+    loops = report["machine"]["event_loops"]
+    assert set(loops) == {"reference", "nostore", "store"}
+    assert len(set(loops.values())) == 1 and "?" not in loops.values(), loops
     # The printed table is the same figures.
     assert "| (a) text |" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2 or shutil.which("taskset") is None,
+    reason="--one-core pins to one core and the load to another: needs taskset and 2 cores",
+)
+def test_bench_one_core_puts_the_service_and_its_database_on_one_core(tmp_path):
+    out = tmp_path / "bench.json"
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "run.py"),
+        *("--workloads", "a", "--concurrency", "2", "--duration", "0.5", "--warmup", "0.2"),
+        *("--repeats", "1", "--soak", "0", "--live", "0", "--one-core", "--event-loop", "asyncio"),
+        *("--out", str(out)),
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}  # the embedded database
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(out.read_text(encoding="utf-8"))
+    machine = report["machine"]
+    assert machine["layout"] == "one-core"
+    pins = machine["pinning"]
+    assert pins["database"] == pins["servers"] and pins["load"] != pins["servers"], pins
+    assert set(machine["event_loops"].values()) == {"asyncio"}
+    (row,) = [r for r in report["summary"] if r["workload"] == "a"]
+    assert row["errors"] == 0 and row["db_ops_per_msg"] > 0
+    assert row["db_cpu_us_per_req"] is not None and row["db_cpu_us_per_req"] > 0, row
+    assert "Layout: one-core" in done.stdout

@@ -34,6 +34,7 @@ async def test_every_websocket_of_a_process_shares_one_change_stream(
     assert hub.subscribers == 3
     assert _aggregates(db_counter) - before == 1, "one change stream for the three sockets"
     watcher = hub._task
+    assert watcher is not None
 
     _, reply = await send(wechat.text("shared-watcher", "一条消息"))
     for ws in sockets:

@@ -3,8 +3,9 @@
 A bare handler that returns a constant reply XML without looking at the query string or parsing
 the body (Tornado still reads the body). The benchmark measures it in the same run as the service
 and reports the service's throughput as a ratio to it, so the figures hold on any machine. The HTTP
-server gets the options ``serve`` uses (``--xheaders`` as with ``XHEADERS=true``, the body limit):
-the handler is the only difference.
+server gets the options ``serve`` uses (``service.config.http_server_options`` of the default
+settings: the body limit and the header and body timeouts; ``--xheaders`` as with
+``XHEADERS=true``): the handler is the only difference.
 
     python bench/reference_server.py --port 8100 [--xheaders] [--event-loop auto|uvloop|asyncio]
 
@@ -28,6 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from service import eventloop  # noqa: E402
+from service.config import NO_TOKEN, Settings, http_server_options  # noqa: E402
 
 REPLY = (
     b"<xml><ToUserName><![CDATA[sim-bench]]></ToUserName>"
@@ -55,9 +57,11 @@ def make_app() -> tornado.web.Application:
 
 
 async def main(host: str, port: int, xheaders: bool, choice: str) -> None:
-    server = tornado.httpserver.HTTPServer(
-        make_app(), xheaders=xheaders, max_body_size=8 * 1024 * 1024
-    )
+    # The options serve gives its HTTP server, from the default settings: with the header and
+    # body timeouts (IDLE_CONNECTION_TIMEOUT, BODY_TIMEOUT), which cost Tornado a timeout per
+    # request read.
+    options = http_server_options(Settings(wechat_token=NO_TOKEN, xheaders=xheaders))
+    server = tornado.httpserver.HTTPServer(make_app(), **options)
     server.listen(port, host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -20,18 +20,20 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+for folder in (ROOT, BENCH):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 from pymongo import AsyncMongoClient, WriteConcern  # noqa: E402
+from run import pin_threads  # noqa: E402
 
 from service.embedded import EmbeddedDatabase  # noqa: E402
 
@@ -114,12 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         embedded.start()
         uri = embedded.uri
         if len(cpus) >= 2 and embedded.process is not None:
-            # check=False: a thread of the server may end while taskset walks them (-a).
-            subprocess.run(
-                ["taskset", "-a", "-p", "-c", str(cpus[1]), str(embedded.process.pid)],
-                check=False,
-                stdout=subprocess.DEVNULL,
-            )
+            pin_threads(embedded.process.pid, [cpus[1]])
             os.sched_setaffinity(0, {cpus[0]})
     try:
         levels = [int(c) for c in args.concurrency.split(",")]

@@ -85,6 +85,16 @@ def pinned(argv: list[str], cpus: list[int] | None) -> list[str]:
     return argv
 
 
+def pin_threads(pid: int, cpus: list[int]) -> None:
+    """Pin every thread of ``pid`` to ``cpus`` (threads it starts later inherit it).
+
+    ``taskset -a -p`` does the same but fails when a thread ends while it walks them.
+    """
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+            os.sched_setaffinity(int(task.name), cpus)
+
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -304,18 +314,7 @@ class Bench:
             uri = self.embedded.uri
             assert self.embedded.process is not None
             if self.db_cpus:
-                subprocess.run(  # all of its threads, not just the main one
-                    [
-                        "taskset",
-                        "-a",
-                        "-p",
-                        "-c",
-                        ",".join(map(str, self.db_cpus)),
-                        str(self.embedded.process.pid),
-                    ],
-                    check=True,
-                    stdout=subprocess.DEVNULL,
-                )
+                pin_threads(self.embedded.process.pid, self.db_cpus)
         self.uri = uri
         python = sys.executable
         ref_port = free_port()

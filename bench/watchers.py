@@ -44,7 +44,16 @@ if str(ROOT) not in sys.path:
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-from run import Bench, Config, Server, cpu_seconds, db_commands, log, pinned  # noqa: E402
+from run import (  # noqa: E402
+    Bench,
+    Config,
+    Server,
+    cpu_seconds,
+    db_commands,
+    log,
+    pin_threads,
+    pinned,
+)
 
 from service.embedded import free_port  # noqa: E402
 
@@ -148,14 +157,7 @@ class Watchers:
         bench.embedded.start()
         assert bench.embedded.process is not None
         if bench.db_cpus:
-            subprocess.run(
-                [
-                    *("taskset", "-a", "-p", "-c", ",".join(map(str, bench.db_cpus))),
-                    str(bench.embedded.process.pid),
-                ],
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
+            pin_threads(bench.embedded.process.pid, bench.db_cpus)
         for index in range(self.args.processes):
             port = free_port()
             data_dir = bench.tmp / f"service-{index}"

@@ -223,18 +223,9 @@ class Inbox:
         return Outcome(xml, first, duplicate=True, doc=existing)
 
     def count_user(self, doc: dict[str, Any]) -> None:
-        """Count a newly stored message in its user's record (batched by ``UserStats``)."""
-        subscribed: bool | None = None
-        if doc.get("event") in ("subscribe", "subscribe_scan"):
-            subscribed = True
-        elif doc.get("event") == "unsubscribe":
-            subscribed = False
-        self.users.seen(
-            doc["openid"],
-            doc["received_at"],
-            test_user=bool(doc.get("test_user")),
-            subscribed=subscribed,
-        )
+        """Count a newly stored message in its user's record (batched, exactly once: see
+        ``service.store.users``)."""
+        self.users.seen(doc["_id"])
 
     async def _spool(self, doc: dict[str, Any], reply: Reply) -> Outcome:
         assert self.spool is not None  # noqa: S101 - callers check
@@ -258,16 +249,9 @@ class Inbox:
         """Insert one spooled document; True if it was new (and then counted for its user)."""
         with pymongo.timeout(max(self.db_timeout, 5.0)):
             new = await messages.insert_new(self.db, doc)
-            if not new and doc.get("insert_uncertain"):
-                # Is the stored one this very document (the insert that "failed" landed)? Then
-                # nobody has counted it yet.
-                stored = await messages.find(self.db, doc["_id"])
-                landed = stored is not None and all(
-                    stored.get(k) == doc.get(k) for k in ("received_at", "process")
-                )
-                if landed:
-                    self.count_user(doc)
-        if new:
+        if new or doc.get("insert_uncertain"):
+            # An insert that "failed" may have landed: counting it is safe either way (a message
+            # is counted once, by whichever batch claims it first).
             self.count_user(doc)
         return new
 

@@ -37,10 +37,15 @@ async def ensure_indexes(db: Db) -> None:
     await coll.create_index([("type", ASCENDING), ("received_at", DESCENDING)], name="type_time")
 
 
+def _uncounted(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document as stored: not yet in its user's counters (``service.store.users``)."""
+    return {**doc, "uncounted": True}
+
+
 async def insert_once(db: Db, doc: dict[str, Any]) -> dict[str, Any] | None:
     """Insert ``doc``; return ``None`` when it was new, or the stored document when it was not."""
     try:
-        await journaled(db, COLLECTION).insert_one(doc)
+        await journaled(db, COLLECTION).insert_one(_uncounted(doc))
     except DuplicateKeyError:
         return await wait_for(db, doc["_id"])
     return None
@@ -49,7 +54,7 @@ async def insert_once(db: Db, doc: dict[str, Any]) -> dict[str, Any] | None:
 async def insert_new(db: Db, doc: dict[str, Any]) -> bool:
     """Insert ``doc`` (a spool replay); False when a document with its ``_id`` already exists."""
     try:
-        await journaled(db, COLLECTION).insert_one(doc)
+        await journaled(db, COLLECTION).insert_one(_uncounted(doc))
     except DuplicateKeyError:
         return False
     return True

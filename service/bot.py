@@ -48,6 +48,8 @@ class SurveyHook(Protocol):
 
     def start_hint(self) -> str: ...
 
+    def might_claim(self, openid: str, text: str) -> bool: ...
+
     async def handle_text(self, db: Db, message: Message, text: str) -> Reply | None: ...
 
 
@@ -104,6 +106,19 @@ class Bot:
             if claimed is not None:
                 return claimed
         return Reply.text(self.greeting())
+
+    async def offline_reply(self, message: Message) -> Reply | None:
+        """The reply while the database is unavailable, or ``None`` when only the database
+        can give it (a survey step: the caller apologises). Greetings, the welcome, the image and
+        the other fixed replies need no database and go on as usual."""
+        if self.surveys is not None:
+            if message.msg_type == "text":
+                if self.surveys.might_claim(message.openid, message.content.strip()):
+                    return None
+                return Reply.text(self.greeting())
+            if message.event == "click" and message.event_key:
+                return None
+        return await self.reply(message)
 
     def greeting(self) -> str:
         return self._rng.choice(GREETINGS)

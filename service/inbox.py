@@ -67,10 +67,19 @@ class Outcome:
     late: bool = False
     # The database was unavailable: the message is in the local spool, not in MongoDB yet.
     spooled: bool = False
+    # The request's signed timestamp and nonce came with another message first (its key):
+    # refused (403).
+    signature_holder: str = ""
+
+    @property
+    def reused_signature(self) -> bool:
+        return bool(self.signature_holder)
 
     @property
     def label(self) -> str:
         """The request's outcome for logs and metrics."""
+        if self.reused_signature:
+            return "reused-signature"
         if self.late:
             return "late"
         if self.duplicate:
@@ -122,9 +131,11 @@ class Inbox:
         mode: str,
         started: float,
         delivery: str = "passive",
+        signed: str = "",
     ) -> dict[str, Any]:
         """The stored form of a message. ``delivery``: ``passive`` (the reply was the answer to
-        WeChat's request), ``custom`` (sent later as a customer-service message), or ``none``."""
+        WeChat's request), ``custom`` (sent later as a customer-service message), or ``none``.
+        ``signed``: the request's ``timestamp:nonce``, bound to this message by the insert."""
         received = dt.datetime.now(dt.UTC)
         doc = {
             "_id": message.key,
@@ -150,6 +161,8 @@ class Inbox:
         }
         if doc["delivery"] == "custom":
             doc["delivery_status"] = "pending"
+        if signed:
+            doc["signed"] = signed
         return doc
 
     async def compute(self, message: Message) -> Reply:
@@ -159,12 +172,19 @@ class Inbox:
         database is known to be down), so an outage costs an apology, not a hang.
         """
         try:
+            if not self.db_up:
+                offline = await self._offline(message)
+                if offline is not None:
+                    return offline
             with pymongo.timeout(self.db_timeout if self.db_up else OFFLINE_DB_TIMEOUT):
                 return await self.bot.reply(message)
         except PyMongoError as e:
             if is_outage(e):
                 if self.db_up:
                     self._db_failed(e, "bot")
+                offline = await self._offline(message)
+                if offline is not None:
+                    return offline
                 log.warning(
                     "database unavailable for %s from %s: apologising (%s)",
                     message.kind,
@@ -180,6 +200,14 @@ class Inbox:
             log.exception("bot failed on %s from %s", message.kind, user_hash(message.openid))
             return Reply.text(BUSY_TEXT if message.msg_type == "text" else UNKNOWN_TEXT)
 
+    async def _offline(self, message: Message) -> Reply | None:
+        """``Bot.offline_reply``, kept off the database (a tiny deadline for anything that asks)."""
+        try:
+            with pymongo.timeout(OFFLINE_DB_TIMEOUT):
+                return await self.bot.offline_reply(message)
+        except PyMongoError:
+            return None
+
     async def store(self, message: Message, doc: dict[str, Any], reply: Reply) -> Outcome:
         """Insert the message once; a retry gets the reply the first try stored.
 
@@ -192,6 +220,14 @@ class Inbox:
         try:
             with pymongo.timeout(self.db_timeout):
                 existing = await messages.insert_once(self.db, doc)
+        except messages.SignatureReused as e:
+            log.warning(
+                "signed URL of %s reused for %s from %s: refused",
+                e.key,
+                message.key,
+                user_hash(message.openid),
+            )
+            return Outcome("success", reply, doc=doc, signature_holder=e.key)
         except PyMongoError as e:
             if self.spool is None:
                 raise

@@ -131,7 +131,11 @@ class Process:
             else None
         )
         self.guard = ReplyGuard(
-            self.inbox, budget=settings.reply_budget, api=self.wechat_api, metrics=self.metrics
+            self.inbox,
+            budget=settings.reply_budget,
+            api=self.wechat_api,
+            metrics=self.metrics,
+            signature_window=2.0 * settings.signature_max_age,
         )
         self.hub = Hub(db)
         hub = self.hub

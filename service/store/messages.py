@@ -3,6 +3,11 @@
 ``_id`` is the message key (``msg:<MsgId>`` or ``ev:<openid>:<CreateTime>:<event>``), so the unique
 ``_id`` index is what makes WeChat's retries idempotent: the second insert fails with
 ``DuplicateKeyError`` and the retry is answered with the reply stored by the first.
+
+``signed`` is the ``timestamp:nonce`` pair of the request that brought the message, under a unique
+index too: in plaintext mode the signature does not cover the body, so a signed URL seen once (a
+log, a proxy) could carry any other message. The insert decides, without another round trip: the
+pair is bound to the first message it came with, and a different message with it is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from . import Db, journaled
 
 __all__ = [
     "COLLECTION",
+    "SignatureReused",
     "ensure_indexes",
     "find",
     "insert_new",
@@ -28,6 +34,14 @@ __all__ = [
 COLLECTION = "messages"
 
 
+class SignatureReused(Exception):
+    """The request's ``timestamp:nonce`` already came with another message (a replayed URL)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"signed pair already used by {key}")
+        self.key = key
+
+
 async def ensure_indexes(db: Db) -> None:
     coll = db[COLLECTION]
     await coll.create_index([("received_at", DESCENDING)], name="received_at")
@@ -35,6 +49,7 @@ async def ensure_indexes(db: Db) -> None:
         [("openid", ASCENDING), ("received_at", DESCENDING)], name="openid_time"
     )
     await coll.create_index([("type", ASCENDING), ("received_at", DESCENDING)], name="type_time")
+    await coll.create_index([("signed", ASCENDING)], name="signed", unique=True, sparse=True)
 
 
 def _uncounted(doc: dict[str, Any]) -> dict[str, Any]:
@@ -43,10 +58,21 @@ def _uncounted(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 async def insert_once(db: Db, doc: dict[str, Any]) -> dict[str, Any] | None:
-    """Insert ``doc``; return ``None`` when it was new, or the stored document when it was not."""
+    """Insert ``doc``; return ``None`` when it was new, or the stored document when it was not.
+
+    Raises ``SignatureReused`` when its ``signed`` pair is bound to another message.
+    """
     try:
         await journaled(db, COLLECTION).insert_one(_uncounted(doc))
-    except DuplicateKeyError:
+    except DuplicateKeyError as e:
+        pattern = (e.details or {}).get("keyPattern") or {}
+        if "signed" in pattern and doc.get("signed"):
+            # A retry with the same URL violates both indexes (and may be reported on either).
+            holder = await db[COLLECTION].find_one({"signed": doc["signed"]})
+            if holder is not None and holder["_id"] != doc["_id"]:
+                raise SignatureReused(str(holder["_id"])) from e
+            if holder is not None:
+                return holder
         return await wait_for(db, doc["_id"])
     return None
 

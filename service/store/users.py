@@ -24,7 +24,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from . import Db
+from . import Db, is_outage
 from . import messages as messages_store
 
 __all__ = ["COLLECTION", "UserStats", "ensure_indexes", "get"]
@@ -207,8 +207,13 @@ class UserStats:
     async def _flush_logged(self) -> None:
         try:
             await self.flush()
-        except PyMongoError:
-            log.warning("user stats flush failed; will retry", exc_info=True)
+        except PyMongoError as e:
+            # An outage is the database state's news (logged once there); a bug gets its traceback.
+            log.warning(
+                "user counters not written (%s); will retry",
+                type(e).__name__,
+                exc_info=not is_outage(e),
+            )
 
     async def flush(self) -> None:
         """Count everything this process has stored so far (kept for the next try on failure)."""
@@ -283,8 +288,10 @@ class UserStats:
             await self._early  # logs its own failure; the flush below retries what it kept
         try:
             await self.flush()
-        except PyMongoError:
-            log.exception(
-                "could not count %d message(s) at shutdown; a later sweep counts them",
+        except PyMongoError as e:
+            log.warning(
+                "could not count %d message(s) at shutdown (%s); a later sweep counts them",
                 self.backlog,
+                type(e).__name__,
+                exc_info=not is_outage(e),
             )

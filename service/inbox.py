@@ -99,6 +99,7 @@ class Inbox:
         spool: Spool | None = None,
         metrics: Metrics | None = None,
         db_timeout: float = 4.0,
+        writer: messages.MessageWriter | None = None,
     ) -> None:
         self.db = db
         self.bot = bot
@@ -114,6 +115,8 @@ class Inbox:
         self.db_timeout = db_timeout
         # Without a spool (tests that build an Inbox by hand) a database failure is raised.
         self.spool = spool
+        # The message inserts, batched while several messages are in flight together.
+        self.writer = writer or messages.MessageWriter(db, timeout=db_timeout)
 
     @property
     def db_up(self) -> bool:
@@ -219,7 +222,7 @@ class Inbox:
             return await self._spool(doc, reply)
         try:
             with pymongo.timeout(self.db_timeout):
-                existing = await messages.insert_once(self.db, doc)
+                existing = await self.writer.insert_once(doc)
         except messages.SignatureReused as e:
             log.warning(
                 "signed URL of %s reused for %s from %s: refused",

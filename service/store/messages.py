@@ -13,15 +13,18 @@ pair is bound to the first message it came with, and a different message with it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
 from . import Db, journaled
+from .batcher import Batcher
 
 __all__ = [
     "COLLECTION",
+    "MessageWriter",
     "SignatureReused",
     "ensure_indexes",
     "find",
@@ -65,16 +68,63 @@ async def insert_once(db: Db, doc: dict[str, Any]) -> dict[str, Any] | None:
     try:
         await journaled(db, COLLECTION).insert_one(_uncounted(doc))
     except DuplicateKeyError as e:
-        pattern = (e.details or {}).get("keyPattern") or {}
-        if "signed" in pattern and doc.get("signed"):
-            # A retry with the same URL violates both indexes (and may be reported on either).
-            holder = await db[COLLECTION].find_one({"signed": doc["signed"]})
-            if holder is not None and holder["_id"] != doc["_id"]:
-                raise SignatureReused(str(holder["_id"])) from e
-            if holder is not None:
-                return holder
-        return await wait_for(db, doc["_id"])
+        return await _after_duplicate(db, doc, (e.details or {}).get("keyPattern") or {})
     return None
+
+
+async def _after_duplicate(
+    db: Db, doc: dict[str, Any], pattern: dict[str, Any]
+) -> dict[str, Any] | None:
+    """``doc``'s insert hit a unique index (``pattern``): the stored message it is a retry of, or
+    ``SignatureReused`` when its ``signed`` pair belongs to another message."""
+    if "signed" in pattern and doc.get("signed"):
+        # A retry with the same URL violates both indexes (and may be reported on either).
+        holder = await db[COLLECTION].find_one({"signed": doc["signed"]})
+        if holder is not None and holder["_id"] != doc["_id"]:
+            raise SignatureReused(str(holder["_id"]))
+        if holder is not None:
+            return holder
+    return await wait_for(db, doc["_id"])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Duplicate:
+    pattern: dict[str, Any]
+
+
+class MessageWriter:
+    """The message inserts of one process, naturally batched: the messages in flight together go
+    in one unordered ``insert_many`` (one journal flush for all of them). A duplicate key on one
+    document is that message's business (a retry, or a reused signed URL); the others are new.
+    Same contract as ``insert_once``."""
+
+    def __init__(self, db: Db, *, timeout: float | None = None, max_items: int = 64) -> None:
+        self.db = db
+        self.batcher: Batcher[dict[str, Any], _Duplicate | None] = Batcher(
+            self._insert_many, name="message insert", timeout=timeout, max_items=max_items
+        )
+
+    async def insert_once(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        size = 3 * (len(doc.get("raw") or "") + len(doc.get("reply_xml") or "")) + 1024
+        duplicate = await self.batcher.submit(_uncounted(doc), size)
+        if duplicate is None:
+            return None
+        return await _after_duplicate(self.db, doc, duplicate.pattern)
+
+    async def _insert_many(self, docs: list[dict[str, Any]]) -> list[_Duplicate | Exception | None]:
+        results: list[_Duplicate | Exception | None] = [None] * len(docs)
+        try:
+            await journaled(self.db, COLLECTION).insert_many(docs, ordered=False)
+        except BulkWriteError as e:
+            if e.details.get("writeConcernErrors"):
+                raise  # not known to be durable: every message of the batch is spooled
+            for error in e.details.get("writeErrors", []):
+                index = int(error["index"])
+                if error.get("code") == 11000:
+                    results[index] = _Duplicate(dict(error.get("keyPattern") or {}))
+                else:
+                    results[index] = WriteError(error.get("errmsg", ""), error.get("code"), error)
+        return results
 
 
 async def insert_new(db: Db, doc: dict[str, Any]) -> bool:

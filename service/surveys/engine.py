@@ -86,6 +86,8 @@ class SurveyEngine:
         # openid -> whether they were in a survey when last read (for answers during an outage;
         # forgotten once their state changes, bounded).
         self._last_state: collections.OrderedDict[str, bool] = collections.OrderedDict()
+        # The survey-state reads of the messages in flight together go in one round trip.
+        self._sessions = store.SessionReader()
         for survey in self.surveys.values():
             for word in survey.keywords:
                 self._keywords[normalize_keyword(word)] = survey
@@ -139,7 +141,7 @@ class SurveyEngine:
         keyword = self._keywords.get(folded)
         command = "exit" if folded in EXIT_WORDS else "restart" if folded in RESTART_WORDS else ""
         for attempt in range(MAX_ATTEMPTS):
-            sessions = await store.user_sessions(db, message.openid)
+            sessions = await self._sessions.read(db, message.openid)
             self._remember(message.openid, any(doc.get("active_user") for doc in sessions))
             for doc in sessions:
                 for entry in doc.get("recent") or ():

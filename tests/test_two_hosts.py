@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +25,7 @@ from tests.conftest import TOKEN
 from tests.dashboard_fixtures import OWNER, PASSWORD, Session, next_event
 from tests.fake_wechat_api import FAKE_APP_ID, FAKE_APP_SECRET
 from tests.ops_helpers import until
-from tests.test_shutdown import ROOT
+from tests.test_shutdown import Service
 
 pytestmark = pytest.mark.slow
 
@@ -74,43 +71,26 @@ class Partition:
         self._writers.difference_update((writer, up_writer))
 
 
-class Host:
-    """``python -m service serve`` with its own DATA_DIR and port."""
+class Host(Service):
+    """``python -m service serve`` with its own DATA_DIR and port, waited for without blocking
+    the loop (the proxy and the fake API run on it)."""
 
     def __init__(self, name: str, tmp_path: Path, mongodb_uri: str, database: str, api: str):
         self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp_path / f"{name}.log"
-        env = {
-            **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")},
-            "WECHAT_TOKEN": TOKEN,
-            "WECHAT_APP_ID": FAKE_APP_ID,
-            "WECHAT_APP_SECRET": FAKE_APP_SECRET,
-            "WECHAT_API_BASE": api,
-            "MONGODB_URI": mongodb_uri,
-            "MONGODB_DB": database,
-            "COOKIE_SECRET": "two-hosts-cookie-secret",  # shared, as behind one load balancer
-            "DATA_DIR": str(tmp_path / name),
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "REPLY_BUDGET": "0.001",
-            "PYTHONUNBUFFERED": "1",
-        }
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "service", "serve"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        folder = tmp_path / name
+        folder.mkdir()
+        super().__init__(
+            folder,
+            WECHAT_APP_ID=FAKE_APP_ID,
+            WECHAT_APP_SECRET=FAKE_APP_SECRET,
+            WECHAT_API_BASE=api,
+            MONGODB_URI=mongodb_uri,
+            MONGODB_DB=database,
+            DATA_DIR=str(folder / "data"),
+            REPLY_BUDGET="0.001",
+        )
 
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    async def health(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         import json
 
         response = await AsyncHTTPClient().fetch(f"{self.url}/healthz", raise_error=False)
@@ -120,14 +100,14 @@ class Host:
         async def up() -> bool:
             assert self.process.poll() is None, f"host {self.name} exited:\n{self.log}"
             try:
-                await self.health()
+                await self.status()
             except (OSError, HTTPClientError, ValueError):
                 return False
             return True
 
         await until(up, timeout=90, every=0.2)
 
-    async def stop(self) -> None:
+    async def shut_down(self) -> None:
         """SIGTERM and wait without blocking the loop (the proxy and the fake API run on it)."""
         if self.process.poll() is None:
             self.process.terminate()
@@ -208,7 +188,7 @@ async def test_two_hosts_share_messages_the_token_and_the_live_feed(
             signed = wechat.sign(wechat.text("user-on-b", f"正常 {i}", msg_id=7_100_200 + i))
             assert await post(b, signed) == b"success"
         await until(lambda: _count(db, "user-on-b", 3), timeout=30)  # stored after the answer
-        assert (await b.health())["spool"]["backlog"] == 0
+        assert (await b.status())["spool"]["backlog"] == 0
         assert await db.messages.count_documents({"openid": "user-cut-a"}) == 0
 
         # A's path comes back: its spool is replayed, each message stored once, all answered.
@@ -219,7 +199,7 @@ async def test_two_hosts_share_messages_the_token_and_the_live_feed(
         assert sent_to.count("user-cut-a") == 3 and sent_to.count("user-on-b") == 3
     finally:
         stack.close()
-        await asyncio.gather(a.stop(), b.stop())
+        await asyncio.gather(a.shut_down(), b.shut_down())
         with contextlib.suppress(AssertionError):
             await partition.cut()
     for host in (a, b):
@@ -232,4 +212,4 @@ async def _count(db: Any, openid: str, expected: int) -> bool:
 
 
 async def _backlog(host: Host, expected: int) -> bool:
-    return bool((await host.health())["spool"]["backlog"] == expected)
+    return bool((await host.status())["spool"]["backlog"] == expected)

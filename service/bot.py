@@ -13,6 +13,7 @@ import logging
 import random
 from typing import Protocol
 
+from .privacy import PrivacyDesk
 from .store import Db
 from .wechat import Message, Reply
 
@@ -84,6 +85,7 @@ class Bot:
     ) -> None:
         """``image`` gives the image reply; without it, ``image_media_id`` is a fixed one."""
         self.db = db
+        self.privacy = PrivacyDesk()
         self.surveys = surveys
         self.image: ImageSource = image if image is not None else FixedImage(image_media_id)
         self._rng = rng or random.Random()  # noqa: S311 - greetings, not secrets
@@ -101,6 +103,10 @@ class Bot:
         return Reply.text(UNKNOWN_TEXT)
 
     async def _text(self, message: Message, text: str) -> Reply:
+        if self.privacy.claims(text):  # before surveys: it works in the middle of one too
+            handled = await self.privacy.handle_text(self.db, message, text)
+            if handled is not None:
+                return handled
         if self.surveys is not None:
             claimed = await self.surveys.handle_text(self.db, message, text.strip())
             if claimed is not None:
@@ -113,6 +119,8 @@ class Bot:
         the other fixed replies need no database and go on as usual."""
         if self.surveys is not None:
             if message.msg_type == "text":
+                if self.privacy.claims(message.content):
+                    return None  # needs the database
                 if self.surveys.might_claim(message.openid, message.content.strip()):
                     return None
                 return Reply.text(self.greeting())

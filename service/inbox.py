@@ -34,7 +34,7 @@ from .dbstate import DatabaseState
 from .spool import Spool, is_outage
 from .store import TEST_OPENID_PREFIX, messages
 from .store.users import UserStats
-from .wechat import Message, Reply
+from .wechat import Message, Reply, render_reply
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -166,6 +166,9 @@ class Inbox:
             doc["delivery_status"] = "pending"
         if signed:
             doc["signed"] = signed
+        if reply.forget:
+            # Its sender's data was just deleted: stored without them (``messages._as_stored``).
+            doc["forgotten"] = True
         return doc
 
     async def compute(self, message: Message) -> Reply:
@@ -244,12 +247,12 @@ class Inbox:
                     self.metrics.database_errors.labels(operation="insert").inc()
             return await self._spool(doc, reply)
         if existing is not None:
-            return self.retry_outcome(existing)
+            return self.retry_outcome(existing, message)
         self.count_user(doc)
         return Outcome(doc["reply_xml"], reply, doc=doc)
 
     @staticmethod
-    def retry_outcome(existing: dict[str, Any]) -> Outcome:
+    def retry_outcome(existing: dict[str, Any], message: Message | None = None) -> Outcome:
         """The answer to a retry of a stored message: the stored reply, or ``success`` when that
         reply went out as a customer-service message (it must not arrive twice)."""
         stored = existing.get("reply") or {}
@@ -257,6 +260,9 @@ class Inbox:
             stored.get("kind", "success"), stored.get("content", ""), stored.get("media_id", "")
         )
         xml = existing.get("reply_xml", "success")
+        if existing.get("forgotten"):
+            # Stored without its addressee (``service.privacy``): addressed to this retry's sender.
+            xml = render_reply(first, message) if message is not None else "success"
         if existing.get("delivery") == "custom":
             xml = "success"
         return Outcome(xml, first, duplicate=True, doc=existing)
@@ -264,7 +270,8 @@ class Inbox:
     def count_user(self, doc: dict[str, Any]) -> None:
         """Count a newly stored message in its user's record (batched, exactly once: see
         ``service.store.users``)."""
-        self.users.seen(doc["_id"])
+        if not doc.get("forgotten"):
+            self.users.seen(doc["_id"])
 
     async def _spool(self, doc: dict[str, Any], reply: Reply) -> Outcome:
         assert self.spool is not None  # noqa: S101 - callers check

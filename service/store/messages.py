@@ -55,8 +55,15 @@ async def ensure_indexes(db: Db) -> None:
     await coll.create_index([("signed", ASCENDING)], name="signed", unique=True, sparse=True)
 
 
-def _uncounted(doc: dict[str, Any]) -> dict[str, Any]:
-    """The document as stored: not yet in its user's counters (``service.store.users``)."""
+def _as_stored(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document as stored: not yet in its user's counters (``service.store.users``).
+
+    A ``forgotten`` message (its sender just had their data deleted, ``service.privacy``) keeps
+    what the reply said, for WeChat's retries, and nothing of who sent it: no openid, body,
+    fields, or reply XML (which names the addressee); nobody's to count either.
+    """
+    if doc.get("forgotten"):
+        return {**doc, "openid": "", "raw": "", "fields": {}, "text": "", "reply_xml": ""}
     return {**doc, "uncounted": True}
 
 
@@ -66,7 +73,7 @@ async def insert_once(db: Db, doc: dict[str, Any]) -> dict[str, Any] | None:
     Raises ``SignatureReused`` when its ``signed`` pair is bound to another message.
     """
     try:
-        await journaled(db, COLLECTION).insert_one(_uncounted(doc))
+        await journaled(db, COLLECTION).insert_one(_as_stored(doc))
     except DuplicateKeyError as e:
         return await _after_duplicate(db, doc, (e.details or {}).get("keyPattern") or {})
     return None
@@ -106,7 +113,7 @@ class MessageWriter:
 
     async def insert_once(self, doc: dict[str, Any]) -> dict[str, Any] | None:
         size = 3 * (len(doc.get("raw") or "") + len(doc.get("reply_xml") or "")) + 1024
-        duplicate = await self.batcher.submit(_uncounted(doc), size)
+        duplicate = await self.batcher.submit(_as_stored(doc), size)
         if duplicate is None:
             return None
         return await _after_duplicate(self.db, doc, duplicate.pattern)
@@ -130,7 +137,7 @@ class MessageWriter:
 async def insert_new(db: Db, doc: dict[str, Any]) -> bool:
     """Insert ``doc`` (a spool replay); False when a document with its ``_id`` already exists."""
     try:
-        await journaled(db, COLLECTION).insert_one(_uncounted(doc))
+        await journaled(db, COLLECTION).insert_one(_as_stored(doc))
     except DuplicateKeyError:
         return False
     return True

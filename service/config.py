@@ -64,6 +64,7 @@ ENV_VARS: dict[str, tuple[str, type]] = {
     "IDLE_CONNECTION_TIMEOUT": ("idle_connection_timeout", float),
     "BODY_TIMEOUT": ("body_timeout", float),
     "EVENT_LOOP": ("event_loop", str),
+    "USER_COUNT_RECOVERY": ("user_count_recovery", float),
 }
 
 # 公众平台 → 基本配置 → 消息加解密方式: 明文模式, 兼容模式, 安全模式.
@@ -141,6 +142,9 @@ class Settings:
     body_timeout: float = 10.0
     # The event loop `serve` runs on: auto (uvloop when installed), uvloop or asyncio.
     event_loop: str = "auto"
+    # Seconds after which a message a (killed) process stored but never counted for its user is
+    # counted by another process's sweep.
+    user_count_recovery: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.wechat_token:
@@ -189,6 +193,8 @@ class Settings:
             raise ConfigError("IDLE_CONNECTION_TIMEOUT must be a positive number of seconds")
         if self.body_timeout <= 0:
             raise ConfigError("BODY_TIMEOUT must be a positive number of seconds")
+        if self.user_count_recovery <= 0:
+            raise ConfigError("USER_COUNT_RECOVERY must be a positive number of seconds")
         if self.max_body_bytes > MAX_BODY_BYTES_CEILING:
             raise ConfigError(
                 f"MAX_BODY_BYTES must be at most {MAX_BODY_BYTES_CEILING} "

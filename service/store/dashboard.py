@@ -254,7 +254,7 @@ async def search_users(
     total = await db[USERS].count_documents(flt)
     cursor = (
         db[USERS]
-        .find(flt)
+        .find(flt, {"counted": 0})
         .sort([("last_seen", DESCENDING), ("_id", ASCENDING)])
         .skip((page - 1) * per_page)
         .limit(per_page)
@@ -264,7 +264,7 @@ async def search_users(
 
 
 async def get_user(db: Db, openid: str) -> dict[str, Any] | None:
-    doc = await db[USERS].find_one({"_id": openid})
+    doc = await db[USERS].find_one({"_id": openid}, {"counted": 0})
     return user_view(doc) if doc is not None else None
 
 

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -110,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cpus = sorted(os.sched_getaffinity(0))
     embedded = None
+    folder = Path(tempfile.mkdtemp(prefix="wechat-journal-"))
     uri = args.mongodb_uri
     if not uri:
-        embedded = EmbeddedDatabase(Path(tempfile.mkdtemp(prefix="wechat-journal-")) / "db")
+        embedded = EmbeddedDatabase(folder / "db")
         embedded.start()
         uri = embedded.uri
         if len(cpus) >= 2 and embedded.process is not None:
@@ -124,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
+        shutil.rmtree(folder, ignore_errors=True)
     lines = [
         "| in flight | w:1 p50 ms | w:1 p99 ms | w:1 inserts/s | j:true p50 ms | j:true p99 ms "
         "| j:true inserts/s | j:true ÷ w:1 (mean latency) |",

@@ -687,6 +687,35 @@ class Bench:
                     [f"x{r['concurrency']}: {r['db_ops_per_msg']}" for r in picked],
                     all(round(r["db_ops_per_msg"], 1) <= ceiling for r in picked),
                 )
+        # Issue 15 (natural batching): the stored paths at 16 connections.
+        for workload, floor, ceiling in (("a", 0.35, 0.5), ("c", 0.2, 1.0)):
+            r = row(workload, 16)
+            if r is None:
+                continue
+            judge(
+                f"{WORKLOADS[workload][0]}: >= {floor} x reference at 16 connections",
+                [r["ratio"]],
+                (r["ratio"] or 0) >= floor,
+            )
+            if r["db_ops_per_msg"] is not None:
+                judge(
+                    f"{WORKLOADS[workload][0]}: <= {ceiling} DB round trips per message at 16",
+                    [r["db_ops_per_msg"]],
+                    r["db_ops_per_msg"] <= ceiling,
+                )
+            judge(
+                f"{WORKLOADS[workload][0]}: p99 <= 100 ms at 16 connections",
+                [r["p99_ms"]],
+                (r["p99_ms"] or 0) <= 100,
+            )
+        r = row("a", 16)
+        if r is not None and r.get("cpu_ratio"):
+            judge(
+                "(a) the service's CPU per message <= 2.5 x the reference's at 16 connections"
+                " (the database's own CPU for information)",
+                [f"{round(1 / r['cpu_ratio'], 2)} x", f"database {r.get('db_cpu_us_per_req')} us"],
+                r["cpu_ratio"] >= 0.4,
+            )
         for workload in ("a-nostore", "b-nostore"):
             r = row(workload, 16)
             if r is not None:

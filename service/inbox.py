@@ -271,7 +271,7 @@ class Inbox:
         """Count a newly stored message in its user's record (batched, exactly once: see
         ``service.store.users``)."""
         if not doc.get("forgotten"):
-            self.users.seen(doc["_id"])
+            self.users.seen(doc["_id"], doc)
 
     async def _spool(self, doc: dict[str, Any], reply: Reply) -> Outcome:
         assert self.spool is not None  # noqa: S101 - callers check

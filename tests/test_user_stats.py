@@ -164,3 +164,28 @@ async def test_what_a_killed_process_left_uncounted_is_counted_once_by_a_sweep(d
     live.seen("fresh")
     await live.close()
     assert (await users(db))["u-fresh"]["messages"] == 1
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_batch_whose_fields_are_known_is_not_read_back(db, db_counter):
+    """The usual case: the inbox hands over the stored documents; claim, users, clear: three
+    round trips per batch, no ``find``."""
+    at = dt.datetime.now(dt.UTC)
+    docs = [
+        message(f"q{i}", f"u-known-{i % 2}", at, "subscribe" if i == 0 else None) for i in range(6)
+    ]
+    await store(db, *docs)
+    stats = UserStats(db, interval=3600)
+    for doc in docs:
+        stats.seen(doc["_id"], doc)
+    before = db_counter.snapshot()["by_command"]
+    await stats.flush()
+    after = db_counter.snapshot()["by_command"]
+    spent = {
+        k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)
+    }
+    assert spent == {"update": 3}, spent  # claim, the users' bulk write, clearing the claims
+    found = await users(db)
+    assert {k: v["messages"] for k, v in found.items()} == {"u-known-0": 3, "u-known-1": 3}
+    assert found["u-known-0"]["subscribed"] is True
+    await stats.close()

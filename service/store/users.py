@@ -105,17 +105,26 @@ class _User:
 _FIELDS = {"openid": 1, "received_at": 1, "event": 1, "test_user": 1}
 
 
-async def claim(db: Db, keys: list[str], batch: ObjectId) -> None:
-    """Claim the uncounted messages among ``keys`` for ``batch`` (each goes to one batch only)."""
-    await db[messages_store.COLLECTION].update_many(
+async def claim(db: Db, keys: list[str], batch: ObjectId) -> int:
+    """Claim the uncounted messages among ``keys`` for ``batch`` (each goes to one batch only);
+    how many it claimed."""
+    result = await db[messages_store.COLLECTION].update_many(
         {"_id": {"$in": keys}, "uncounted": True}, {"$set": {"uncounted": batch}}
     )
+    return int(result.modified_count)
 
 
-async def apply(db: Db, batch: ObjectId) -> int:
+async def apply(db: Db, batch: ObjectId, known: list[dict[str, Any]] | None = None) -> int:
     """Add the messages claimed by ``batch`` to their users and clear the claims; return how many
-    messages there were. Safe to repeat, also after a try whose writes landed unseen."""
-    counted = await add_to_users(db, batch)
+    messages there were. Safe to repeat, also after a try whose writes landed unseen.
+
+    ``known``: the claimed messages' fields when the caller has them (it claimed every message it
+    asked for), which saves reading them back.
+    """
+    if known is None:
+        counted = await add_to_users(db, batch)
+    else:
+        counted = await _write_users(db, batch, known)
     await db[messages_store.COLLECTION].update_many(
         {"uncounted": batch}, {"$unset": {"uncounted": ""}}
     )
@@ -126,8 +135,13 @@ async def add_to_users(db: Db, batch: ObjectId) -> int:
     """The users' half of ``apply``: one tagged update per user. A user document that has seen
     ``batch`` does not match the filter, and the upsert then fails on the ``_id`` index: that
     means "already counted", so a repeat changes nothing."""
+    docs = await db[messages_store.COLLECTION].find({"uncounted": batch}, _FIELDS).to_list()
+    return await _write_users(db, batch, docs)
+
+
+async def _write_users(db: Db, batch: ObjectId, docs: list[dict[str, Any]]) -> int:
     users: dict[str, _User] = {}
-    async for doc in db[messages_store.COLLECTION].find({"uncounted": batch}, _FIELDS):
+    for doc in docs:
         user = users.get(doc["openid"])
         if user is None:
             at = doc["received_at"]
@@ -167,7 +181,8 @@ class UserStats:
         self.interval = interval
         self.max_pending = max_pending
         self.recover_after = recover_after
-        self._pending: set[str] = set()
+        # Message key -> the fields counting needs (None: read them back from the database).
+        self._pending: dict[str, dict[str, Any] | None] = {}
         # Batches claimed but not known to be applied: retried (same id) before anything new.
         self._unfinished: list[ObjectId] = []
         self._task: asyncio.Task[None] | None = None
@@ -178,9 +193,10 @@ class UserStats:
         self._flush_lock = asyncio.Lock()
         self._closed = False
 
-    def seen(self, key: str) -> None:
-        """Count the newly stored message ``key`` in its user's record (in the next batch)."""
-        self._pending.add(key)
+    def seen(self, key: str, doc: dict[str, Any] | None = None) -> None:
+        """Count the newly stored message ``key`` (``doc``: its stored document, whose fields
+        spare reading it back) in its user's record, in the next batch."""
+        self._pending[key] = {name: doc.get(name) for name in _FIELDS} if doc is not None else None
         if self._closed:
             return
         if self._task is None or self._task.done():
@@ -223,18 +239,23 @@ class UserStats:
                 self._unfinished.pop(0)
             if not self._pending:
                 return
-            keys, self._pending = sorted(self._pending), set()
+            pending, self._pending = self._pending, {}
+            keys = sorted(pending)
             batch = ObjectId()
             try:
-                await claim(self.db, keys, batch)
+                claimed = await claim(self.db, keys, batch)
             except PyMongoError:
                 # It may have landed: then the batch is retried as unfinished, else the keys are
                 # claimed again (a claimed message is never claimed twice).
-                self._pending.update(keys)
+                for key, info in pending.items():
+                    self._pending.setdefault(key, info)
                 self._unfinished.append(batch)
                 raise
             self._unfinished.append(batch)
-            await apply(self.db, batch)
+            # All claimed, all known: no need to read them back (the usual case).
+            known = [info for key in keys if (info := pending[key]) is not None]
+            everything = claimed == len(keys) == len(known)
+            await apply(self.db, batch, known if everything else None)
             self._unfinished.remove(batch)
 
     async def sweep(self) -> int:

@@ -33,8 +33,8 @@ import datetime as dt
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
 from ..clock import iso as _iso
 from ..clock import now as _now
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COLLECTION",
     "SessionReader",
+    "SessionWriter",
     "band_counts",
     "completions_over_time",
     "delete_test_data",
@@ -152,6 +153,33 @@ async def insert_session(db: Db, doc: dict[str, Any]) -> bool:
     return True
 
 
+def _transition(
+    *,
+    set_fields: Mapping[str, Any] | None = None,
+    unset_fields: Sequence[str] = (),
+    answer: Mapping[str, Any] | None = None,
+    recent: Mapping[str, str] | None = None,
+    archive: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The update document of one transition (see ``update_session``)."""
+    update: dict[str, Any] = {
+        "$set": {**(set_fields or {}), "updated_at": _now()},
+        "$inc": {"v": 1},
+    }
+    if unset_fields:
+        update["$unset"] = {name: "" for name in unset_fields}
+    push: dict[str, Any] = {}
+    if answer is not None:
+        push["answers"] = answer
+    if recent is not None:
+        push["recent"] = {"$each": [dict(recent)], "$slice": -RECENT_KEYS}
+    if archive is not None:
+        push["history"] = {"$each": [dict(archive)], "$slice": -HISTORY}
+    if push:
+        update["$push"] = push
+    return update
+
+
 async def update_session(
     db: Db,
     sid: str,
@@ -169,21 +197,13 @@ async def update_session(
     (a previous attempt) to ``history``. False means another message got there first (or the
     unique ``active_user`` index refused a second active survey): read again and re-decide.
     """
-    update: dict[str, Any] = {
-        "$set": {**(set_fields or {}), "updated_at": _now()},
-        "$inc": {"v": 1},
-    }
-    if unset_fields:
-        update["$unset"] = {name: "" for name in unset_fields}
-    push: dict[str, Any] = {}
-    if answer is not None:
-        push["answers"] = answer
-    if recent is not None:
-        push["recent"] = {"$each": [dict(recent)], "$slice": -RECENT_KEYS}
-    if archive is not None:
-        push["history"] = {"$each": [dict(archive)], "$slice": -HISTORY}
-    if push:
-        update["$push"] = push
+    update = _transition(
+        set_fields=set_fields,
+        unset_fields=unset_fields,
+        answer=answer,
+        recent=recent,
+        archive=archive,
+    )
     try:
         result = await journaled(db, COLLECTION).update_one(
             {"_id": sid, "v": expected_version}, update
@@ -191,6 +211,62 @@ async def update_session(
     except DuplicateKeyError:
         return False
     return result.matched_count == 1
+
+
+class SessionWriter:
+    """``update_session`` for the hot path, naturally batched: the survey steps of the messages
+    in flight together go in one unordered ``bulk_write`` (one journal flush).
+
+    Each step is still one conditional update with its own answer: sent as an upsert, a step
+    whose session is no longer at the expected version fails on the ``_id`` index (a duplicate
+    key for that operation alone: it lost the race), and the bulk result lists the upserted
+    ones (the session was gone altogether): those stubs are deleted again and the step is
+    refused. Same contract as ``update_session``.
+    """
+
+    def __init__(self, *, max_items: int = 64) -> None:
+        self.batcher: Batcher[tuple[Db, str, int, dict[str, Any]], bool] = Batcher(
+            self._write_many, name="survey step", max_items=max_items
+        )
+
+    async def update(self, db: Db, sid: str, expected_version: int, **transition: Any) -> bool:
+        return await self.batcher.submit((db, sid, expected_version, _transition(**transition)))
+
+    async def _write_many(
+        self, items: list[tuple[Db, str, int, dict[str, Any]]]
+    ) -> list[bool | Exception]:
+        results: list[bool | Exception] = [True] * len(items)
+        by_db: dict[int, list[int]] = {}
+        for index, (db, *_rest) in enumerate(items):
+            by_db.setdefault(id(db), []).append(index)
+        for indexes in by_db.values():
+            db = items[indexes[0]][0]
+            ops = [
+                UpdateOne({"_id": items[i][1], "v": items[i][2]}, items[i][3], upsert=True)
+                for i in indexes
+            ]
+            upserted: dict[int, Any] = {}
+            try:
+                result = await journaled(db, COLLECTION).bulk_write(ops, ordered=False)
+                upserted = dict(result.upserted_ids or {})
+            except BulkWriteError as e:
+                if e.details.get("writeConcernErrors"):
+                    raise
+                for error in e.details.get("writeErrors", []):
+                    at = indexes[int(error["index"])]
+                    if error.get("code") == 11000:
+                        results[at] = False  # lost the race (or a second active survey)
+                    else:
+                        results[at] = WriteError(error.get("errmsg", ""), error.get("code"), error)
+                upserted = {int(u["index"]): u["_id"] for u in e.details.get("upserted", [])}
+            if upserted:
+                # Sessions that were gone (deleted meanwhile): no step applies to them.
+                await db[COLLECTION].delete_many(
+                    {"_id": {"$in": list(upserted.values())}, "survey": {"$exists": False}}
+                )
+                for position in upserted:
+                    results[indexes[position]] = False
+        return results
 
 
 # -- aggregates for the dashboard ----------------------------------------------------------------

@@ -88,6 +88,7 @@ class SurveyEngine:
         self._last_state: collections.OrderedDict[str, bool] = collections.OrderedDict()
         # The survey-state reads of the messages in flight together go in one round trip.
         self._sessions = store.SessionReader()
+        self._writes = store.SessionWriter()
         for survey in self.surveys.values():
             for word in survey.keywords:
                 self._keywords[normalize_keyword(word)] = survey
@@ -423,7 +424,7 @@ class SurveyEngine:
         recent = {"k": message.key, "r": Reply.text(reply).content} if reply is not None else None
 
         async def write(db: Db) -> bool:
-            return await store.update_session(
+            return await self._writes.update(
                 db,
                 doc["_id"],
                 int(doc.get("v", 0)),
@@ -472,7 +473,7 @@ class SurveyEngine:
         sid, version = doc["_id"], int(doc.get("v", 0))
 
         async def write(db: Db) -> bool:
-            return await store.update_session(
+            return await self._writes.update(
                 db,
                 sid,
                 version,

@@ -9,7 +9,7 @@ import jinja2
 
 from service.config import Settings
 
-from . import api, auth, pages, simulator, surveys, ws
+from . import api, auth, pages, setup, simulator, surveys, ws
 from .base import StaticHandler
 from .i18n import Translations
 
@@ -24,6 +24,7 @@ routes: list[Any] = [
     *auth.routes,
     *pages.routes,
     *api.routes,
+    *setup.routes,
     *surveys.routes,
     *simulator.routes,
     *ws.routes,

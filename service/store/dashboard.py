@@ -26,10 +26,12 @@ from . import users as users_store
 __all__ = [
     "MESSAGE_TYPES",
     "conversation",
+    "first_message",
     "message_view",
     "messages_after",
     "messages_per_minute",
     "overview",
+    "recent_messages",
     "search_messages",
     "search_users",
     "user_view",
@@ -289,6 +291,25 @@ async def conversation(
     more = len(docs) > limit
     items = [message_view(doc) for doc in reversed(docs[:limit])]
     return {"items": items, "more": more}
+
+
+async def first_message(db: Db, *, include_test: bool = False) -> dict[str, Any] | None:
+    """The earliest stored message (of a real user unless ``include_test``), or None."""
+    return await db[MESSAGES].find_one(
+        _not_test(include_test), _LIGHT, sort=[("received_at", ASCENDING), ("_id", ASCENDING)]
+    )
+
+
+async def recent_messages(db: Db, *, limit: int = 50) -> list[dict[str, Any]]:
+    """The last ``limit`` messages, oldest first (what the live page opens with)."""
+    cursor = (
+        db[MESSAGES]
+        .find({}, _LIGHT)
+        .sort([("received_at", DESCENDING), ("_id", DESCENDING)])
+        .limit(limit)
+    )
+    docs = [doc async for doc in cursor]
+    return list(reversed(docs))
 
 
 async def messages_after(db: Db, since: dt.datetime, *, limit: int = 500) -> list[dict[str, Any]]:

@@ -3,8 +3,10 @@
 import { baseOption, chart } from "./charts.js";
 import { fmt, getJSON, t } from "./common.js";
 import { LiveFeed } from "./feed.js";
+import { checklist } from "./setup.js";
 
 const includeTest = document.getElementById("include-test");
+const loadSetup = checklist(document.getElementById("setup"));
 const trafficChart = chart(document.getElementById("traffic-chart"));
 let buckets = [];
 
@@ -74,6 +76,7 @@ function scheduleCounts() {
   countsTimer = setTimeout(() => {
     countsTimer = null;
     loadCounts().catch(console.error);
+    if (!document.getElementById("setup").hidden) loadSetup().catch(console.error);
   }, 2000);
 }
 
@@ -84,7 +87,7 @@ includeTest.addEventListener("change", () => {
   loadTraffic().catch(console.error);
 });
 
-await Promise.all([loadCounts(), loadTraffic()]);
+await Promise.all([loadSetup(), loadCounts(), loadTraffic()]);
 feed.start();
 setInterval(advance, 5000);
 // Re-read the truth from the server now and then (other time zones' "today", missed events).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -229,4 +230,122 @@ def test_owner_logs_in_chats_in_the_simulator_and_sees_live_traffic_and_charts(
     wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#rows tr")) >= 3)
     shot(driver, "07-messages")
 
+    assert problems(driver) == []
+
+
+# -- every page, desktop and phone, both languages -------------------------------------------------
+
+PHONE = (390, 844)
+DESKTOP = (1400, 1000)
+REAL_USER = "o-phone-owner-friend"
+
+
+def post_to_wechat(base: str, xml: str) -> str:
+    """A message the way WeChat sends it (signed, plaintext) to the running service."""
+    from service.wechat_client import WeChatSide
+    from tests.conftest import AES_KEY, APP_ID, TOKEN
+
+    signed = WeChatSide(TOKEN, encoding_aes_key=AES_KEY, app_id=APP_ID).sign(xml, "plain")
+    request = urllib.request.Request(signed.url(base), data=signed.body, method="POST")  # noqa: S310
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return str(response.read().decode("utf-8"))
+
+
+def chat(base: str, openid: str, *texts: str) -> None:
+    from service.wechat_client import WeChatSide
+    from tests.conftest import AES_KEY, APP_ID, TOKEN
+
+    side = WeChatSide(TOKEN, encoding_aes_key=AES_KEY, app_id=APP_ID)
+    post_to_wechat(base, side.event(openid, "subscribe"))
+    for text in texts:
+        post_to_wechat(base, side.text(openid, text))
+
+
+def viewport(driver: Any, size: tuple[int, int]) -> None:
+    """The page's viewport (innerWidth, media queries) exactly ``size``, like a phone's."""
+    width, height = size
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+    )
+
+
+OVERFLOW = """
+const doc = document.documentElement;
+const wide = [...document.querySelectorAll('body *')]
+  .filter((e) => e.getBoundingClientRect().right > innerWidth + 1 && e.getClientRects().length)
+  .filter((e) => !e.closest('.nav, .chart, pre, [data-scrolls]'))
+  .slice(0, 5).map((e) => e.tagName + '.' + e.className + ' ' + (e.textContent || '').slice(0, 40));
+return {scroll: doc.scrollWidth, inner: innerWidth, wide: wide};
+"""
+
+
+def no_overflow(driver: Any, where: str) -> None:
+    found = driver.execute_script(OVERFLOW)
+    assert found["scroll"] <= found["inner"], (where, found)
+
+
+PAGES = [
+    ("overview", "/dashboard/", "#setup[data-loaded]"),
+    ("live", "/dashboard/live", "main[data-history]"),
+    ("users", "/dashboard/users", "#rows tr td[data-label]"),
+    ("user", f"/dashboard/users/{REAL_USER}", "#progress li"),
+    ("surveys", "/dashboard/surveys", "#rows tr td[data-label]"),
+    ("survey", "/dashboard/surveys/baogan", "main[data-loaded]"),
+    ("messages", "/dashboard/messages", "#rows tr td[data-label]"),
+    ("simulator", "/dashboard/simulator", "#sim-text"),
+    ("password", "/dashboard/password", "form"),
+]
+
+
+def test_every_page_fits_a_phone_and_a_desktop_in_both_languages(server: str, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    chat(server, REAL_USER, "爆肝度调查", "2", "3")
+    chat(server, "sim-walker", "你好")
+    driver.get(server + "/dashboard/login")
+    for size in (PHONE, DESKTOP):
+        viewport(driver, size)
+        no_overflow(driver, f"login {size}")
+    driver.find_element(By.ID, "name").send_keys(OWNER)
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "login-submit").click()
+    wait_for(driver, lambda d: d.current_url.rstrip("/").endswith("/dashboard"))
+
+    for lang in ("zh", "en"):
+        driver.get(f"{server}/dashboard/?lang={lang}")
+        for size in (PHONE, DESKTOP):
+            viewport(driver, size)
+            for name, path, ready in PAGES:
+                driver.get(server + path)
+                wait_for(driver, lambda d, r=ready: d.find_elements(By.CSS_SELECTOR, r))
+                label = f"{name}-{lang}-{'phone' if size == PHONE else 'desktop'}"
+                if name == "survey":
+                    wait_for(driver, lambda d: d.execute_script(CANVAS_PIXELS, "#chart-funnel") > 0)
+                shot(driver, f"walk-{label}")
+                no_overflow(driver, label)
+        assert problems(driver) == [], lang
+    viewport(driver, PHONE)
+
+    # The live page opened with the messages sent before it was open.
+    driver.get(server + "/dashboard/live")
+    rows = wait_for(
+        driver,
+        lambda d: [r for r in d.find_elements(By.CSS_SELECTOR, "#feed tr") if REAL_USER in r.text],
+    )
+    assert len(rows) >= 4  # subscribe + three texts
+    assert not driver.find_element(By.ID, "feed-empty").is_displayed()
+    # On a phone a row is a card: the reply cell is most of the screen wide, not 3 characters.
+    reply = rows[0].find_elements(By.CSS_SELECTOR, "td")[4]
+    assert reply.size["width"] > 200, reply.size
+
+    # The checklist: handshake not yet done, with the URL and token to copy.
+    driver.get(server + "/dashboard/?lang=zh")
+    step = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-step="handshake"]'))
+    assert step[0].get_attribute("data-done") == "0"
+    url = driver.find_element(By.CSS_SELECTOR, 'input[data-copy="url"]').get_attribute("value")
+    assert url == server + "/wechat"
+    real = driver.find_element(By.CSS_SELECTOR, '[data-step="first_message"]')
+    assert real.get_attribute("data-done") == "1"
     assert problems(driver) == []

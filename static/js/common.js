@@ -217,3 +217,25 @@ export function progressBadge(p) {
   return el("span", { class: "badge none" }, t("Not started"));
 }
 
+
+/**
+ * Phones show each table row as a card: every cell is labelled with its column's header
+ * (`data-label`, shown by the stylesheet under 600 px). Rows added later are labelled as they
+ * come (a MutationObserver on the body of every `table.data`).
+ */
+export function labelCells(table) {
+  const headers = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+  const label = (row) => {
+    [...row.cells].forEach((cell, i) => {
+      if (headers[i] && cell.colSpan === 1) cell.dataset.label = headers[i];
+    });
+  };
+  for (const body of table.tBodies) {
+    for (const row of body.rows) label(row);
+    new MutationObserver((changes) => {
+      for (const change of changes) for (const node of change.addedNodes) if (node instanceof HTMLTableRowElement) label(node);
+    }).observe(body, { childList: true });
+  }
+}
+
+for (const table of document.querySelectorAll("table.data")) labelCells(table);

@@ -80,6 +80,9 @@ class StaticHandler(tornado.web.StaticFileHandler):
     def set_extra_headers(self, path: str) -> None:
         if not self.get_query_argument("v", ""):
             self.set_header("Cache-Control", "no-cache")
+        elif self.get_cache_time(path, self.modified, self.get_content_type()):
+            # The hash is in the URL: the file never changes under it; no revalidation either.
+            self.set_header("Cache-Control", f"public, max-age={self.CACHE_MAX_AGE}, immutable")
 
     def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
         # A NUL (``common.js%00.png``) makes the file system calls raise ValueError: a 500.

@@ -6,6 +6,7 @@ import tornado.web
 
 from service import reports
 from service.store import dashboard as store
+from service.store import owners
 
 from .base import ApiHandler
 from .surveys import definitions
@@ -123,8 +124,25 @@ class ConversationApi(ApiHandler):
         self.write_json(data)
 
 
+class PreferencesApi(ApiHandler):
+    """``POST {"include_test": true}``: the owner's choices, the same on every page."""
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        body = self.json_body()
+        unknown = sorted(set(body) - set(owners.PREFERENCES))
+        if unknown:
+            raise tornado.web.HTTPError(400, "unknown preference %s", ", ".join(unknown))
+        for key, value in body.items():
+            if not isinstance(value, bool):
+                raise tornado.web.HTTPError(400, "%s must be true or false", key)
+            await owners.set_preference(self.db, self.current_user, key, value)
+        self.write_json({"ok": True})
+
+
 routes = [
     (r"/api/overview", OverviewApi),
+    (r"/api/preferences", PreferencesApi),
     (r"/api/traffic", TrafficApi),
     (r"/api/messages", MessagesApi),
     (r"/api/users", UsersApi),

@@ -181,6 +181,7 @@ class DashboardHandler(BaseHandler):
     # -- rendering ------------------------------------------------------------------------------
     def template_context(self) -> dict[str, Any]:
         locale = self.locale
+        labels = self.translations.labels(locale)
         return {
             "_": locale.translate,
             "lang": self.lang,
@@ -190,7 +191,11 @@ class DashboardHandler(BaseHandler):
             "owner": self.owner,
             "path": self.request.path,
             "js_strings": json.dumps(self.translations.for_js(locale), ensure_ascii=False),
+            "labels": labels,
+            "labels_json": json.dumps(labels, ensure_ascii=False),
             "timezone": self.config.timezone,
+            # One default for showing the simulator's test users, remembered per owner.
+            "include_test": owners.preference(self.owner, "include_test"),
         }
 
     def render_page(self, template: str, **context: Any) -> None:

@@ -149,6 +149,10 @@ def test_owner_logs_in_chats_in_the_simulator_and_sees_live_traffic_and_charts(
             "live" in d.find_element(By.CSS_SELECTOR, "[data-feed-status]").get_attribute("class")
         ),
     )
+    # Test users are hidden by default, on every page; the owner shows them here, once.
+    include_test = driver.find_element(By.ID, "include-test")
+    assert not include_test.is_selected()
+    include_test.click()
     live_tab = driver.current_window_handle
     driver.switch_to.new_window("tab")
     driver.get(server + "/dashboard/simulator")
@@ -200,9 +204,8 @@ def test_owner_logs_in_chats_in_the_simulator_and_sees_live_traffic_and_charts(
     # The survey page draws its charts (test users included: the simulator's answers).
     driver.get(server + "/dashboard/surveys/baogan")
     wait_for(driver, lambda d: d.find_element(By.TAG_NAME, "main").get_attribute("data-loaded"))
-    checkbox = driver.find_element(By.ID, "include-test")
-    if not checkbox.is_selected():
-        checkbox.click()
+    # The choice made on the live page holds here too (remembered for the owner).
+    assert driver.find_element(By.ID, "include-test").is_selected()
     wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, '[data-stat="started"]').text == "1")
     for chart in (
         "#chart-funnel",
@@ -280,6 +283,43 @@ return {scroll: doc.scrollWidth, inner: innerWidth, wide: wide};
 """
 
 
+# Visible text the page's language does not explain: Chinese in the English UI, English words in
+# the Chinese one. Content (messages, survey texts, openids: [data-content]) and names in another
+# language on purpose ([lang], e.g. WeChat's console menus, the language switcher) are skipped,
+# as are technical names the owner types or pastes (ALLOWED).
+UNTRANSLATED = r"""
+const lang = document.documentElement.lang;
+const allowed = new RegExp([
+  "\\b(URL|Token|EncodingAESKey|AppID|AppSecret|WECHAT_[A-Z_]+|access_token|CSV|openid|IP",
+  "|nginx|HTTPS?|XML|(?<=\\/)wechat|sim-[\\w-]*|deploy\\/menu\\.example\\.yaml|ms|Q\\d+",
+  "|v?\\d+(\\.\\d+)*)\\b",
+].join(""), "g");
+const skip = "script, style, code, pre, [data-content], [lang]:not(html), [hidden]";
+const wrong = (text) => lang === "en"
+  ? /[\u3400-\u9fff]/.test(text)
+  : /[A-Za-z]{3,}/.test(text.replace(allowed, ""));
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+const found = [];
+for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+  const text = node.textContent.trim();
+  const parent = node.parentElement;
+  if (!text || !parent || parent.closest(skip) || !parent.getClientRects().length) continue;
+  if (wrong(text)) found.push(text.slice(0, 60));
+}
+for (const field of document.querySelectorAll("input[placeholder], [title]")) {
+  const text = field.getAttribute("placeholder") || field.getAttribute("title") || "";
+  if (!field.closest("[data-content], [lang]:not(html)") && wrong(text)) {
+    found.push("attribute: " + text.slice(0, 60));
+  }
+}
+return [...new Set(found)];
+"""
+
+
+def untranslated_text(driver: Any) -> list[str]:
+    return list(driver.execute_script(UNTRANSLATED))
+
+
 def no_overflow(driver: Any, where: str) -> None:
     found = driver.execute_script(OVERFLOW)
     assert found["scroll"] <= found["inner"], (where, found)
@@ -313,6 +353,7 @@ def test_every_page_fits_a_phone_and_a_desktop_in_both_languages(server: str, br
     driver.find_element(By.ID, "login-submit").click()
     wait_for(driver, lambda d: d.current_url.rstrip("/").endswith("/dashboard"))
 
+    untranslated: dict[str, list[str]] = {}
     for lang in ("zh", "en"):
         driver.get(f"{server}/dashboard/?lang={lang}")
         for size in (PHONE, DESKTOP):
@@ -325,7 +366,10 @@ def test_every_page_fits_a_phone_and_a_desktop_in_both_languages(server: str, br
                     wait_for(driver, lambda d: d.execute_script(CANVAS_PIXELS, "#chart-funnel") > 0)
                 shot(driver, f"walk-{label}")
                 no_overflow(driver, label)
+                if found := untranslated_text(driver):
+                    untranslated[label] = found
         assert problems(driver) == [], lang
+    assert not untranslated, "\n".join(f"{k}: {v}" for k, v in sorted(untranslated.items()))
     viewport(driver, PHONE)
 
     # The live page opened with the messages sent before it was open.

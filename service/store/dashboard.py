@@ -27,6 +27,7 @@ __all__ = [
     "MESSAGE_TYPES",
     "conversation",
     "first_message",
+    "message_detail",
     "message_view",
     "messages_after",
     "messages_per_minute",
@@ -51,6 +52,23 @@ def _not_test(include_test: bool) -> dict[str, Any]:
     return {} if include_test else {"test_user": {"$ne": True}}
 
 
+# The stored ``text`` of a non-text message is its log summary ("[位置] 广州 (23.1, 113.2)",
+# "[事件] click survey_x"): the dashboard shows a translated type label and only the rest.
+_SUMMARY_TAG = re.compile(r"^\[[^\]]*\]\s*")
+
+
+def message_detail(doc: Mapping[str, Any]) -> str:
+    """What a message says besides its type: the text, a location's label, an event's key..."""
+    text = str(doc.get("text") or "")
+    if doc.get("type") == "text":
+        return text
+    rest = _SUMMARY_TAG.sub("", text, count=1)
+    event = str(doc.get("event") or "")
+    if event and rest.lower().startswith(event.lower()):
+        rest = rest[len(event) :]
+    return rest.strip()
+
+
 def message_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A stored message as the dashboard shows it (JSON-ready; no raw XML)."""
     reply = doc.get("reply") or {}
@@ -61,6 +79,7 @@ def message_view(doc: Mapping[str, Any]) -> dict[str, Any]:
         "event": doc.get("event") or "",
         "kind": doc.get("kind", ""),
         "text": doc.get("text", ""),
+        "detail": message_detail(doc),
         "reply_kind": reply.get("kind", ""),
         "reply": doc.get("reply_text", ""),
         "latency_ms": doc.get("latency_ms"),

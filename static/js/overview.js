@@ -80,9 +80,7 @@ function scheduleCounts() {
   }, 2000);
 }
 
-includeTest.checked = localStorage.getItem("include-test-stats") === "1";
 includeTest.addEventListener("change", () => {
-  localStorage.setItem("include-test-stats", includeTest.checked ? "1" : "0");
   loadCounts().catch(console.error);
   loadTraffic().catch(console.error);
 });

@@ -139,7 +139,7 @@ function surveyStep(step) {
         { class: "step-detail" },
         t("Available to respondents:"),
         " ",
-        step.surveys.flatMap((s, i) => [i ? ", " : "", el("a", { href: `/dashboard/surveys/${encodeURIComponent(s.id)}` }, s.title)]),
+        step.surveys.flatMap((s, i) => [i ? ", " : "", el("a", { href: `/dashboard/surveys/${encodeURIComponent(s.id)}`, "data-content": true }, s.title)]),
       ),
     ];
   }

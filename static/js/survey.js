@@ -90,7 +90,7 @@ function drawQuestion(q) {
   let entry = questionCharts.get(q.id);
   if (!entry) {
     const box = el("div", { class: "chart small" });
-    const card = el("div", { class: "card" }, el("h2", {}, `Q${q.position}. ${q.title}`), el("p", { class: "muted small" }), box);
+    const card = el("div", { class: "card" }, el("h2", { "data-content": true }, `Q${q.position}. ${q.title}`), el("p", { class: "muted small" }), box);
     questionsBox.append(card);
     entry = { card, chart: chart(box) };
     questionCharts.set(q.id, entry);
@@ -149,9 +149,7 @@ async function load() {
 }
 
 const reload = debounce(() => load().catch(console.error), 1500);
-includeTest.checked = localStorage.getItem("include-test-stats") === "1";
 includeTest.addEventListener("change", () => {
-  localStorage.setItem("include-test-stats", includeTest.checked ? "1" : "0");
   load().catch(console.error);
 });
 

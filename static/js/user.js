@@ -1,6 +1,6 @@
 // One user: profile, progress in every survey, and the whole conversation (paged backwards).
 
-import { el, fmt, getJSON, progressBadge, t } from "./common.js";
+import { el, fmt, getJSON, messageText, progressBadge, t } from "./common.js";
 import { LiveFeed } from "./feed.js";
 
 const openid = document.querySelector("main").dataset.openid;
@@ -11,7 +11,7 @@ let oldest = null;
 for (const node of document.querySelectorAll("[data-time]")) node.textContent = fmt.dateTime(node.dataset.time);
 
 export function bubbles(m) {
-  const out = [el("div", { class: "bubble in", dataset: { id: m.id } }, m.text, el("span", { class: "meta" }, fmt.dateTime(m.received_at)))];
+  const out = [el("div", { class: "bubble in", dataset: { id: m.id } }, messageText(m), el("span", { class: "meta" }, fmt.dateTime(m.received_at)))];
   if (m.reply_kind && m.reply_kind !== "success") {
     out.push(el("div", { class: "bubble out" }, m.reply, el("span", { class: "meta" }, fmt.ms(m.latency_ms))));
   }
@@ -21,7 +21,7 @@ export function bubbles(m) {
 async function loadProgress() {
   const user = await getJSON(`/api/users/${encodeURIComponent(openid)}`);
   const list = document.getElementById("progress");
-  list.replaceChildren(...user.surveys.map((p) => el("li", {}, el("a", { href: `/dashboard/surveys/${encodeURIComponent(p.survey_id)}` }, p.title), " ", progressBadge(p))));
+  list.replaceChildren(...user.surveys.map((p) => el("li", {}, el("a", { href: `/dashboard/surveys/${encodeURIComponent(p.survey_id)}`, "data-content": true }, p.title), " ", progressBadge(p))));
   if (!user.surveys.length) list.append(el("li", { class: "muted" }, t("No surveys.")));
 }
 

@@ -8,14 +8,14 @@ from service import reports
 from service.store import dashboard as store
 from service.store import owners
 
-from .base import ApiHandler
+from .base import ApiHandler, DashboardHandler
 from .surveys import definitions
 
 # Search texts become (escaped) regular expressions; the server caps a pattern at 1,000 characters.
 MAX_SEARCH = 200
 
 
-def search_text(handler: ApiHandler, name: str) -> str:
+def search_text(handler: DashboardHandler, name: str) -> str:
     """A search box's value, stripped; a 400 when it is longer than anyone types."""
     value = handler.get_query_argument(name, "").strip()
     if len(value) > MAX_SEARCH:

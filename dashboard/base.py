@@ -198,6 +198,28 @@ class DashboardHandler(BaseHandler):
             "include_test": owners.preference(self.owner, "include_test"),
         }
 
+    def date_argument(self, name: str, *, end_of_day: bool = False) -> dt.datetime | None:
+        """An ISO date or datetime; a bare date is midnight in the owner's time zone.
+
+        ``end_of_day``: a bare date means the end of that day (an inclusive "to" date).
+        """
+        raw = self.get_query_argument(name, "").strip()
+        if not raw:
+            return None
+        if end_of_day and len(raw) == 10:
+            try:
+                day = dt.date.fromisoformat(raw)
+            except ValueError as e:
+                raise tornado.web.HTTPError(400, "%s is not an ISO date", name) from e
+            raw = (day + dt.timedelta(days=1)).isoformat()
+        try:
+            value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError as e:
+            raise tornado.web.HTTPError(400, "%s is not an ISO date", name) from e
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=zoneinfo.ZoneInfo(self.config.timezone))
+        return value.astimezone(dt.UTC)
+
     def render_page(self, template: str, **context: Any) -> None:
         page = self.jinja.get_template(template)
         self.set_header("Content-Type", "text/html; charset=UTF-8")
@@ -263,28 +285,6 @@ class ApiHandler(DashboardHandler):
         if not raw:
             return default
         return raw in {"1", "true", "yes", "on"}
-
-    def date_argument(self, name: str, *, end_of_day: bool = False) -> dt.datetime | None:
-        """An ISO date or datetime; a bare date is midnight in the owner's time zone.
-
-        ``end_of_day``: a bare date means the end of that day (an inclusive "to" date).
-        """
-        raw = self.get_query_argument(name, "").strip()
-        if not raw:
-            return None
-        if end_of_day and len(raw) == 10:
-            try:
-                day = dt.date.fromisoformat(raw)
-            except ValueError as e:
-                raise tornado.web.HTTPError(400, "%s is not an ISO date", name) from e
-            raw = (day + dt.timedelta(days=1)).isoformat()
-        try:
-            value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError as e:
-            raise tornado.web.HTTPError(400, "%s is not an ISO date", name) from e
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=zoneinfo.ZoneInfo(self.config.timezone))
-        return value.astimezone(dt.UTC)
 
 
 def _json_default(value: Any) -> Any:

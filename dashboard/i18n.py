@@ -64,8 +64,13 @@ EVENT_LABELS = {
 
 
 def label_strings() -> list[str]:
-    """Every type and event label (they reach the pages as data, not as literals)."""
-    return sorted({*TYPE_LABELS.values(), *EVENT_LABELS.values(), "Event: %(name)s"})
+    """Every type and event label and every CSV export's column and state name (they reach the
+    pages and files as data, not as ``_()``/``t()`` literals)."""
+    from .exports import EXPORT_STRINGS
+
+    return sorted(
+        {*TYPE_LABELS.values(), *EVENT_LABELS.values(), "Event: %(name)s", *EXPORT_STRINGS}
+    )
 
 
 _JS_CALL = re.compile(r"""\bt\(\s*(["'])((?:(?!\1).)+)\1""")

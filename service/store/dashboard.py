@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -27,15 +27,19 @@ __all__ = [
     "MESSAGE_TYPES",
     "conversation",
     "first_message",
+    "iter_messages",
+    "iter_users",
     "message_detail",
     "message_view",
     "messages_after",
     "messages_per_minute",
+    "messages_query",
     "overview",
     "recent_messages",
     "search_messages",
     "search_users",
     "user_view",
+    "users_query",
     "watch_messages",
     "wipe_test_messages",
 ]
@@ -212,8 +216,7 @@ def _regex(text: str) -> dict[str, Any]:
     return {"$regex": re.escape(text), "$options": "i"}
 
 
-async def search_messages(
-    db: Db,
+def messages_query(
     *,
     text: str = "",
     openid: str = "",
@@ -221,10 +224,8 @@ async def search_messages(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     include_test: bool = True,
-    page: int = 1,
-    per_page: int = 50,
 ) -> dict[str, Any]:
-    """The message log, newest first: ``text`` matches what the user sent or our reply.
+    """The message log's filter: ``text`` matches what the user sent or our reply.
 
     ``openid`` matches part of the openid; ``msg_type`` is a WeChat MsgType (``event`` for all
     events); ``since`` is inclusive and ``until`` exclusive.
@@ -243,6 +244,14 @@ async def search_messages(
         when["$lt"] = until
     if when:
         query["received_at"] = when
+    return query
+
+
+async def search_messages(
+    db: Db, *, page: int = 1, per_page: int = 50, **filters: Any
+) -> dict[str, Any]:
+    """The message log, newest first, a page at a time (``filters``: ``messages_query``'s)."""
+    query = messages_query(**filters)
     page = max(1, page)
     total = await db[MESSAGES].count_documents(query)
     cursor = (
@@ -256,21 +265,37 @@ async def search_messages(
     return {"items": items, "total": total, "page": page, "per_page": per_page}
 
 
-async def search_users(
-    db: Db,
-    *,
-    query: str = "",
-    subscribed: bool | None = None,
-    include_test: bool = True,
-    page: int = 1,
-    per_page: int = 50,
+async def iter_messages(
+    db: Db, *, batch_size: int = 500, **filters: Any
+) -> AsyncIterator[dict[str, Any]]:
+    """Every message the log's filters match, newest first, streamed (the CSV export)."""
+    cursor = (
+        db[MESSAGES]
+        .find(messages_query(**filters), _LIGHT)
+        .sort([("received_at", DESCENDING), ("_id", DESCENDING)])
+        .batch_size(batch_size)
+    )
+    async for doc in cursor:
+        yield message_view(doc)
+
+
+def users_query(
+    *, query: str = "", subscribed: bool | None = None, include_test: bool = True
 ) -> dict[str, Any]:
-    """Users, most recently seen first; ``query`` matches part of the openid or nickname."""
+    """The users list's filter: ``query`` matches part of the openid or nickname."""
     flt: dict[str, Any] = {**_not_test(include_test)}
     if query:
         flt["$or"] = [{"_id": _regex(query)}, {"nickname": _regex(query)}]
     if subscribed is not None:
         flt["subscribed"] = True if subscribed else {"$ne": True}
+    return flt
+
+
+async def search_users(
+    db: Db, *, page: int = 1, per_page: int = 50, **filters: Any
+) -> dict[str, Any]:
+    """Users, most recently seen first, a page at a time (``filters``: ``users_query``'s)."""
+    flt = users_query(**filters)
     page = max(1, page)
     total = await db[USERS].count_documents(flt)
     cursor = (
@@ -282,6 +307,27 @@ async def search_users(
     )
     items = [user_view(doc) async for doc in cursor]
     return {"items": items, "total": total, "page": page, "per_page": per_page}
+
+
+async def iter_users(
+    db: Db, *, batch_size: int = 200, **filters: Any
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every user the list's filters match, in the list's order, a batch at a time (a batch's
+    survey progress is then one query)."""
+    cursor = (
+        db[USERS]
+        .find(users_query(**filters))
+        .sort([("last_seen", DESCENDING), ("_id", ASCENDING)])
+        .batch_size(batch_size)
+    )
+    batch: list[dict[str, Any]] = []
+    async for doc in cursor:
+        batch.append(user_view(doc))
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 async def get_user(db: Db, openid: str) -> dict[str, Any] | None:

@@ -202,6 +202,9 @@ export function searchPage({ api, row, columns, empty, totalText }) {
   async function load(page = 1) {
     const values = formValues(form);
     writeURL({ ...values, page });
+    // The export takes the same filters (every matching row, not just this page).
+    const exportLink = document.getElementById("export");
+    if (exportLink) exportLink.search = new URLSearchParams(Object.entries(values).filter(([, v]) => v !== "")).toString();
     const data = await getJSON(api, { ...values, page });
     tbody.replaceChildren(...data.items.map(row));
     if (!data.items.length) tbody.append(el("tr", {}, el("td", { colspan: columns, class: "empty" }, empty)));

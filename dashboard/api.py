@@ -105,8 +105,7 @@ class UserApi(ApiHandler):
         user = await store.get_user(self.db, openid)
         if user is None:
             raise tornado.web.HTTPError(404, "no such user")
-        progress = await reports.progress(self.db, definitions(self), [openid])
-        user["surveys"] = progress.get(openid, [])
+        user["surveys"] = await reports.answers(self.db, definitions(self), openid)
         self.write_json(user)
 
 

@@ -25,6 +25,7 @@ from service.store import surveys as store
 from service.surveys import Survey
 
 __all__ = [
+    "answers",
     "csv_cell",
     "csv_header",
     "csv_rows",
@@ -170,6 +171,49 @@ async def progress(
     return {
         openid: [progress_entry(s, by_key.get((openid, s.id))) for s in surveys]
         for openid in openids
+    }
+
+
+async def answers(db: Db, surveys: Sequence[Survey], openid: str) -> list[dict[str, Any]]:
+    """One user in every survey: their ``progress_entry`` plus what they answered, in the
+    survey's question order::
+
+        {..., "state": "finished", "score": 17, "result_title": "中度爆肝",
+         "answers": [{"position": 1, "question_id": "bedtime", "question": "最近一个月…",
+                      "answer": "晚上 11 点以前", "score": 0}, ...]}
+
+    A question no longer in the definition is listed last, by its id.
+    """
+    by_survey = {
+        doc.get("survey"): doc for doc in await dashboard_store.survey_answers_of(db, openid)
+    }
+    out = []
+    for survey in surveys:
+        doc = by_survey.get(survey.id)
+        entry = progress_entry(survey, doc)
+        given = {a.get("q"): a for a in (doc or {}).get("answers") or [] if a.get("q")}
+        listed: list[dict[str, Any]] = []
+        for position, question in enumerate(survey.questions, 1):
+            answer = given.pop(question.id, None)
+            if answer is not None:
+                listed.append(_answer_row(position, question.id, question.text, answer))
+        for question_id, answer in given.items():
+            listed.append(_answer_row(None, str(question_id), "", answer))
+        entry["answers"] = listed
+        out.append(entry)
+    return out
+
+
+def _answer_row(
+    position: int | None, question_id: str, text: str, answer: Mapping[str, Any]
+) -> dict[str, Any]:
+    value = answer.get("label", answer.get("value", ""))
+    return {
+        "position": position,
+        "question_id": question_id,
+        "question": text,
+        "answer": "" if value is None else str(value),
+        "score": answer.get("score"),
     }
 
 

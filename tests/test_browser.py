@@ -329,7 +329,7 @@ PAGES = [
     ("overview", "/dashboard/", "#setup[data-loaded]"),
     ("live", "/dashboard/live", "main[data-history]"),
     ("users", "/dashboard/users", "#rows tr td[data-label]"),
-    ("user", f"/dashboard/users/{REAL_USER}", "#progress li"),
+    ("user", f"/dashboard/users/{REAL_USER}", "#progress .answer"),
     ("surveys", "/dashboard/surveys", "#rows tr td[data-label]"),
     ("survey", "/dashboard/surveys/baogan", "main[data-loaded]"),
     ("messages", "/dashboard/messages", "#rows tr td[data-label]"),

@@ -37,6 +37,7 @@ __all__ = [
     "overview",
     "recent_messages",
     "search_messages",
+    "survey_answers_of",
     "search_users",
     "user_view",
     "users_query",
@@ -414,6 +415,16 @@ async def wipe_test_messages(db: Db, prefix: str) -> dict[str, int]:
     user_flt = {"$or": [{"test_user": True}, {"_id": {"$regex": "^" + re.escape(prefix)}}]}
     deleted_users = (await db[USERS].delete_many(user_flt)).deleted_count
     return {"messages": deleted_messages, "users": deleted_users}
+
+
+async def survey_answers_of(db: Db, openid: str) -> list[dict[str, Any]]:
+    """One user's survey sessions (their current attempt in each survey) with every answer."""
+    from . import surveys as surveys_store
+
+    cursor = db[surveys_store.COLLECTION].find(
+        {"openid": openid}, {"recent": 0, "history": 0, "answers.key": 0}
+    )
+    return [doc async for doc in cursor]
 
 
 async def survey_sessions_of(db: Db, openids: list[str]) -> list[dict[str, Any]]:

@@ -18,10 +18,31 @@ export function bubbles(m) {
   return out;
 }
 
+/** One survey for this user: where they are, their score and result, and every answer. */
+function surveyEntry(p) {
+  const summary = [];
+  if (p.score !== null && p.score !== undefined) summary.push(`${t("Score")}: ${p.score}`);
+  const answers = (p.answers || []).map((a) =>
+    el(
+      "li",
+      { class: "answer", dataset: { question: a.question_id } },
+      el("span", { class: "answer-q", "data-content": true }, a.position ? `Q${a.position}. ${a.question}` : a.question_id),
+      el("span", { class: "answer-a" }, el("span", { "data-content": true }, a.answer), a.score !== null && a.score !== undefined ? el("span", { class: "muted small" }, ` (${t("Score")}: ${a.score})`) : null),
+    ),
+  );
+  return el(
+    "li",
+    { dataset: { survey: p.survey_id } },
+    el("div", {}, el("a", { href: `/dashboard/surveys/${encodeURIComponent(p.survey_id)}`, "data-content": true }, p.title), " ", progressBadge(p)),
+    summary.length ? el("div", { class: "muted small" }, summary.join(" · ")) : null,
+    answers.length ? el("ol", { class: "answers" }, answers) : null,
+  );
+}
+
 async function loadProgress() {
   const user = await getJSON(`/api/users/${encodeURIComponent(openid)}`);
   const list = document.getElementById("progress");
-  list.replaceChildren(...user.surveys.map((p) => el("li", {}, el("a", { href: `/dashboard/surveys/${encodeURIComponent(p.survey_id)}`, "data-content": true }, p.title), " ", progressBadge(p))));
+  list.replaceChildren(...user.surveys.map(surveyEntry));
   if (!user.surveys.length) list.append(el("li", { class: "muted" }, t("No surveys.")));
 }
 

@@ -49,6 +49,22 @@ class TrafficApi(ApiHandler):
         self.write_json({"minutes": minutes, "buckets": buckets})
 
 
+class TrendsApi(ApiHandler):
+    """Messages, new followers and completions per day, the last ``days`` (7 or 30) days."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        days = self.int_argument("days", 7, 1, 90)
+        items = await reports.trends(
+            self.db,
+            definitions(self),
+            days=days,
+            timezone=self.config.timezone,
+            include_test=self.bool_argument("test", False),
+        )
+        self.write_json({"days": days, "items": items})
+
+
 class MessagesApi(ApiHandler):
     """The message log: ``q`` (text), ``user``, ``type``, ``since``, ``until``, ``page``.
 
@@ -143,6 +159,7 @@ routes = [
     (r"/api/overview", OverviewApi),
     (r"/api/preferences", PreferencesApi),
     (r"/api/traffic", TrafficApi),
+    (r"/api/trends", TrendsApi),
     (r"/api/messages", MessagesApi),
     (r"/api/users", UsersApi),
     (r"/api/users/([^/]+)", UserApi),

@@ -15,6 +15,7 @@ together per page:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -37,6 +38,7 @@ __all__ = [
     "survey_report",
     "titles",
     "totals",
+    "trends",
     "wipe_test",
 ]
 
@@ -215,6 +217,36 @@ def _answer_row(
         "answer": "" if value is None else str(value),
         "score": answer.get("score"),
     }
+
+
+async def trends(
+    db: Db,
+    surveys: Sequence[Survey],
+    *,
+    days: int,
+    timezone: str,
+    include_test: bool = False,
+    now: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """The overview's trend: per calendar day in ``timezone``, the last ``days`` days, oldest
+    first: messages, new followers, unfollows and survey completions (every survey)."""
+    now = now or dt.datetime.now(dt.UTC)
+    rows = await dashboard_store.messages_per_day(
+        db, days=days, tz=timezone, include_test=include_test, now=now
+    )
+    since = dashboard_store.day_start(now, timezone) - dt.timedelta(days=days - 1)
+    completions: dict[str, int] = {}
+    for survey in surveys:
+        for row in await store.completions_over_time(
+            db,
+            survey,
+            include_test_users=include_test,
+            since=since,
+            timezone=timezone,
+            fill=False,
+        ):
+            completions[row["date"]] = completions.get(row["date"], 0) + int(row["count"])
+    return [{**row, "completions": completions.get(row["date"], 0)} for row in rows]
 
 
 async def wipe_test(db: Db) -> dict[str, int]:

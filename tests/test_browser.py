@@ -139,6 +139,12 @@ def test_owner_logs_in_chats_in_the_simulator_and_sees_live_traffic_and_charts(
         ),
     )
     assert driver.execute_script(CANVAS_PIXELS, "#traffic-chart") > 0
+    wait_for(driver, lambda d: d.execute_script(CANVAS_PIXELS, "#trend-chart") > 0)
+    driver.find_element(By.CSS_SELECTOR, '[data-days="30"]').click()
+    wait_for(
+        driver,
+        lambda d: d.find_element(By.ID, "trend-chart").get_attribute("data-days") == "30",
+    )
     shot(driver, "02-overview")
 
     # Live traffic in this tab, the simulator in a second one.

@@ -29,9 +29,11 @@ __all__ = [
     "first_message",
     "iter_messages",
     "iter_users",
+    "local_days",
     "message_detail",
     "message_view",
     "messages_after",
+    "messages_per_day",
     "messages_per_minute",
     "messages_query",
     "overview",
@@ -211,6 +213,58 @@ async def messages_per_minute(
         label = minute.strftime("%Y-%m-%dT%H:%M")
         buckets.append({"t": _iso(minute), "count": found.get(label, 0)})
     return buckets
+
+
+def local_days(now: dt.datetime, days: int, tz: str) -> list[str]:
+    """The last ``days`` calendar days in ``tz``, oldest first, today last (``YYYY-MM-DD``)."""
+    today = now.astimezone(zoneinfo.ZoneInfo(tz)).date()
+    return [(today - dt.timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
+
+
+async def messages_per_day(
+    db: Db,
+    *,
+    days: int = 7,
+    tz: str = "UTC",
+    include_test: bool = False,
+    now: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Messages, follows and unfollows per calendar day in ``tz``, the last ``days`` days
+    (today included, zeros included), oldest first: ``[{"date", "messages", "follows",
+    "unfollows"}, ...]``. One aggregation."""
+    now = now or dt.datetime.now(dt.UTC)
+    dates = local_days(now, days, tz)
+    first = day_start(now, tz) - dt.timedelta(days=days - 1)
+
+    def when(condition: dict[str, Any]) -> dict[str, Any]:
+        return {"$sum": {"$cond": [condition, 1, 0]}}
+
+    pipeline: list[dict[str, Any]] = [
+        {"$match": {"received_at": {"$gte": first, "$lte": now}, **_not_test(include_test)}},
+        {"$project": {"received_at": 1, "event": 1}},
+        {
+            "$group": {
+                "_id": {
+                    "$dateToString": {"format": "%Y-%m-%d", "date": "$received_at", "timezone": tz}
+                },
+                "messages": {"$sum": 1},
+                "follows": when({"$in": ["$event", ["subscribe", "subscribe_scan"]]}),
+                "unfollows": when({"$eq": ["$event", "unsubscribe"]}),
+            }
+        },
+    ]
+    found: dict[str, dict[str, Any]] = {}
+    async for row in await db[MESSAGES].aggregate(pipeline):
+        found[row["_id"]] = row
+    return [
+        {
+            "date": date,
+            "messages": int(found.get(date, {}).get("messages", 0)),
+            "follows": int(found.get(date, {}).get("follows", 0)),
+            "unfollows": int(found.get(date, {}).get("unfollows", 0)),
+        }
+        for date in dates
+    ]
 
 
 def _regex(text: str) -> dict[str, Any]:

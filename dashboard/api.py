@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tornado.web
 
-from service import reports
+from service import privacy, reports
 from service.store import dashboard as store
 from service.store import owners
 
@@ -155,6 +155,31 @@ class PreferencesApi(ApiHandler):
         self.write_json({"ok": True})
 
 
+class UserExportApi(ApiHandler):
+    """A copy of everything kept about one person (their right to a copy), as a JSON file."""
+
+    @tornado.web.authenticated
+    async def get(self, openid: str) -> None:
+        data = await privacy.export_for_owner(self.db, openid, str(self.current_user))
+        if data is None:
+            raise tornado.web.HTTPError(404, "nothing is kept about this user")
+        name = "user-data-" + "".join(c for c in openid if c.isalnum() or c in "-_")[:40]
+        self.set_header("Content-Disposition", f'attachment; filename="{name}.json"')
+        self.write_json(data)
+
+
+class UserDeleteApi(ApiHandler):
+    """Delete everything kept about one person. The body must repeat the openid
+    (``{"confirm": "<openid>"}``): the page asks the owner to confirm first."""
+
+    @tornado.web.authenticated
+    async def post(self, openid: str) -> None:
+        if self.json_body().get("confirm") != openid:
+            raise tornado.web.HTTPError(400, "confirm must repeat the user's openid")
+        counts = await privacy.delete_for_owner(self.db, openid, str(self.current_user))
+        self.write_json({"deleted": counts})
+
+
 routes = [
     (r"/api/overview", OverviewApi),
     (r"/api/preferences", PreferencesApi),
@@ -164,4 +189,6 @@ routes = [
     (r"/api/users", UsersApi),
     (r"/api/users/([^/]+)", UserApi),
     (r"/api/users/([^/]+)/messages", ConversationApi),
+    (r"/api/users/([^/]+)/export", UserExportApi),
+    (r"/api/users/([^/]+)/delete", UserDeleteApi),
 ]

@@ -179,7 +179,11 @@ class WeChatHandler(BaseHandler):
             self._refuse(e.status, e.kind, e.reason, e)
         self._type = message.kind
         self._user = user_hash(message.openid)
-        outcome = await self.guard.handle(message, mode=mode, received=self._started)
+        outcome = await self.guard.handle(
+            message, mode=mode, received=self._started, signed=f"{timestamp}:{nonce}"
+        )
+        if outcome.reused_signature:
+            self._refuse(403, "reused-signature", "this signed URL came with another message")
         self._outcome = outcome.label
         self._new_message = not outcome.duplicate
         if outcome.xml == "success":

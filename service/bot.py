@@ -13,6 +13,7 @@ import logging
 import random
 from typing import Protocol
 
+from .privacy import PrivacyDesk
 from .store import Db
 from .wechat import Message, Reply
 
@@ -48,6 +49,8 @@ class SurveyHook(Protocol):
 
     def start_hint(self) -> str: ...
 
+    def might_claim(self, openid: str, text: str) -> bool: ...
+
     async def handle_text(self, db: Db, message: Message, text: str) -> Reply | None: ...
 
 
@@ -82,6 +85,7 @@ class Bot:
     ) -> None:
         """``image`` gives the image reply; without it, ``image_media_id`` is a fixed one."""
         self.db = db
+        self.privacy = PrivacyDesk()
         self.surveys = surveys
         self.image: ImageSource = image if image is not None else FixedImage(image_media_id)
         self._rng = rng or random.Random()  # noqa: S311 - greetings, not secrets
@@ -99,11 +103,30 @@ class Bot:
         return Reply.text(UNKNOWN_TEXT)
 
     async def _text(self, message: Message, text: str) -> Reply:
+        if self.privacy.claims(text):  # before surveys: it works in the middle of one too
+            handled = await self.privacy.handle_text(self.db, message, text)
+            if handled is not None:
+                return handled
         if self.surveys is not None:
             claimed = await self.surveys.handle_text(self.db, message, text.strip())
             if claimed is not None:
                 return claimed
         return Reply.text(self.greeting())
+
+    async def offline_reply(self, message: Message) -> Reply | None:
+        """The reply while the database is unavailable, or ``None`` when only the database
+        can give it (a survey step: the caller apologises). Greetings, the welcome, the image and
+        the other fixed replies need no database and go on as usual."""
+        if self.surveys is not None:
+            if message.msg_type == "text":
+                if self.privacy.claims(message.content):
+                    return None  # needs the database
+                if self.surveys.might_claim(message.openid, message.content.strip()):
+                    return None
+                return Reply.text(self.greeting())
+            if message.event == "click" and message.event_key:
+                return None
+        return await self.reply(message)
 
     def greeting(self) -> str:
         return self._rng.choice(GREETINGS)

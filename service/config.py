@@ -62,6 +62,7 @@ ENV_VARS: dict[str, tuple[str, type]] = {
     "SIGNATURE_MAX_AGE": ("signature_max_age", int),
     "IDLE_CONNECTION_TIMEOUT": ("idle_connection_timeout", float),
     "BODY_TIMEOUT": ("body_timeout", float),
+    "USER_COUNT_RECOVERY": ("user_count_recovery", float),
 }
 
 # 公众平台 → 基本配置 → 消息加解密方式: 明文模式, 兼容模式, 安全模式.
@@ -135,6 +136,9 @@ class Settings:
     # requests), and to send its body: slow clients cannot hold connections open.
     idle_connection_timeout: float = 60.0
     body_timeout: float = 10.0
+    # Seconds after which a message a (killed) process stored but never counted for its user is
+    # counted by another process's sweep.
+    user_count_recovery: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.wechat_token:
@@ -179,6 +183,8 @@ class Settings:
             raise ConfigError("IDLE_CONNECTION_TIMEOUT must be a positive number of seconds")
         if self.body_timeout <= 0:
             raise ConfigError("BODY_TIMEOUT must be a positive number of seconds")
+        if self.user_count_recovery <= 0:
+            raise ConfigError("USER_COUNT_RECOVERY must be a positive number of seconds")
         if self.max_body_bytes > MAX_BODY_BYTES_CEILING:
             raise ConfigError(
                 f"MAX_BODY_BYTES must be at most {MAX_BODY_BYTES_CEILING} "

@@ -40,6 +40,7 @@ STORE_MODULES = [
     "service.store.owners",
     "service.store.surveys",
     "service.store.tokens",
+    "service.store.privacy",
 ]
 
 

@@ -104,6 +104,7 @@ class ReplyGuard:
         compute_limit: float = 60.0,
         remember_for: float = 120.0,
         remember_max: int = 10_000,
+        signature_window: float = 600.0,
     ) -> None:
         self.inbox = inbox
         self.budget = budget
@@ -117,6 +118,12 @@ class ReplyGuard:
         self._recent: collections.OrderedDict[str, tuple[float, Outcome]] = (
             collections.OrderedDict()
         )
+        # The ``timestamp:nonce`` pairs of recent requests and the message each came with: a
+        # reused signed URL with another message is refused here, before its bot runs, when it
+        # reaches the same process (the stored document's unique ``signed`` decides across
+        # processes). Kept as long as such a URL's timestamp is accepted (2 x SIGNATURE_MAX_AGE).
+        self.signature_window = signature_window
+        self._signed: collections.OrderedDict[str, tuple[float, str]] = collections.OrderedDict()
 
     @property
     def in_flight(self) -> int:
@@ -124,41 +131,64 @@ class ReplyGuard:
         return len(self._flights)
 
     async def handle(
-        self, message: Message, *, mode: str = "plain", received: float | None = None
+        self,
+        message: Message,
+        *,
+        mode: str = "plain",
+        received: float | None = None,
+        signed: str = "",
     ) -> Outcome:
-        """The answer to one request carrying ``message`` (``received``: its ``perf_counter``)."""
+        """The answer to one request carrying ``message`` (``received``: its ``perf_counter``;
+        ``signed``: its ``timestamp:nonce``)."""
         now = time.monotonic()
+        holder = self._bind(signed, message.key, now) if signed else message.key
+        if holder != message.key:
+            return Outcome("success", Reply.nothing(), signature_holder=holder)
         remembered = self._recent.get(message.key)
         if remembered is not None and remembered[0] > now:
             return remembered[1]
         flight = self._flights.get(message.key)
         if flight is None:
-            return await self._launch(message, mode, received).wait()
+            return await self._launch(message, mode, received, signed).wait()
         # A retry while the first try is still being processed: same answer, no second run.
         outcome = await flight.wait()
         if outcome.late:
             return Outcome("success", Reply.nothing(), duplicate=True)
         return dataclasses.replace(outcome, duplicate=True)
 
-    def _launch(self, message: Message, mode: str, received: float | None) -> _Flight:
+    def _bind(self, signed: str, key: str, now: float) -> str:
+        """Bind ``signed`` to ``key`` unless it is bound already; return the key it is bound to."""
+        bound = self._signed.get(signed)
+        if bound is not None and bound[0] > now:
+            return bound[1]
+        pairs = self._signed
+        pairs[signed] = (now + self.signature_window, key)
+        pairs.move_to_end(signed)
+        while pairs and (len(pairs) > self.remember_max or next(iter(pairs.values()))[0] <= now):
+            pairs.popitem(last=False)
+        return key
+
+    def _launch(
+        self, message: Message, mode: str, received: float | None, signed: str = ""
+    ) -> _Flight:
         loop = asyncio.get_running_loop()
         started = received if received is not None else time.perf_counter()
         flight = _Flight(message.key, started, loop.time() + self.compute_limit)
         remaining = self.budget - (time.perf_counter() - started)
         flight.timer = loop.call_later(max(remaining, 0.0), flight.expire)
         self._flights[message.key] = flight
-        flight.task = loop.create_task(self._run(message, mode, flight))
+        flight.task = loop.create_task(self._run(message, mode, flight, signed))
         return flight
 
-    async def _run(self, message: Message, mode: str, flight: _Flight) -> None:
+    async def _run(self, message: Message, mode: str, flight: _Flight, signed: str) -> None:
         try:
-            await self._process(message, mode, flight)
+            await self._process(message, mode, flight, signed)
         except Exception:  # boundary: a background task; the request still gets its answer
             log.exception("processing %s failed", flight.key)
         finally:
             self._landed(flight)
 
-    async def _process(self, message: Message, mode: str, flight: _Flight) -> None:
+    async def _process(self, message: Message, mode: str, flight: _Flight, signed: str) -> None:
         stored = False
         try:
             # Unbounded while the reply can still be passive (the budget timer arms it later),
@@ -181,7 +211,13 @@ class ReplyGuard:
             xml = render_reply(reply, message)
             delivery = "custom" if flight.outcome is not None else "passive"
             doc = self.inbox.document(
-                message, reply, xml, mode=mode, started=flight.started, delivery=delivery
+                message,
+                reply,
+                xml,
+                mode=mode,
+                started=flight.started,
+                delivery=delivery,
+                signed=signed,
             )
             outcome = await self.inbox.store(message, doc, reply)
             stored = True
@@ -191,7 +227,13 @@ class ReplyGuard:
             if not stored:
                 await self.inbox.save_unanswered(message, mode=mode, started=flight.started)
             raise
-        if outcome.duplicate or flight.outcome is None:
+        if outcome.signature_holder:
+            # Another process stored the pair's first message: that is the one it is bound to.
+            self._signed[signed] = (
+                time.monotonic() + self.signature_window,
+                outcome.signature_holder,
+            )
+        if outcome.duplicate or outcome.reused_signature or flight.outcome is None:
             # In time (a passive reply), or an earlier try elsewhere stored it first: its answer
             # stands, and it is that try's business to deliver it.
             flight.settle(outcome)
@@ -242,6 +284,8 @@ class ReplyGuard:
             flight.timer.cancel()
         flight.settle(_late())  # whatever happened, nobody waits forever
         result = flight.outcome
+        if result is not None and result.reused_signature:
+            return  # not this message's answer: a later request with a fresh URL must run it
         if result is None or result.late:
             final = Outcome("success", Reply.nothing(), duplicate=True)
         else:

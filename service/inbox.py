@@ -34,7 +34,7 @@ from .dbstate import DatabaseState
 from .spool import Spool, is_outage
 from .store import TEST_OPENID_PREFIX, messages
 from .store.users import UserStats
-from .wechat import Message, Reply
+from .wechat import Message, Reply, render_reply
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -67,10 +67,19 @@ class Outcome:
     late: bool = False
     # The database was unavailable: the message is in the local spool, not in MongoDB yet.
     spooled: bool = False
+    # The request's signed timestamp and nonce came with another message first (its key):
+    # refused (403).
+    signature_holder: str = ""
+
+    @property
+    def reused_signature(self) -> bool:
+        return bool(self.signature_holder)
 
     @property
     def label(self) -> str:
         """The request's outcome for logs and metrics."""
+        if self.reused_signature:
+            return "reused-signature"
         if self.late:
             return "late"
         if self.duplicate:
@@ -90,6 +99,7 @@ class Inbox:
         spool: Spool | None = None,
         metrics: Metrics | None = None,
         db_timeout: float = 4.0,
+        writer: messages.MessageWriter | None = None,
     ) -> None:
         self.db = db
         self.bot = bot
@@ -105,6 +115,8 @@ class Inbox:
         self.db_timeout = db_timeout
         # Without a spool (tests that build an Inbox by hand) a database failure is raised.
         self.spool = spool
+        # The message inserts, batched while several messages are in flight together.
+        self.writer = writer or messages.MessageWriter(db, timeout=db_timeout)
 
     @property
     def db_up(self) -> bool:
@@ -122,9 +134,11 @@ class Inbox:
         mode: str,
         started: float,
         delivery: str = "passive",
+        signed: str = "",
     ) -> dict[str, Any]:
         """The stored form of a message. ``delivery``: ``passive`` (the reply was the answer to
-        WeChat's request), ``custom`` (sent later as a customer-service message), or ``none``."""
+        WeChat's request), ``custom`` (sent later as a customer-service message), or ``none``.
+        ``signed``: the request's ``timestamp:nonce``, bound to this message by the insert."""
         received = dt.datetime.now(dt.UTC)
         doc = {
             "_id": message.key,
@@ -150,6 +164,11 @@ class Inbox:
         }
         if doc["delivery"] == "custom":
             doc["delivery_status"] = "pending"
+        if signed:
+            doc["signed"] = signed
+        if reply.forget:
+            # Its sender's data was just deleted: stored without them (``messages._as_stored``).
+            doc["forgotten"] = True
         return doc
 
     async def compute(self, message: Message) -> Reply:
@@ -159,12 +178,19 @@ class Inbox:
         database is known to be down), so an outage costs an apology, not a hang.
         """
         try:
+            if not self.db_up:
+                offline = await self._offline(message)
+                if offline is not None:
+                    return offline
             with pymongo.timeout(self.db_timeout if self.db_up else OFFLINE_DB_TIMEOUT):
                 return await self.bot.reply(message)
         except PyMongoError as e:
             if is_outage(e):
                 if self.db_up:
                     self._db_failed(e, "bot")
+                offline = await self._offline(message)
+                if offline is not None:
+                    return offline
                 log.warning(
                     "database unavailable for %s from %s: apologising (%s)",
                     message.kind,
@@ -180,6 +206,14 @@ class Inbox:
             log.exception("bot failed on %s from %s", message.kind, user_hash(message.openid))
             return Reply.text(BUSY_TEXT if message.msg_type == "text" else UNKNOWN_TEXT)
 
+    async def _offline(self, message: Message) -> Reply | None:
+        """``Bot.offline_reply``, kept off the database (a tiny deadline for anything that asks)."""
+        try:
+            with pymongo.timeout(OFFLINE_DB_TIMEOUT):
+                return await self.bot.offline_reply(message)
+        except PyMongoError:
+            return None
+
     async def store(self, message: Message, doc: dict[str, Any], reply: Reply) -> Outcome:
         """Insert the message once; a retry gets the reply the first try stored.
 
@@ -191,7 +225,15 @@ class Inbox:
             return await self._spool(doc, reply)
         try:
             with pymongo.timeout(self.db_timeout):
-                existing = await messages.insert_once(self.db, doc)
+                existing = await self.writer.insert_once(doc)
+        except messages.SignatureReused as e:
+            log.warning(
+                "signed URL of %s reused for %s from %s: refused",
+                e.key,
+                message.key,
+                user_hash(message.openid),
+            )
+            return Outcome("success", reply, doc=doc, signature_holder=e.key)
         except PyMongoError as e:
             if self.spool is None:
                 raise
@@ -205,12 +247,12 @@ class Inbox:
                     self.metrics.database_errors.labels(operation="insert").inc()
             return await self._spool(doc, reply)
         if existing is not None:
-            return self.retry_outcome(existing)
+            return self.retry_outcome(existing, message)
         self.count_user(doc)
         return Outcome(doc["reply_xml"], reply, doc=doc)
 
     @staticmethod
-    def retry_outcome(existing: dict[str, Any]) -> Outcome:
+    def retry_outcome(existing: dict[str, Any], message: Message | None = None) -> Outcome:
         """The answer to a retry of a stored message: the stored reply, or ``success`` when that
         reply went out as a customer-service message (it must not arrive twice)."""
         stored = existing.get("reply") or {}
@@ -218,23 +260,18 @@ class Inbox:
             stored.get("kind", "success"), stored.get("content", ""), stored.get("media_id", "")
         )
         xml = existing.get("reply_xml", "success")
+        if existing.get("forgotten"):
+            # Stored without its addressee (``service.privacy``): addressed to this retry's sender.
+            xml = render_reply(first, message) if message is not None else "success"
         if existing.get("delivery") == "custom":
             xml = "success"
         return Outcome(xml, first, duplicate=True, doc=existing)
 
     def count_user(self, doc: dict[str, Any]) -> None:
-        """Count a newly stored message in its user's record (batched by ``UserStats``)."""
-        subscribed: bool | None = None
-        if doc.get("event") in ("subscribe", "subscribe_scan"):
-            subscribed = True
-        elif doc.get("event") == "unsubscribe":
-            subscribed = False
-        self.users.seen(
-            doc["openid"],
-            doc["received_at"],
-            test_user=bool(doc.get("test_user")),
-            subscribed=subscribed,
-        )
+        """Count a newly stored message in its user's record (batched, exactly once: see
+        ``service.store.users``)."""
+        if not doc.get("forgotten"):
+            self.users.seen(doc["_id"])
 
     async def _spool(self, doc: dict[str, Any], reply: Reply) -> Outcome:
         assert self.spool is not None  # noqa: S101 - callers check
@@ -258,16 +295,9 @@ class Inbox:
         """Insert one spooled document; True if it was new (and then counted for its user)."""
         with pymongo.timeout(max(self.db_timeout, 5.0)):
             new = await messages.insert_new(self.db, doc)
-            if not new and doc.get("insert_uncertain"):
-                # Is the stored one this very document (the insert that "failed" landed)? Then
-                # nobody has counted it yet.
-                stored = await messages.find(self.db, doc["_id"])
-                landed = stored is not None and all(
-                    stored.get(k) == doc.get(k) for k in ("received_at", "process")
-                )
-                if landed:
-                    self.count_user(doc)
-        if new:
+        if new or doc.get("insert_uncertain"):
+            # An insert that "failed" may have landed: counting it is safe either way (a message
+            # is counted once, by whichever batch claims it first).
             self.count_user(doc)
         return new
 

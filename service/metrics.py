@@ -50,6 +50,7 @@ REFUSAL_REASONS = (
     "signature",  # 403: signature does not match the Token
     "bad-timestamp",  # 403: timestamp is not a number
     "stale-timestamp",  # 403: timestamp outside SIGNATURE_MAX_AGE of our clock (a replay?)
+    "reused-signature",  # 403: this timestamp and nonce came with another message first
     "plaintext-refused",  # 403: a plaintext request in safe mode
     "encrypted-refused",  # 400: an encrypted request in plain mode (or without an AES key)
     "missing-encrypt",  # 400: encrypt_type=aes without Encrypt or msg_signature

@@ -94,7 +94,7 @@ class Process:
         )
         spool = self.spool
         self.metrics.track_spool(lambda: spool.backlog if spool is not None else 0)
-        self.users = UserStats(db)
+        self.users = UserStats(db, recover_after=settings.user_count_recovery)
         # None without AppID/AppSecret: no late replies as customer-service messages then.
         self.wechat_api = make_api(settings, db) if wechat_api is _UNSET else wechat_api
         # An invalid survey definition raises SurveyLoadError here, listing every mistake.
@@ -131,7 +131,11 @@ class Process:
             else None
         )
         self.guard = ReplyGuard(
-            self.inbox, budget=settings.reply_budget, api=self.wechat_api, metrics=self.metrics
+            self.inbox,
+            budget=settings.reply_budget,
+            api=self.wechat_api,
+            metrics=self.metrics,
+            signature_window=2.0 * settings.signature_max_age,
         )
         self.hub = Hub(db)
         hub = self.hub
@@ -192,9 +196,12 @@ class Process:
 
     async def start(self) -> None:
         """Start the background work: the spool replayer (it first replays what an earlier run
-        left behind). The live hub and the counters start on first use."""
+        left behind) and the sweep that counts messages an earlier process stored but did not
+        count. The live hub starts on first use."""
         if self.replayer is not None:
             self.replayer.start()
+        if self.settings.store_messages:
+            self.users.start()
 
     async def close(self) -> None:
         """Tear everything down in the reverse order of construction, once (a second call waits

@@ -39,9 +39,10 @@ from typing import TYPE_CHECKING, Any
 from bson import json_util
 from bson.json_util import JSONMode, JSONOptions
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from .db import ping
+from .store import is_outage
 
 if TYPE_CHECKING:
     from .dbstate import DatabaseState
@@ -68,13 +69,6 @@ def decode(line: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict) or "_id" not in doc:
         raise ValueError("not a spooled message document")
     return doc
-
-
-def is_outage(error: BaseException) -> bool:
-    """A database error that means "unreachable or too slow", not "this request is wrong"."""
-    return isinstance(error, ConnectionFailure) or (
-        isinstance(error, PyMongoError) and error.timeout
-    )
 
 
 def _fsync_dir(path: Path) -> None:

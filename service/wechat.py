@@ -375,6 +375,8 @@ class Reply:
     kind: str
     content: str = ""
     media_id: str = ""
+    # The message asked us to delete its sender's data: it is stored without who sent it.
+    forget: bool = False
 
     @classmethod
     def text(cls, content: str) -> Reply:

@@ -77,6 +77,9 @@ class SlowSurvey:
     def start_hint(self) -> str:
         return ""
 
+    def might_claim(self, openid: str, text: str) -> bool:
+        return text == self.TRIGGER
+
     async def handle_text(self, db: Any, message: Message, text: str) -> Reply | None:
         if text != self.TRIGGER:
             return None

@@ -87,10 +87,7 @@ def seeded(io_loop, db):
         users = UserStats(db)
         for doc in docs:
             assert await messages.insert_once(db, doc) is None
-            subscribed = {"subscribe": True, "unsubscribe": False}.get(doc["event"] or "")
-            users.seen(
-                doc["openid"], doc["received_at"], test_user=doc["test_user"], subscribed=subscribed
-            )
+            users.seen(doc["_id"])
         await users.close()
 
     io_loop.run_sync(seed)

@@ -12,7 +12,7 @@ import tornado.testing
 
 from service.app import make_app
 from service.db import connect
-from service.live import Hub
+from service.live import Hub, Listener
 from service.store import messages
 from tests.dashboard_fixtures import next_event
 from tests.ops_helpers import until
@@ -120,7 +120,7 @@ async def test_message_answered_by_another_process_reaches_this_dashboard(
 # -- the hub on its own ---------------------------------------------------------------------------
 
 
-async def _collect(hub: Hub, count: int) -> tuple[list[dict], asyncio.Event, object]:
+async def _collect(hub: Hub, count: int) -> tuple[list[dict], asyncio.Event, Listener]:
     """Subscribe a listener that keeps events; the event is set once ``count`` have come."""
     got: list[dict] = []
     done = asyncio.Event()
@@ -203,6 +203,55 @@ async def test_hub_fills_the_gap_after_losing_its_stream(db):
         async with asyncio.timeout(20):
             await done.wait()
         assert [e["message"]["text"] for e in got] == ["before", "missed"]
+    finally:
+        async with asyncio.timeout(10):
+            await hub.stop()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_hub_stops_following_when_nobody_watches_and_starts_afresh(db):
+    """A process whose dashboards are closed costs the database nothing; the next dashboard
+    gets what comes from then on, not what came while nobody watched."""
+    hub = Hub(db, idle_stop=0.3)
+    try:
+        got, _, listener = await _collect(hub, 1)
+        async with asyncio.timeout(20):
+            await hub.ready()
+        hub.unsubscribe(listener)
+        await until(lambda: hub._task is not None and hub._task.done(), timeout=20)
+        assert hub.mode == "idle"
+        now = dt.datetime.now(dt.UTC)
+        await messages.insert_once(db, message_doc("msg:i1", "idle", now, text="unwatched"))
+        got, done, _ = await _collect(hub, 1)
+        async with asyncio.timeout(20):
+            await hub.ready()
+        await messages.insert_once(
+            db, message_doc("msg:i2", "idle", now + dt.timedelta(seconds=1), text="watched")
+        )
+        async with asyncio.timeout(20):
+            await done.wait()
+        assert [e["message"]["text"] for e in got] == ["watched"]
+    finally:
+        async with asyncio.timeout(10):
+            await hub.stop()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_hub_reads_a_burst_in_few_round_trips(db, db_counter):
+    hub = Hub(db)
+    try:
+        got, done, _ = await _collect(hub, 40)
+        async with asyncio.timeout(20):
+            await hub.ready()
+        before = db_counter.snapshot()["by_command"].get("getMore", 0)
+        now = dt.datetime.now(dt.UTC)
+        for i in range(40):  # one after the other, as busy traffic arrives
+            await messages.insert_once(db, message_doc(f"msg:b{i}", f"burst-{i}", now))
+        async with asyncio.timeout(20):
+            await done.wait()
+        reads = db_counter.snapshot()["by_command"].get("getMore", 0) - before
+        assert len(got) == 40
+        assert reads <= 15, f"{reads} getMore for 40 messages"
     finally:
         async with asyncio.timeout(10):
             await hub.stop()

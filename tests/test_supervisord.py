@@ -359,3 +359,17 @@ def test_supervisord_runs_every_process_with_the_intended_options(supervisor_run
         log.index(f"stopped: {name}") for name in web
     )
     assert not sup.socket.exists()
+
+
+def test_the_nginx_site_keeps_query_strings_out_of_its_access_log():
+    """/wechat's query string is a signed URL (issue 14): a log that keeps it keeps replays."""
+    site = (ROOT / "deploy" / "nginx-wechat-survey.conf").read_text(encoding="utf-8")
+    formats = dict(re.findall(r"log_format\s+(\w+)\s+((?:'[^']*'\s*)+);", site))
+    logs = re.findall(r"^\s*access_log\s+(\S+)(?:\s+(\w+))?\s*;", site, re.MULTILINE)
+    assert logs, "the site names its access log and format"
+    servers = len(re.findall(r"^server\s*\{", site, re.MULTILINE))
+    assert len(logs) == servers
+    for _path, name in logs:
+        assert name in formats, f"access_log uses nginx's default format ({name or 'combined'})"
+        for variable in ("$request ", '$request"', "$request_uri", "$args", "$query_string"):
+            assert variable not in formats[name], variable

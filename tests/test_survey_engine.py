@@ -150,3 +150,20 @@ async def test_test_users_are_marked(surveys, db, wechat):
     await talk(engine, db, wechat, "real-42", "爆肝度调查")
     marks = {d["openid"]: d["test_user"] async for d in db.survey_sessions.find({})}
     assert marks == {"sim-42": True, "real-42": False}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_what_might_be_a_survey_step_without_the_database(surveys, db, wechat):
+    """During an outage the router greets ordinary chat and apologises for survey steps."""
+    engine = engine_with(surveys)
+    # A keyword or a command always is one; a short answer-like text from a stranger may be.
+    for text in ("爆肝度调查", "退出", "3", "1,2", "b"):
+        assert engine.might_claim("stranger", text), text
+    for text in ("你好", "hello", "今天天气不错"):
+        assert not engine.might_claim("stranger", text), text
+    # A user this process saw chatting is known not to be in a survey...
+    await talk(engine, db, wechat, "chatty", "在吗")
+    assert not engine.might_claim("chatty", "2")
+    # ...and one it saw in a survey is, whatever they send next.
+    await talk(engine, db, wechat, "busy-bee", "爆肝度调查", "1")
+    assert engine.might_claim("busy-bee", "今天天气不错")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -511,6 +512,68 @@ async def test_the_window_is_signature_max_age(http_client, settings, db, wechat
     finally:
         server.stop()
         await close_app(app)
+
+
+# -- a signed URL is bound to the first message it came with (issue 14) ------------------------
+
+
+async def _reuse_refused(http_client, first_xml, forged_xml, first_url, forged_url, wechat, app):
+    """Send ``first_xml`` to ``first_url``, then its signed URL (timestamp, nonce, signature) with
+    ``forged_xml`` as the body to ``forged_url``: refused and counted by ``app``."""
+    first = wechat.sign(first_xml)
+    r = await http_client.fetch(first.url(first_url), method="POST", body=first.body)
+    assert r.code == 200
+    forged = dataclasses.replace(first, body=forged_xml.encode("utf-8"))
+    code, _ = await fetch_code(http_client, forged.url(forged_url), method="POST", body=forged.body)
+    assert code == 403
+    assert _refused(app, "reused-signature") == 1
+    return first, r
+
+
+@pytest.mark.gen_test
+async def test_a_signed_url_reused_with_another_body_is_403_and_runs_nothing(
+    http_client, base_url, wechat, db, app
+):
+    # The URL, seen in a log, with a survey answer of someone else's.
+    first, r = await _reuse_refused(
+        http_client,
+        wechat.text("user-seen", "你好", msg_id=9200),
+        wechat.text("user-victim", "爆肝度调查", msg_id=9201),
+        base_url,
+        base_url,
+        wechat,
+        app,
+    )
+    assert await db.messages.count_documents({"openid": "user-victim"}) == 0
+    assert await db.survey_sessions.count_documents({"openid": "user-victim"}) == 0
+    # A retry of the first message with its own URL still gets the stored reply.
+    again = await http_client.fetch(first.url(base_url), method="POST", body=first.body)
+    assert (again.code, again.body) == (200, r.body)
+    # And the forged message itself, sent properly signed later, is an ordinary message.
+    fresh = wechat.sign(wechat.text("user-victim", "你好", msg_id=9201))
+    ok = await http_client.fetch(fresh.url(base_url), method="POST", body=fresh.body)
+    assert ok.code == 200
+    assert await db.messages.count_documents({"_id": "msg:9201"}) == 1
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_binding_holds_across_processes(http_client, settings, db, wechat):
+    """Two processes on one database: the stored document's unique ``signed`` decides."""
+    async with served(settings, db) as (_, url_a), served(settings, db) as (app_b, url_b):
+        first, r = await _reuse_refused(
+            http_client,
+            wechat.text("user-two", "你好", msg_id=9210),
+            wechat.text("user-other", "你好", msg_id=9211),
+            url_a,
+            url_b,
+            wechat,
+            app_b,
+        )
+        assert await db.messages.count_documents({"_id": "msg:9211"}) == 0
+        # WeChat's retry of the first message with the same URL, answered by the other process.
+        again = await http_client.fetch(first.url(url_b), method="POST", body=first.body)
+        assert (again.code, again.body) == (200, r.body)
+        assert await db.messages.count_documents({"_id": "msg:9210"}) == 1
 
 
 # -- WECHAT_MESSAGE_MODE: safe means encrypted only (issue 14) ----------------------------------

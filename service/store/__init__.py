@@ -12,14 +12,22 @@ from typing import Any
 from pymongo import WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure, PyMongoError
 
-__all__ = ["TEST_OPENID_PREFIX", "Db", "journaled"]
+__all__ = ["TEST_OPENID_PREFIX", "Db", "is_outage", "journaled"]
 
 # The database as every store function takes it (documents are plain dicts).
 Db = AsyncDatabase[dict[str, Any]]
 
 # The dashboard simulator's fake users: their data is marked (``test_user``) and can be wiped.
 TEST_OPENID_PREFIX = "sim-"
+
+
+def is_outage(error: BaseException) -> bool:
+    """A database error that means "unreachable or too slow", not "this request is wrong"."""
+    return isinstance(error, ConnectionFailure) or (
+        isinstance(error, PyMongoError) and error.timeout
+    )
 
 
 def journaled(db: Db, name: str) -> AsyncCollection[dict[str, Any]]:

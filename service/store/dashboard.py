@@ -355,7 +355,7 @@ async def search_users(
     total = await db[USERS].count_documents(flt)
     cursor = (
         db[USERS]
-        .find(flt)
+        .find(flt, {"counted": 0})
         .sort([("last_seen", DESCENDING), ("_id", ASCENDING)])
         .skip((page - 1) * per_page)
         .limit(per_page)
@@ -371,7 +371,7 @@ async def iter_users(
     survey progress is then one query)."""
     cursor = (
         db[USERS]
-        .find(users_query(**filters))
+        .find(users_query(**filters), {"counted": 0})
         .sort([("last_seen", DESCENDING), ("_id", ASCENDING)])
         .batch_size(batch_size)
     )
@@ -386,7 +386,7 @@ async def iter_users(
 
 
 async def get_user(db: Db, openid: str) -> dict[str, Any] | None:
-    doc = await db[USERS].find_one({"_id": openid})
+    doc = await db[USERS].find_one({"_id": openid}, {"counted": 0})
     return user_view(doc) if doc is not None else None
 
 

@@ -3,20 +3,29 @@
 ``_id`` is the message key (``msg:<MsgId>`` or ``ev:<openid>:<CreateTime>:<event>``), so the unique
 ``_id`` index is what makes WeChat's retries idempotent: the second insert fails with
 ``DuplicateKeyError`` and the retry is answered with the reply stored by the first.
+
+``signed`` is the ``timestamp:nonce`` pair of the request that brought the message, under a unique
+index too: in plaintext mode the signature does not cover the body, so a signed URL seen once (a
+log, a proxy) could carry any other message. The insert decides, without another round trip: the
+pair is bound to the first message it came with, and a different message with it is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
 from . import Db, journaled
+from .batcher import Batcher
 
 __all__ = [
     "COLLECTION",
+    "MessageWriter",
+    "SignatureReused",
     "ensure_indexes",
     "find",
     "insert_new",
@@ -28,6 +37,14 @@ __all__ = [
 COLLECTION = "messages"
 
 
+class SignatureReused(Exception):
+    """The request's ``timestamp:nonce`` already came with another message (a replayed URL)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"signed pair already used by {key}")
+        self.key = key
+
+
 async def ensure_indexes(db: Db) -> None:
     coll = db[COLLECTION]
     await coll.create_index([("received_at", DESCENDING)], name="received_at")
@@ -35,21 +52,92 @@ async def ensure_indexes(db: Db) -> None:
         [("openid", ASCENDING), ("received_at", DESCENDING)], name="openid_time"
     )
     await coll.create_index([("type", ASCENDING), ("received_at", DESCENDING)], name="type_time")
+    await coll.create_index([("signed", ASCENDING)], name="signed", unique=True, sparse=True)
+
+
+def _as_stored(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document as stored: not yet in its user's counters (``service.store.users``).
+
+    A ``forgotten`` message (its sender just had their data deleted, ``service.privacy``) keeps
+    what the reply said, for WeChat's retries, and nothing of who sent it: no openid, body,
+    fields, or reply XML (which names the addressee); nobody's to count either.
+    """
+    if doc.get("forgotten"):
+        return {**doc, "openid": "", "raw": "", "fields": {}, "text": "", "reply_xml": ""}
+    return {**doc, "uncounted": True}
 
 
 async def insert_once(db: Db, doc: dict[str, Any]) -> dict[str, Any] | None:
-    """Insert ``doc``; return ``None`` when it was new, or the stored document when it was not."""
+    """Insert ``doc``; return ``None`` when it was new, or the stored document when it was not.
+
+    Raises ``SignatureReused`` when its ``signed`` pair is bound to another message.
+    """
     try:
-        await journaled(db, COLLECTION).insert_one(doc)
-    except DuplicateKeyError:
-        return await wait_for(db, doc["_id"])
+        await journaled(db, COLLECTION).insert_one(_as_stored(doc))
+    except DuplicateKeyError as e:
+        return await _after_duplicate(db, doc, (e.details or {}).get("keyPattern") or {})
     return None
+
+
+async def _after_duplicate(
+    db: Db, doc: dict[str, Any], pattern: dict[str, Any]
+) -> dict[str, Any] | None:
+    """``doc``'s insert hit a unique index (``pattern``): the stored message it is a retry of, or
+    ``SignatureReused`` when its ``signed`` pair belongs to another message."""
+    if "signed" in pattern and doc.get("signed"):
+        # A retry with the same URL violates both indexes (and may be reported on either).
+        holder = await db[COLLECTION].find_one({"signed": doc["signed"]})
+        if holder is not None and holder["_id"] != doc["_id"]:
+            raise SignatureReused(str(holder["_id"]))
+        if holder is not None:
+            return holder
+    return await wait_for(db, doc["_id"])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Duplicate:
+    pattern: dict[str, Any]
+
+
+class MessageWriter:
+    """The message inserts of one process, naturally batched: the messages in flight together go
+    in one unordered ``insert_many`` (one journal flush for all of them). A duplicate key on one
+    document is that message's business (a retry, or a reused signed URL); the others are new.
+    Same contract as ``insert_once``."""
+
+    def __init__(self, db: Db, *, timeout: float | None = None, max_items: int = 64) -> None:
+        self.db = db
+        self.batcher: Batcher[dict[str, Any], _Duplicate | None] = Batcher(
+            self._insert_many, name="message insert", timeout=timeout, max_items=max_items
+        )
+
+    async def insert_once(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        size = 3 * (len(doc.get("raw") or "") + len(doc.get("reply_xml") or "")) + 1024
+        duplicate = await self.batcher.submit(_as_stored(doc), size)
+        if duplicate is None:
+            return None
+        return await _after_duplicate(self.db, doc, duplicate.pattern)
+
+    async def _insert_many(self, docs: list[dict[str, Any]]) -> list[_Duplicate | Exception | None]:
+        results: list[_Duplicate | Exception | None] = [None] * len(docs)
+        try:
+            await journaled(self.db, COLLECTION).insert_many(docs, ordered=False)
+        except BulkWriteError as e:
+            if e.details.get("writeConcernErrors"):
+                raise  # not known to be durable: every message of the batch is spooled
+            for error in e.details.get("writeErrors", []):
+                index = int(error["index"])
+                if error.get("code") == 11000:
+                    results[index] = _Duplicate(dict(error.get("keyPattern") or {}))
+                else:
+                    results[index] = WriteError(error.get("errmsg", ""), error.get("code"), error)
+        return results
 
 
 async def insert_new(db: Db, doc: dict[str, Any]) -> bool:
     """Insert ``doc`` (a spool replay); False when a document with its ``_id`` already exists."""
     try:
-        await journaled(db, COLLECTION).insert_one(doc)
+        await journaled(db, COLLECTION).insert_one(_as_stored(doc))
     except DuplicateKeyError:
         return False
     return True

@@ -28,6 +28,7 @@ definition, for titles and option labels) and ``include_test_users=False``: the 
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -38,12 +39,14 @@ from pymongo.errors import DuplicateKeyError
 from ..clock import iso as _iso
 from ..clock import now as _now
 from . import TEST_OPENID_PREFIX, Db, journaled
+from .batcher import Batcher
 
 if TYPE_CHECKING:
     from service.surveys.model import Survey
 
 __all__ = [
     "COLLECTION",
+    "SessionReader",
     "band_counts",
     "completions_over_time",
     "delete_test_data",
@@ -90,6 +93,50 @@ async def user_sessions(db: Db, openid: str, limit: int = 50) -> list[dict[str, 
     """All of a user's survey documents, most recently updated first: one round trip."""
     cursor = db[COLLECTION].find({"openid": openid}).sort("updated_at", DESCENDING).limit(limit)
     return await cursor.to_list()
+
+
+class SessionReader:
+    """``user_sessions`` for the hot path, naturally batched: the users of the messages in flight
+    together are read in one ``find`` (``openid: {$in: [...]}``), each getting their own list."""
+
+    def __init__(self, *, limit: int = 50, max_items: int = 64) -> None:
+        self.limit = limit
+        self.batcher: Batcher[tuple[Db, str], list[dict[str, Any]]] = Batcher(
+            self._read_many, name="survey-state read", max_items=max_items
+        )
+
+    async def read(self, db: Db, openid: str) -> list[dict[str, Any]]:
+        return await self.batcher.submit((db, openid))
+
+    async def _read_many(self, items: list[tuple[Db, str]]) -> list[list[dict[str, Any]]]:
+        found: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        by_db: dict[int, tuple[Db, set[str]]] = {}
+        for db, openid in items:
+            by_db.setdefault(id(db), (db, set()))[1].add(openid)
+        for key, (db, openids) in by_db.items():
+            if len(openids) == 1:
+                (openid,) = openids
+                found[(key, openid)] = await user_sessions(db, openid, self.limit)
+                continue
+            cursor = (
+                db[COLLECTION]
+                .find({"openid": {"$in": sorted(openids)}})
+                .sort("updated_at", DESCENDING)
+                .limit(self.limit * len(openids))
+            )
+            async for doc in cursor:
+                mine = found.setdefault((key, doc["openid"]), [])
+                if len(mine) < self.limit:
+                    mine.append(doc)
+        results: list[list[dict[str, Any]]] = []
+        handed: set[tuple[int, str]] = set()
+        for db, openid in items:
+            wanted = (id(db), openid)
+            docs = found.get(wanted, [])
+            # The same user twice in one batch (two messages at once): each gets its own copy.
+            results.append(copy.deepcopy(docs) if wanted in handed else docs)
+            handed.add(wanted)
+        return results
 
 
 async def get(db: Db, survey_id: str, openid: str) -> dict[str, Any] | None:

@@ -19,9 +19,11 @@ of one user can never both apply to the same question.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import logging
+import re
 import zoneinfo
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -47,6 +49,10 @@ log = logging.getLogger(__name__)
 ALREADY_TAKEN = "已经参加过本项活动，不要试图重新开始"
 BUSY = "同时收到了你的好几条消息，请稍等片刻再回复一次。"
 MAX_ATTEMPTS = 6
+# Users whose survey state this process remembers for answering during an outage.
+IN_SURVEY_CACHE = 10_000
+# What an answer to a choice or rating question looks like (folded): "3", "2,5", "a", "1 3".
+ANSWER_LIKE = re.compile(r"(?:[0-9]+|[a-z])(?:[ ,，、]+(?:[0-9]+|[a-z]))*")
 
 Write = Callable[[Db], Awaitable[bool]]
 
@@ -77,6 +83,11 @@ class SurveyEngine:
         self.tz = tz if tz is not None else zoneinfo.ZoneInfo(DEFAULT_TIMEZONE)
         self.test_prefix = test_prefix
         self._keywords: dict[str, Survey] = {}
+        # openid -> whether they were in a survey when last read (for answers during an outage;
+        # forgotten once their state changes, bounded).
+        self._last_state: collections.OrderedDict[str, bool] = collections.OrderedDict()
+        # The survey-state reads of the messages in flight together go in one round trip.
+        self._sessions = store.SessionReader()
         for survey in self.surveys.values():
             for word in survey.keywords:
                 self._keywords[normalize_keyword(word)] = survey
@@ -101,6 +112,27 @@ class SurveyEngine:
         ]
         return "\n".join(lines)
 
+    def might_claim(self, openid: str, text: str) -> bool:
+        """Without the database: could ``text`` from ``openid`` be a survey step? A keyword or a
+        command is; so is anything from a user last seen in a survey, and, for a user this
+        process has not seen lately, a short answer-like text (a number, an option letter)."""
+        if not self.surveys:
+            return False
+        folded = normalize_keyword(text)
+        if folded in self._keywords or folded in EXIT_WORDS or folded in RESTART_WORDS:
+            return True
+        known = self._last_state.get(openid)
+        if known is not None:
+            return known
+        return len(folded) <= 12 and ANSWER_LIKE.fullmatch(folded) is not None
+
+    def _remember(self, openid: str, in_survey: bool) -> None:
+        cache = self._last_state
+        cache[openid] = in_survey
+        cache.move_to_end(openid)
+        while len(cache) > IN_SURVEY_CACHE:
+            cache.popitem(last=False)
+
     async def handle_text(self, db: Db, message: Message, text: str) -> Reply | None:
         """The reply to ``text`` from ``message.openid`` if a survey claims it, else ``None``."""
         if not self.surveys:
@@ -109,7 +141,8 @@ class SurveyEngine:
         keyword = self._keywords.get(folded)
         command = "exit" if folded in EXIT_WORDS else "restart" if folded in RESTART_WORDS else ""
         for attempt in range(MAX_ATTEMPTS):
-            sessions = await store.user_sessions(db, message.openid)
+            sessions = await self._sessions.read(db, message.openid)
+            self._remember(message.openid, any(doc.get("active_user") for doc in sessions))
             for doc in sessions:
                 for entry in doc.get("recent") or ():
                     if entry.get("k") == message.key:
@@ -117,6 +150,10 @@ class SurveyEngine:
             plan = self._decide(message, text, keyword, command, sessions)
             if plan is None:
                 return None
+            if plan.writes:
+                # Their survey state is changing: count them as in a survey (during an outage the
+                # careful answer is the apology, not a greeting to what may be an answer).
+                self._remember(message.openid, True)
             if await self._apply(db, plan):
                 return Reply.text(plan.reply) if plan.reply is not None else None
             log.info("survey write lost a race (attempt %d); reading again", attempt + 1)

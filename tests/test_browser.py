@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -398,4 +399,15 @@ def test_every_page_fits_a_phone_and_a_desktop_in_both_languages(server: str, br
     assert url == server + "/wechat"
     real = driver.find_element(By.CSS_SELECTOR, '[data-step="first_message"]')
     assert real.get_attribute("data-done") == "1"
-    assert problems(driver) == []
+
+    # A person asks for their data to be deleted: the owner does it from their page.
+    driver.get(server + "/dashboard/users/sim-walker")
+    assert "/api/users/sim-walker/export" in driver.find_element(
+        By.ID, "export-user"
+    ).get_attribute("href")
+    driver.find_element(By.ID, "delete-user").click()
+    wait_for(driver, lambda d: d.switch_to.alert).accept()
+    wait_for(driver, lambda d: urllib.parse.urlsplit(d.current_url).path == "/dashboard/users")
+    driver.get(server + "/dashboard/users/sim-walker")
+    assert "404" in driver.find_element(By.TAG_NAME, "main").text
+    assert [p for p in problems(driver) if "sim-walker - Failed to load" not in p] == []

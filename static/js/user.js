@@ -1,6 +1,6 @@
 // One user: profile, progress in every survey, and the whole conversation (paged backwards).
 
-import { el, fmt, getJSON, messageText, progressBadge, t } from "./common.js";
+import { el, fmt, getJSON, messageText, postJSON, progressBadge, t } from "./common.js";
 import { LiveFeed } from "./feed.js";
 
 const openid = document.querySelector("main").dataset.openid;
@@ -58,6 +58,16 @@ async function loadOlder() {
 }
 
 olderButton.addEventListener("click", () => loadOlder().catch(console.error));
+
+document.getElementById("delete-user").addEventListener("click", async () => {
+  if (!confirm(t("Delete every message, survey answer and record of %(user)s? This cannot be undone.", { user: openid }))) return;
+  try {
+    await postJSON(`/api/users/${encodeURIComponent(openid)}/delete`, { confirm: openid });
+    location.href = "/dashboard/users";
+  } catch (error) {
+    alert(`${t("Deleting failed")}: ${error.message}`);
+  }
+});
 await loadOlder();
 chat.scrollTop = chat.scrollHeight;
 await loadProgress();

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES := chromium chromium-driver fonts-wqy-microhei
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck bench system-deps clean
+.PHONY: run test lint typecheck bench system-deps clean vendor-echarts
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -43,6 +43,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# The dashboard's ECharts (static/vendor/build/echarts/README.md): npm's exact versions, one bundle.
+vendor-echarts:
+	cd static/vendor/build/echarts && npm ci --ignore-scripts --no-audit --no-fund && \
+		npm run build && rm -rf node_modules
 
 clean:
 	rm -rf $(VENV) build *.egg-info test-artifacts

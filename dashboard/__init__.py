@@ -9,7 +9,7 @@ import jinja2
 
 from service.config import Settings
 
-from . import api, auth, pages, simulator, surveys, ws
+from . import api, auth, exports, pages, setup, simulator, surveys, ws
 from .base import StaticHandler
 from .i18n import Translations
 
@@ -22,8 +22,10 @@ STATIC_DIR = PACKAGE_DIR.parent / "static"
 
 routes: list[Any] = [
     *auth.routes,
+    *exports.routes,  # before pages: /dashboard/users/export.csv is no user
     *pages.routes,
     *api.routes,
+    *setup.routes,
     *surveys.routes,
     *simulator.routes,
     *ws.routes,

@@ -6,15 +6,16 @@ import tornado.web
 
 from service import privacy, reports
 from service.store import dashboard as store
+from service.store import owners
 
-from .base import ApiHandler
+from .base import ApiHandler, DashboardHandler
 from .surveys import definitions
 
 # Search texts become (escaped) regular expressions; the server caps a pattern at 1,000 characters.
 MAX_SEARCH = 200
 
 
-def search_text(handler: ApiHandler, name: str) -> str:
+def search_text(handler: DashboardHandler, name: str) -> str:
     """A search box's value, stripped; a 400 when it is longer than anyone types."""
     value = handler.get_query_argument(name, "").strip()
     if len(value) > MAX_SEARCH:
@@ -46,6 +47,22 @@ class TrafficApi(ApiHandler):
             self.db, minutes=minutes, include_test=include_test
         )
         self.write_json({"minutes": minutes, "buckets": buckets})
+
+
+class TrendsApi(ApiHandler):
+    """Messages, new followers and completions per day, the last ``days`` (7 or 30) days."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        days = self.int_argument("days", 7, 1, 90)
+        items = await reports.trends(
+            self.db,
+            definitions(self),
+            days=days,
+            timezone=self.config.timezone,
+            include_test=self.bool_argument("test", False),
+        )
+        self.write_json({"days": days, "items": items})
 
 
 class MessagesApi(ApiHandler):
@@ -104,8 +121,7 @@ class UserApi(ApiHandler):
         user = await store.get_user(self.db, openid)
         if user is None:
             raise tornado.web.HTTPError(404, "no such user")
-        progress = await reports.progress(self.db, definitions(self), [openid])
-        user["surveys"] = progress.get(openid, [])
+        user["surveys"] = await reports.answers(self.db, definitions(self), openid)
         self.write_json(user)
 
 
@@ -121,6 +137,22 @@ class ConversationApi(ApiHandler):
             limit=self.int_argument("limit", 100, 1, 500),
         )
         self.write_json(data)
+
+
+class PreferencesApi(ApiHandler):
+    """``POST {"include_test": true}``: the owner's choices, the same on every page."""
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        body = self.json_body()
+        unknown = sorted(set(body) - set(owners.PREFERENCES))
+        if unknown:
+            raise tornado.web.HTTPError(400, "unknown preference %s", ", ".join(unknown))
+        for key, value in body.items():
+            if not isinstance(value, bool):
+                raise tornado.web.HTTPError(400, "%s must be true or false", key)
+            await owners.set_preference(self.db, self.current_user, key, value)
+        self.write_json({"ok": True})
 
 
 class UserExportApi(ApiHandler):
@@ -150,7 +182,9 @@ class UserDeleteApi(ApiHandler):
 
 routes = [
     (r"/api/overview", OverviewApi),
+    (r"/api/preferences", PreferencesApi),
     (r"/api/traffic", TrafficApi),
+    (r"/api/trends", TrendsApi),
     (r"/api/messages", MessagesApi),
     (r"/api/users", UsersApi),
     (r"/api/users/([^/]+)", UserApi),

@@ -80,6 +80,9 @@ class StaticHandler(tornado.web.StaticFileHandler):
     def set_extra_headers(self, path: str) -> None:
         if not self.get_query_argument("v", ""):
             self.set_header("Cache-Control", "no-cache")
+        elif self.get_cache_time(path, self.modified, self.get_content_type()):
+            # The hash is in the URL: the file never changes under it; no revalidation either.
+            self.set_header("Cache-Control", f"public, max-age={self.CACHE_MAX_AGE}, immutable")
 
     def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
         # A NUL (``common.js%00.png``) makes the file system calls raise ValueError: a 500.
@@ -178,6 +181,7 @@ class DashboardHandler(BaseHandler):
     # -- rendering ------------------------------------------------------------------------------
     def template_context(self) -> dict[str, Any]:
         locale = self.locale
+        labels = self.translations.labels(locale)
         return {
             "_": locale.translate,
             "lang": self.lang,
@@ -187,8 +191,34 @@ class DashboardHandler(BaseHandler):
             "owner": self.owner,
             "path": self.request.path,
             "js_strings": json.dumps(self.translations.for_js(locale), ensure_ascii=False),
+            "labels": labels,
+            "labels_json": json.dumps(labels, ensure_ascii=False),
             "timezone": self.config.timezone,
+            # One default for showing the simulator's test users, remembered per owner.
+            "include_test": owners.preference(self.owner, "include_test"),
         }
+
+    def date_argument(self, name: str, *, end_of_day: bool = False) -> dt.datetime | None:
+        """An ISO date or datetime; a bare date is midnight in the owner's time zone.
+
+        ``end_of_day``: a bare date means the end of that day (an inclusive "to" date).
+        """
+        raw = self.get_query_argument(name, "").strip()
+        if not raw:
+            return None
+        if end_of_day and len(raw) == 10:
+            try:
+                day = dt.date.fromisoformat(raw)
+            except ValueError as e:
+                raise tornado.web.HTTPError(400, "%s is not an ISO date", name) from e
+            raw = (day + dt.timedelta(days=1)).isoformat()
+        try:
+            value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError as e:
+            raise tornado.web.HTTPError(400, "%s is not an ISO date", name) from e
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=zoneinfo.ZoneInfo(self.config.timezone))
+        return value.astimezone(dt.UTC)
 
     def render_page(self, template: str, **context: Any) -> None:
         page = self.jinja.get_template(template)
@@ -255,28 +285,6 @@ class ApiHandler(DashboardHandler):
         if not raw:
             return default
         return raw in {"1", "true", "yes", "on"}
-
-    def date_argument(self, name: str, *, end_of_day: bool = False) -> dt.datetime | None:
-        """An ISO date or datetime; a bare date is midnight in the owner's time zone.
-
-        ``end_of_day``: a bare date means the end of that day (an inclusive "to" date).
-        """
-        raw = self.get_query_argument(name, "").strip()
-        if not raw:
-            return None
-        if end_of_day and len(raw) == 10:
-            try:
-                day = dt.date.fromisoformat(raw)
-            except ValueError as e:
-                raise tornado.web.HTTPError(400, "%s is not an ISO date", name) from e
-            raw = (day + dt.timedelta(days=1)).isoformat()
-        try:
-            value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError as e:
-            raise tornado.web.HTTPError(400, "%s is not an ISO date", name) from e
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=zoneinfo.ZoneInfo(self.config.timezone))
-        return value.astimezone(dt.UTC)
 
 
 def _json_default(value: Any) -> Any:

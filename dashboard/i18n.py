@@ -14,12 +14,64 @@ from pathlib import Path
 
 import tornado.locale
 
-__all__ = ["DEFAULT", "LANGUAGES", "Translations", "js_strings", "template_strings"]
+__all__ = [
+    "DEFAULT",
+    "EVENT_LABELS",
+    "LANGUAGES",
+    "TYPE_LABELS",
+    "Translations",
+    "js_strings",
+    "label_strings",
+    "template_strings",
+]
 
 DEFAULT = "zh_CN"
 # Cookie / ?lang= value -> Tornado locale code, in the order the switcher shows them.
 LANGUAGES = {"zh": "zh_CN", "en": "en_US"}
 LANGUAGE_NAMES = {"zh": "中文", "en": "English"}
+
+# What the dashboard calls WeChat's message types (MsgType) and events (Event, lower-cased), in
+# English; the catalogue translates them like any other text. An event not listed is shown as
+# "Event: <name>".
+TYPE_LABELS = {
+    "text": "Text",
+    "image": "Image",
+    "voice": "Voice",
+    "video": "Video",
+    "shortvideo": "Short video",
+    "location": "Location",
+    "link": "Link",
+    "event": "Event",
+}
+EVENT_LABELS = {
+    "subscribe": "Follow",
+    "subscribe_scan": "Follow (QR code)",
+    "unsubscribe": "Unfollow",
+    "click": "Menu click",
+    "view": "Menu link",
+    "view_miniprogram": "Menu mini program",
+    "scan": "QR code scan",
+    "location": "Location report",
+    "templatesendjobfinish": "Template message sent",
+    "masssendjobfinish": "Mass message sent",
+    "scancode_push": "Menu scan",
+    "scancode_waitmsg": "Menu scan",
+    "pic_sysphoto": "Menu photo",
+    "pic_photo_or_album": "Menu photo",
+    "pic_weixin": "Menu photo",
+    "location_select": "Menu location",
+}
+
+
+def label_strings() -> list[str]:
+    """Every type and event label and every CSV export's column and state name (they reach the
+    pages and files as data, not as ``_()``/``t()`` literals)."""
+    from .exports import EXPORT_STRINGS
+
+    return sorted(
+        {*TYPE_LABELS.values(), *EVENT_LABELS.values(), "Event: %(name)s", *EXPORT_STRINGS}
+    )
+
 
 _JS_CALL = re.compile(r"""\bt\(\s*(["'])((?:(?!\1).)+)\1""")
 _TEMPLATE_CALL = re.compile(r"""\b_\(\s*(["'])((?:(?!\1).)+)\1""")
@@ -54,7 +106,7 @@ class Translations:
             code: tornado.locale.CSVLocale(code, {"unknown": catalog})
             for code, catalog in self.catalogs.items()
         }
-        self.js_keys = js_strings(static_dir)
+        self.js_keys = sorted({*js_strings(static_dir), *label_strings()})
 
     def get(self, lang: str) -> tornado.locale.Locale:
         """The locale for a ``lang`` value (``zh`` or ``en``); unknown values get the default."""
@@ -62,6 +114,13 @@ class Translations:
 
     def for_js(self, locale: tornado.locale.Locale) -> dict[str, str]:
         return {key: locale.translate(key) for key in self.js_keys}
+
+    def labels(self, locale: tornado.locale.Locale) -> dict[str, dict[str, str]]:
+        """Type and event labels in ``locale`` (templates' filters; pages' ``data-labels``)."""
+        return {
+            "types": {k: locale.translate(v) for k, v in TYPE_LABELS.items()},
+            "events": {k: locale.translate(v) for k, v in EVENT_LABELS.items()},
+        }
 
     def missing(self, keys: list[str], code: str = DEFAULT) -> list[str]:
         catalog = self.catalogs.get(code, {})

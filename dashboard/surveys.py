@@ -1,11 +1,7 @@
-"""Survey pages' data: the reports of ``service.reports`` as JSON, and the CSV export of all
-responses (UTF-8 with a BOM, so Excel shows Chinese correctly). Handlers parse, call, write."""
+"""Survey pages' data: the reports of ``service.reports`` as JSON (the CSV export of all
+responses is in ``dashboard.exports``). Handlers parse, call, write."""
 
 from __future__ import annotations
-
-import csv
-import io
-import urllib.parse
 
 import tornado.web
 
@@ -60,42 +56,7 @@ class SurveyApi(ApiHandler):
         self.write_json(report)
 
 
-class ExportHandler(DashboardHandler):
-    """``export.csv``: one row per user, one column per question; streamed in batches."""
-
-    @tornado.web.authenticated
-    async def get(self, survey_id: str) -> None:
-        survey = find_survey(self, survey_id)
-        include_test = self.get_query_argument("test", "0") in {"1", "true"}
-        finished_only = self.get_query_argument("finished", "0") in {"1", "true"}
-        filename = f"{survey.id}-responses.csv"
-        quoted = urllib.parse.quote(f"{survey.title}-responses.csv")
-        self.set_header("Content-Type", "text/csv; charset=UTF-8")
-        self.set_header(
-            "Content-Disposition",
-            f"attachment; filename=\"{filename}\"; filename*=UTF-8''{quoted}",
-        )
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        buffer.write("\ufeff")  # the BOM: Excel then reads the file as UTF-8
-        writer.writerow(reports.csv_header(survey))
-        rows = 0
-        async for row in reports.csv_rows(
-            self.db, survey, include_test=include_test, finished_only=finished_only
-        ):
-            writer.writerow(row)
-            rows += 1
-            if rows % 500 == 0:
-                self.write(buffer.getvalue().encode("utf-8"))
-                buffer.seek(0)
-                buffer.truncate()
-                await self.flush()
-        self.write(buffer.getvalue().encode("utf-8"))
-        self.finish()
-
-
 routes = [
     (r"/api/surveys", SurveysApi),
     (r"/api/surveys/([^/]+)", SurveyApi),
-    (r"/dashboard/surveys/([^/]+)/export\.csv", ExportHandler),
 ]

@@ -11,6 +11,7 @@ reply budget, or ``success`` and the reply later as a customer-service message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -18,9 +19,11 @@ from types import TracebackType
 from typing import NoReturn, cast
 
 import tornado.web
+from pymongo.errors import PyMongoError
 from tornado.http1connection import HTTP1Connection
 from tornado.log import app_log
 
+from service import onboarding
 from service.guard import ReplyGuard
 from service.inbox import Inbox, user_hash
 from service.metrics import Metrics
@@ -36,6 +39,8 @@ from service.wechat import (
 from .base import BaseHandler
 
 log = logging.getLogger(__name__)
+
+HANDSHAKE_RECORD_TIMEOUT = 3.0  # seconds; the echo has been sent by then
 
 
 @tornado.web.stream_request_body
@@ -115,7 +120,7 @@ class WeChatHandler(BaseHandler):
             self._refuse(e.status, e.kind, e.reason, e)
         return timestamp, nonce
 
-    def get(self) -> None:
+    async def get(self) -> None:
         if self._refused:
             return  # answered already (413 while the body was arriving)
         self._verify()
@@ -124,7 +129,18 @@ class WeChatHandler(BaseHandler):
             self._refuse(400, "missing-parameter", "echostr is required")
         self._type, self._outcome = "handshake", "ok"
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
-        self.finish(echostr)
+        # Answer first: WeChat waits for the echo, not for our bookkeeping.
+        await self.finish(echostr)
+        await self._record_handshake()
+
+    async def _record_handshake(self) -> None:
+        """Note the verified handshake for the dashboard's first-run checklist (best effort:
+        with the database down the handshake still succeeds; the next one records it)."""
+        try:
+            async with asyncio.timeout(HANDSHAKE_RECORD_TIMEOUT):
+                await onboarding.record_handshake(self.db, mode=self.config.effective_message_mode)
+        except (PyMongoError, TimeoutError) as e:
+            log.warning("handshake verified but not recorded: %s", type(e).__name__)
 
     async def post(self) -> None:
         if self._refused:

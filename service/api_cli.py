@@ -28,6 +28,7 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
+from . import onboarding
 from .config import ConfigError, Settings
 from .db import open_database
 from .embedded import EmbeddedDatabaseError
@@ -197,6 +198,7 @@ def _menu_push(args: argparse.Namespace) -> int:
 
     async def action(api: WeChatAPI, db: Any) -> int:
         await api.create_menu(menu)
+        await onboarding.record_menu_push(db, buttons=len(menu["button"]))
         print(_describe_menu(menu))
         print("菜单已创建（用户重新进入公众号后可见）/ menu created", file=sys.stderr)
         return 0

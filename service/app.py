@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import tornado.httputil
 import tornado.web
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -37,6 +38,20 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
         handler.request.path,
         1000.0 * handler.request.request_time(),
     )
+
+
+class DashboardGZip(tornado.web.GZipContentEncoding):
+    """gzip for text responses (Tornado's ``compress_response``), except ``/wechat``.
+
+    WeChat's servers get our replies as they always did: small, immediate, uncompressed (and the
+    reply budget is not spent compressing). Dashboard pages, JSON and static files are gzipped
+    when the browser accepts it (text of 1 KiB or more, as Tornado decides).
+    """
+
+    def __init__(self, request: tornado.httputil.HTTPServerRequest) -> None:
+        super().__init__(request)
+        if request.path.startswith("/wechat"):
+            self._gzipping = False
 
 
 def make_app(
@@ -85,4 +100,4 @@ def make_app(
     }
     app_settings.update(dashboard.app_settings(config))
     app_settings.update(extra)
-    return tornado.web.Application(routes, **app_settings)
+    return tornado.web.Application(routes, transforms=[DashboardGZip], **app_settings)

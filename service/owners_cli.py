@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import sys
+import unicodedata
+from pathlib import Path
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -21,9 +24,18 @@ from .db import open_database
 from .embedded import EmbeddedDatabaseError
 from .store import owners
 
-__all__ = ["add_parser", "create_owner", "ensure_first_owner", "owner_banner"]
+__all__ = [
+    "add_parser",
+    "create_owner",
+    "ensure_first_owner",
+    "framed",
+    "owner_banner",
+    "unused_first_password",
+]
 
 log = logging.getLogger(__name__)
+
+FIRST_PASSWORD_FILE = "first-password"  # noqa: S105 - a file name, not a password
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -47,31 +59,101 @@ async def create_owner(settings: Settings, name: str, password: str, *, reset: b
         return "created"
 
 
-async def ensure_first_owner(db: AsyncDatabase[dict[str, Any]], name: str = "admin") -> str | None:
+async def ensure_first_owner(
+    db: AsyncDatabase[dict[str, Any]], name: str = "admin", *, data_dir: Path | None = None
+) -> str | None:
     """Create ``admin`` with a one-time password when there is no owner yet (``serve --dev``).
 
     Returns the password to print, or ``None`` when an owner already exists. The owner must
-    choose a new password at the first login.
+    choose a new password at the first login. With ``data_dir``, the password is kept there
+    (``first-password``, mode 0600) so that a restart can show it again while it is unused.
     """
     if await owners.count(db) > 0:
         return None
     password = owners.generate_password()
     try:
-        await owners.create(db, name, password, must_change_password=True)
+        doc = await owners.create(db, name, password, must_change_password=True)
     except owners.OwnerError:
         return None  # another process created it first
+    if data_dir is not None:
+        kept = {"name": doc["_id"], "password": password, "hash": doc["password_hash"]}
+        _keep(data_dir / FIRST_PASSWORD_FILE, kept)
     return password
 
 
-async def owner_banner(db: AsyncDatabase[dict[str, Any]]) -> str:
-    """The ``serve --dev`` lines about logging in: a one-time password, or how to add an owner."""
-    password = await ensure_first_owner(db)
+def _keep(path: Path, kept: dict[str, str]) -> None:
+    """Write the one-time password where only this user can read it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(json.dumps(kept) + "\n", encoding="utf-8")
+
+
+def _kept(path: Path) -> tuple[str, str, str] | None:
+    """(name, password, hash) from the kept file; a damaged file is removed."""
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        return str(kept["name"]), str(kept["password"]), str(kept["hash"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        path.unlink(missing_ok=True)
+        return None
+
+
+async def unused_first_password(
+    db: AsyncDatabase[dict[str, Any]], data_dir: Path
+) -> tuple[str, str] | None:
+    """The kept one-time password ``(name, password)`` while nobody has replaced it yet.
+
+    Once the owner has chosen their own password (or the account is gone), the file is removed.
+    """
+    path = data_dir / FIRST_PASSWORD_FILE
+    kept = _kept(path)
+    if kept is None:
+        return None
+    name, password, hashed = kept
+    owner = await owners.get(db, name)
+    if owner is None or not owner.get("must_change_password") or owner["password_hash"] != hashed:
+        _forget(path)
+        return None
+    return name, password
+
+
+def _forget(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def framed(lines: list[str]) -> str:
+    """``lines`` in a box, so they stand out at the end of a long log."""
+    width = max(len(line) + _wide(line) for line in lines)
+    rule = "+" + "-" * (width + 2) + "+"
+    body = [f"| {line}{' ' * (width - len(line) - _wide(line))} |" for line in lines]
+    return "\n".join([rule, *body, rule])
+
+
+def _wide(text: str) -> int:
+    """How many more terminal columns than characters (CJK characters take two)."""
+    return sum(1 for ch in text if unicodedata.east_asian_width(ch) in "WF")
+
+
+async def owner_banner(
+    db: AsyncDatabase[dict[str, Any]], data_dir: Path | None = None
+) -> list[str]:
+    """The ``serve --dev`` lines about logging in: the one-time password (the first start, and
+    later starts while it is unused), or how to add an owner."""
+    password = await ensure_first_owner(db, data_dir=data_dir)
+    name = "admin"
+    if password is None and data_dir is not None:
+        kept = await unused_first_password(db, data_dir)
+        if kept is not None:
+            name, password = kept
     if password is not None:
-        return (
-            "  Dashboard login (first start): admin / "
-            f"{password}  (one-time password: you choose your own at the first login)\n"
-        )
-    return "  More owners: python -m service create-owner NAME\n"
+        return [
+            f"Dashboard login: {name} / {password}",
+            "(one-time password: you choose your own at the first login)",
+        ]
+    return ["More owners: python -m service create-owner NAME"]
 
 
 def _create(args: argparse.Namespace) -> int:

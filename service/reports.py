@@ -15,6 +15,7 @@ together per page:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -25,6 +26,7 @@ from service.store import surveys as store
 from service.surveys import Survey
 
 __all__ = [
+    "answers",
     "csv_cell",
     "csv_header",
     "csv_rows",
@@ -36,6 +38,7 @@ __all__ = [
     "survey_report",
     "titles",
     "totals",
+    "trends",
     "wipe_test",
 ]
 
@@ -171,6 +174,79 @@ async def progress(
         openid: [progress_entry(s, by_key.get((openid, s.id))) for s in surveys]
         for openid in openids
     }
+
+
+async def answers(db: Db, surveys: Sequence[Survey], openid: str) -> list[dict[str, Any]]:
+    """One user in every survey: their ``progress_entry`` plus what they answered, in the
+    survey's question order::
+
+        {..., "state": "finished", "score": 17, "result_title": "中度爆肝",
+         "answers": [{"position": 1, "question_id": "bedtime", "question": "最近一个月…",
+                      "answer": "晚上 11 点以前", "score": 0}, ...]}
+
+    A question no longer in the definition is listed last, by its id.
+    """
+    by_survey = {
+        doc.get("survey"): doc for doc in await dashboard_store.survey_answers_of(db, openid)
+    }
+    out = []
+    for survey in surveys:
+        doc = by_survey.get(survey.id)
+        entry = progress_entry(survey, doc)
+        given = {a.get("q"): a for a in (doc or {}).get("answers") or [] if a.get("q")}
+        listed: list[dict[str, Any]] = []
+        for position, question in enumerate(survey.questions, 1):
+            answer = given.pop(question.id, None)
+            if answer is not None:
+                listed.append(_answer_row(position, question.id, question.text, answer))
+        for question_id, answer in given.items():
+            listed.append(_answer_row(None, str(question_id), "", answer))
+        entry["answers"] = listed
+        out.append(entry)
+    return out
+
+
+def _answer_row(
+    position: int | None, question_id: str, text: str, answer: Mapping[str, Any]
+) -> dict[str, Any]:
+    value = answer.get("label", answer.get("value", ""))
+    return {
+        "position": position,
+        "question_id": question_id,
+        "question": text,
+        "answer": "" if value is None else str(value),
+        "score": answer.get("score"),
+    }
+
+
+async def trends(
+    db: Db,
+    surveys: Sequence[Survey],
+    *,
+    days: int,
+    timezone: str,
+    include_test: bool = False,
+    now: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """The overview's trend: per calendar day in ``timezone``, the last ``days`` days, oldest
+    first: messages, new followers, unfollows and survey completions (every survey)."""
+    now = now or dt.datetime.now(dt.UTC)
+    rows = await dashboard_store.messages_per_day(
+        db, days=days, tz=timezone, include_test=include_test, now=now
+    )
+    since = dashboard_store.day_start(now, timezone) - dt.timedelta(days=days - 1)
+    completions: dict[str, int] = {}
+    for survey in surveys:
+        for row in await store.completions_over_time(
+            db,
+            survey,
+            include_test_users=include_test,
+            since=since,
+            timezone=timezone,
+            fill=False,
+        ):
+            completions[row["date"]] = completions.get(row["date"], 0) + int(row["count"])
+    return [{**row, "completions": completions.get(row["date"], 0)} for row in rows]
 
 
 async def wipe_test(db: Db) -> dict[str, int]:

@@ -89,15 +89,17 @@ async def serve(settings: Settings, *, dev: bool = False) -> None:
                 "(benchmark only)"
             )
         if dev:
-            from .owners_cli import owner_banner
+            from .owners_cli import framed, owner_banner
 
-            print(
-                f"\n  WeChat endpoint: {where}/wechat\n"
-                f"  Token (development, kept in {settings.data_dir}/dev-token): "
-                f"{settings.wechat_token}\n"
-                f"  Dashboard: {where}/dashboard/\n" + await owner_banner(process.db),
-                flush=True,
-            )
+            lines = [
+                f"WeChat endpoint (URL):  {where}/wechat",
+                f"Token:                  {settings.wechat_token}",
+                f"  (development token, kept in {settings.data_dir}/dev-token)",
+                f"Dashboard:              {where}/dashboard/",
+                *await owner_banner(process.db, settings.data_dir),
+            ]
+            # Last, framed: after the install and start-up logs, where it is seen.
+            print("\n" + framed(lines) + "\n", flush=True)
         await stop.wait()
         log.info(
             "shutting down: no new connections; %d request(s) in progress", process.requests.active

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from service import onboarding
 from service.config import ENV_VARS
 from service.menu import load_menu
 from service.store import tokens
@@ -130,11 +131,15 @@ async def test_media_upload_of_a_missing_file_fails_clearly(cli, fake_wechat_api
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_menu_push_creates_the_menu(cli, fake_wechat_api):
+async def test_menu_push_creates_the_menu(cli, fake_wechat_api, db):
     code, out, err = await cli("menu", "push", str(EXAMPLE_MENU))
     assert code == 0, err
     assert fake_wechat_api.menus == [load_menu(EXAMPLE_MENU)]
     assert "爆肝度调查" in out
+    # The dashboard's first-run checklist sees the push.
+    pushed = await tokens.get_setting(db, onboarding.MENU_PUSHED)
+    assert pushed is not None and pushed["value"] is True
+    assert pushed["buttons"] == len(load_menu(EXAMPLE_MENU)["button"])
 
 
 @pytest.mark.gen_test(timeout=120)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,12 @@ def test_owner_logs_in_chats_in_the_simulator_and_sees_live_traffic_and_charts(
         ),
     )
     assert driver.execute_script(CANVAS_PIXELS, "#traffic-chart") > 0
+    wait_for(driver, lambda d: d.execute_script(CANVAS_PIXELS, "#trend-chart") > 0)
+    driver.find_element(By.CSS_SELECTOR, '[data-days="30"]').click()
+    wait_for(
+        driver,
+        lambda d: d.find_element(By.ID, "trend-chart").get_attribute("data-days") == "30",
+    )
     shot(driver, "02-overview")
 
     # Live traffic in this tab, the simulator in a second one.
@@ -148,6 +156,10 @@ def test_owner_logs_in_chats_in_the_simulator_and_sees_live_traffic_and_charts(
             "live" in d.find_element(By.CSS_SELECTOR, "[data-feed-status]").get_attribute("class")
         ),
     )
+    # Test users are hidden by default, on every page; the owner shows them here, once.
+    include_test = driver.find_element(By.ID, "include-test")
+    assert not include_test.is_selected()
+    include_test.click()
     live_tab = driver.current_window_handle
     driver.switch_to.new_window("tab")
     driver.get(server + "/dashboard/simulator")
@@ -199,9 +211,8 @@ def test_owner_logs_in_chats_in_the_simulator_and_sees_live_traffic_and_charts(
     # The survey page draws its charts (test users included: the simulator's answers).
     driver.get(server + "/dashboard/surveys/baogan")
     wait_for(driver, lambda d: d.find_element(By.TAG_NAME, "main").get_attribute("data-loaded"))
-    checkbox = driver.find_element(By.ID, "include-test")
-    if not checkbox.is_selected():
-        checkbox.click()
+    # The choice made on the live page holds here too (remembered for the owner).
+    assert driver.find_element(By.ID, "include-test").is_selected()
     wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, '[data-stat="started"]').text == "1")
     for chart in (
         "#chart-funnel",
@@ -230,3 +241,173 @@ def test_owner_logs_in_chats_in_the_simulator_and_sees_live_traffic_and_charts(
     shot(driver, "07-messages")
 
     assert problems(driver) == []
+
+
+# -- every page, desktop and phone, both languages -------------------------------------------------
+
+PHONE = (390, 844)
+DESKTOP = (1400, 1000)
+REAL_USER = "o-phone-owner-friend"
+
+
+def post_to_wechat(base: str, xml: str) -> str:
+    """A message the way WeChat sends it (signed, plaintext) to the running service."""
+    from service.wechat_client import WeChatSide
+    from tests.conftest import AES_KEY, APP_ID, TOKEN
+
+    signed = WeChatSide(TOKEN, encoding_aes_key=AES_KEY, app_id=APP_ID).sign(xml, "plain")
+    request = urllib.request.Request(signed.url(base), data=signed.body, method="POST")  # noqa: S310
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return str(response.read().decode("utf-8"))
+
+
+def chat(base: str, openid: str, *texts: str) -> None:
+    from service.wechat_client import WeChatSide
+    from tests.conftest import AES_KEY, APP_ID, TOKEN
+
+    side = WeChatSide(TOKEN, encoding_aes_key=AES_KEY, app_id=APP_ID)
+    post_to_wechat(base, side.event(openid, "subscribe"))
+    for text in texts:
+        post_to_wechat(base, side.text(openid, text))
+
+
+def viewport(driver: Any, size: tuple[int, int]) -> None:
+    """The page's viewport (innerWidth, media queries) exactly ``size``, like a phone's."""
+    width, height = size
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+    )
+
+
+OVERFLOW = """
+const doc = document.documentElement;
+const wide = [...document.querySelectorAll('body *')]
+  .filter((e) => e.getBoundingClientRect().right > innerWidth + 1 && e.getClientRects().length)
+  .filter((e) => !e.closest('.nav, .chart, pre, [data-scrolls]'))
+  .slice(0, 5).map((e) => e.tagName + '.' + e.className + ' ' + (e.textContent || '').slice(0, 40));
+return {scroll: doc.scrollWidth, inner: innerWidth, wide: wide};
+"""
+
+
+# Visible text the page's language does not explain: Chinese in the English UI, English words in
+# the Chinese one. Content (messages, survey texts, openids: [data-content]) and names in another
+# language on purpose ([lang], e.g. WeChat's console menus, the language switcher) are skipped,
+# as are technical names the owner types or pastes (ALLOWED).
+UNTRANSLATED = r"""
+const lang = document.documentElement.lang;
+const allowed = new RegExp([
+  "\\b(URL|Token|EncodingAESKey|AppID|AppSecret|WECHAT_[A-Z_]+|access_token|CSV|openid|IP",
+  "|nginx|HTTPS?|XML|(?<=\\/)wechat|sim-[\\w-]*|deploy\\/menu\\.example\\.yaml|ms|Q\\d+",
+  "|v?\\d+(\\.\\d+)*)\\b",
+].join(""), "g");
+const skip = "script, style, code, pre, [data-content], [lang]:not(html), [hidden]";
+const wrong = (text) => lang === "en"
+  ? /[\u3400-\u9fff]/.test(text)
+  : /[A-Za-z]{3,}/.test(text.replace(allowed, ""));
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+const found = [];
+for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+  const text = node.textContent.trim();
+  const parent = node.parentElement;
+  if (!text || !parent || parent.closest(skip) || !parent.getClientRects().length) continue;
+  if (wrong(text)) found.push(text.slice(0, 60));
+}
+for (const field of document.querySelectorAll("input[placeholder], [title]")) {
+  const text = field.getAttribute("placeholder") || field.getAttribute("title") || "";
+  if (!field.closest("[data-content], [lang]:not(html)") && wrong(text)) {
+    found.push("attribute: " + text.slice(0, 60));
+  }
+}
+return [...new Set(found)];
+"""
+
+
+def untranslated_text(driver: Any) -> list[str]:
+    return list(driver.execute_script(UNTRANSLATED))
+
+
+def no_overflow(driver: Any, where: str) -> None:
+    found = driver.execute_script(OVERFLOW)
+    assert found["scroll"] <= found["inner"], (where, found)
+
+
+PAGES = [
+    ("overview", "/dashboard/", "#setup[data-loaded]"),
+    ("live", "/dashboard/live", "main[data-history]"),
+    ("users", "/dashboard/users", "#rows tr td[data-label]"),
+    ("user", f"/dashboard/users/{REAL_USER}", "#progress .answer"),
+    ("surveys", "/dashboard/surveys", "#rows tr td[data-label]"),
+    ("survey", "/dashboard/surveys/baogan", "main[data-loaded]"),
+    ("messages", "/dashboard/messages", "#rows tr td[data-label]"),
+    ("simulator", "/dashboard/simulator", "#sim-text"),
+    ("password", "/dashboard/password", "form"),
+]
+
+
+def test_every_page_fits_a_phone_and_a_desktop_in_both_languages(server: str, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    chat(server, REAL_USER, "爆肝度调查", "2", "3")
+    chat(server, "sim-walker", "你好")
+    driver.get(server + "/dashboard/login")
+    for size in (PHONE, DESKTOP):
+        viewport(driver, size)
+        no_overflow(driver, f"login {size}")
+    driver.find_element(By.ID, "name").send_keys(OWNER)
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "login-submit").click()
+    wait_for(driver, lambda d: d.current_url.rstrip("/").endswith("/dashboard"))
+
+    untranslated: dict[str, list[str]] = {}
+    for lang in ("zh", "en"):
+        driver.get(f"{server}/dashboard/?lang={lang}")
+        for size in (PHONE, DESKTOP):
+            viewport(driver, size)
+            for name, path, ready in PAGES:
+                driver.get(server + path)
+                wait_for(driver, lambda d, r=ready: d.find_elements(By.CSS_SELECTOR, r))
+                label = f"{name}-{lang}-{'phone' if size == PHONE else 'desktop'}"
+                if name == "survey":
+                    wait_for(driver, lambda d: d.execute_script(CANVAS_PIXELS, "#chart-funnel") > 0)
+                shot(driver, f"walk-{label}")
+                no_overflow(driver, label)
+                if found := untranslated_text(driver):
+                    untranslated[label] = found
+        assert problems(driver) == [], lang
+    assert not untranslated, "\n".join(f"{k}: {v}" for k, v in sorted(untranslated.items()))
+    viewport(driver, PHONE)
+
+    # The live page opened with the messages sent before it was open.
+    driver.get(server + "/dashboard/live")
+    rows = wait_for(
+        driver,
+        lambda d: [r for r in d.find_elements(By.CSS_SELECTOR, "#feed tr") if REAL_USER in r.text],
+    )
+    assert len(rows) >= 4  # subscribe + three texts
+    assert not driver.find_element(By.ID, "feed-empty").is_displayed()
+    # On a phone a row is a card: the reply cell is most of the screen wide, not 3 characters.
+    reply = rows[0].find_elements(By.CSS_SELECTOR, "td")[4]
+    assert reply.size["width"] > 200, reply.size
+
+    # The checklist: handshake not yet done, with the URL and token to copy.
+    driver.get(server + "/dashboard/?lang=zh")
+    step = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-step="handshake"]'))
+    assert step[0].get_attribute("data-done") == "0"
+    url = driver.find_element(By.CSS_SELECTOR, 'input[data-copy="url"]').get_attribute("value")
+    assert url == server + "/wechat"
+    real = driver.find_element(By.CSS_SELECTOR, '[data-step="first_message"]')
+    assert real.get_attribute("data-done") == "1"
+
+    # A person asks for their data to be deleted: the owner does it from their page.
+    driver.get(server + "/dashboard/users/sim-walker")
+    assert "/api/users/sim-walker/export" in driver.find_element(
+        By.ID, "export-user"
+    ).get_attribute("href")
+    driver.find_element(By.ID, "delete-user").click()
+    wait_for(driver, lambda d: d.switch_to.alert).accept()
+    wait_for(driver, lambda d: urllib.parse.urlsplit(d.current_url).path == "/dashboard/users")
+    driver.get(server + "/dashboard/users/sim-walker")
+    assert "404" in driver.find_element(By.TAG_NAME, "main").text
+    assert [p for p in problems(driver) if "sim-walker - Failed to load" not in p] == []

@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import itertools
 import json
+import re
 import subprocess
 import sys
 import zoneinfo
@@ -288,7 +289,7 @@ async def test_survey_list_and_charts(logged_in, survey_data):
 
 @pytest.mark.gen_test(timeout=60)
 async def test_csv_export_has_bom_one_row_per_user_one_column_per_question(logged_in, survey_data):
-    response = await logged_in.get("/dashboard/surveys/baogan/export.csv")
+    response = await logged_in.get("/dashboard/surveys/baogan/export.csv", header="keys")
     assert response.code == 200
     assert response.headers["Content-Type"].startswith("text/csv")
     assert "attachment" in response.headers["Content-Disposition"]
@@ -311,6 +312,7 @@ async def test_csv_export_has_bom_one_row_per_user_one_column_per_question(logge
     assert low[7] == "晚上 11 点以前"
     mid = next(r for r in body if r[0] == "u-mid")
     assert mid[1] == "in_progress" and mid[10] == ""  # question 4 not answered
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00", low[4])  # TIMEZONE
     with_test = await logged_in.get("/dashboard/surveys/baogan/export.csv", test="1")
     assert len(with_test.body.decode("utf-8-sig").strip().splitlines()) == 5
 

@@ -12,7 +12,7 @@ import tornado.websocket
 from tornado.httpclient import HTTPClientError, HTTPRequest
 
 import dashboard
-from dashboard.i18n import Translations, js_strings, template_strings
+from dashboard.i18n import Translations, js_strings, label_strings, template_strings
 from service.store import owners
 from tests.dashboard_fixtures import OWNER, PASSWORD, Session
 
@@ -360,7 +360,9 @@ async def test_pages_have_no_inline_script_and_only_local_assets(logged_in):
 @pytest.mark.gen_test
 async def test_static_assets_are_served_with_version_hashes(logged_in):
     html = (await logged_in.get("/dashboard/surveys/baogan")).body.decode()
-    found = re.search(r'src="(/static/vendor/echarts-6\.0\.0\.min\.js\?v=[0-9a-f]+)"', html)
+    found = re.search(
+        r'src="(/static/vendor/echarts-6\.0\.0-dashboard\.min\.js\?v=[0-9a-f]+)"', html
+    )
     assert found is not None
     src = found.group(1)
     response = await logged_in.get(src)
@@ -397,7 +399,7 @@ def test_every_text_has_a_chinese_translation():
     templates = Path(dashboard.TEMPLATE_DIR)
     static = Path(dashboard.STATIC_DIR)
     translations = Translations(Path(dashboard.__file__).parent / "translations", static)
-    keys = template_strings(templates) + js_strings(static)
+    keys = template_strings(templates) + js_strings(static) + label_strings()
     assert len(keys) > 100
     assert translations.missing(keys) == []
     zh = translations.get("zh")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -26,13 +26,23 @@ from . import users as users_store
 __all__ = [
     "MESSAGE_TYPES",
     "conversation",
+    "first_message",
+    "iter_messages",
+    "iter_users",
+    "local_days",
+    "message_detail",
     "message_view",
     "messages_after",
+    "messages_per_day",
     "messages_per_minute",
+    "messages_query",
     "overview",
+    "recent_messages",
     "search_messages",
     "search_users",
+    "survey_answers_of",
     "user_view",
+    "users_query",
     "watch_messages",
     "wipe_test_messages",
 ]
@@ -49,6 +59,23 @@ def _not_test(include_test: bool) -> dict[str, Any]:
     return {} if include_test else {"test_user": {"$ne": True}}
 
 
+# The stored ``text`` of a non-text message is its log summary ("[位置] 广州 (23.1, 113.2)",
+# "[事件] click survey_x"): the dashboard shows a translated type label and only the rest.
+_SUMMARY_TAG = re.compile(r"^\[[^\]]*\]\s*")
+
+
+def message_detail(doc: Mapping[str, Any]) -> str:
+    """What a message says besides its type: the text, a location's label, an event's key..."""
+    text = str(doc.get("text") or "")
+    if doc.get("type") == "text":
+        return text
+    rest = _SUMMARY_TAG.sub("", text, count=1)
+    event = str(doc.get("event") or "")
+    if event and rest.lower().startswith(event.lower()):
+        rest = rest[len(event) :]
+    return rest.strip()
+
+
 def message_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A stored message as the dashboard shows it (JSON-ready; no raw XML)."""
     reply = doc.get("reply") or {}
@@ -59,6 +86,7 @@ def message_view(doc: Mapping[str, Any]) -> dict[str, Any]:
         "event": doc.get("event") or "",
         "kind": doc.get("kind", ""),
         "text": doc.get("text", ""),
+        "detail": message_detail(doc),
         "reply_kind": reply.get("kind", ""),
         "reply": doc.get("reply_text", ""),
         "latency_ms": doc.get("latency_ms"),
@@ -187,12 +215,63 @@ async def messages_per_minute(
     return buckets
 
 
+def local_days(now: dt.datetime, days: int, tz: str) -> list[str]:
+    """The last ``days`` calendar days in ``tz``, oldest first, today last (``YYYY-MM-DD``)."""
+    today = now.astimezone(zoneinfo.ZoneInfo(tz)).date()
+    return [(today - dt.timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
+
+
+async def messages_per_day(
+    db: Db,
+    *,
+    days: int = 7,
+    tz: str = "UTC",
+    include_test: bool = False,
+    now: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Messages, follows and unfollows per calendar day in ``tz``, the last ``days`` days
+    (today included, zeros included), oldest first: ``[{"date", "messages", "follows",
+    "unfollows"}, ...]``. One aggregation."""
+    now = now or dt.datetime.now(dt.UTC)
+    dates = local_days(now, days, tz)
+    first = day_start(now, tz) - dt.timedelta(days=days - 1)
+
+    def when(condition: dict[str, Any]) -> dict[str, Any]:
+        return {"$sum": {"$cond": [condition, 1, 0]}}
+
+    pipeline: list[dict[str, Any]] = [
+        {"$match": {"received_at": {"$gte": first, "$lte": now}, **_not_test(include_test)}},
+        {"$project": {"received_at": 1, "event": 1}},
+        {
+            "$group": {
+                "_id": {
+                    "$dateToString": {"format": "%Y-%m-%d", "date": "$received_at", "timezone": tz}
+                },
+                "messages": {"$sum": 1},
+                "follows": when({"$in": ["$event", ["subscribe", "subscribe_scan"]]}),
+                "unfollows": when({"$eq": ["$event", "unsubscribe"]}),
+            }
+        },
+    ]
+    found: dict[str, dict[str, Any]] = {}
+    async for row in await db[MESSAGES].aggregate(pipeline):
+        found[row["_id"]] = row
+    return [
+        {
+            "date": date,
+            "messages": int(found.get(date, {}).get("messages", 0)),
+            "follows": int(found.get(date, {}).get("follows", 0)),
+            "unfollows": int(found.get(date, {}).get("unfollows", 0)),
+        }
+        for date in dates
+    ]
+
+
 def _regex(text: str) -> dict[str, Any]:
     return {"$regex": re.escape(text), "$options": "i"}
 
 
-async def search_messages(
-    db: Db,
+def messages_query(
     *,
     text: str = "",
     openid: str = "",
@@ -200,10 +279,8 @@ async def search_messages(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     include_test: bool = True,
-    page: int = 1,
-    per_page: int = 50,
 ) -> dict[str, Any]:
-    """The message log, newest first: ``text`` matches what the user sent or our reply.
+    """The message log's filter: ``text`` matches what the user sent or our reply.
 
     ``openid`` matches part of the openid; ``msg_type`` is a WeChat MsgType (``event`` for all
     events); ``since`` is inclusive and ``until`` exclusive.
@@ -222,6 +299,14 @@ async def search_messages(
         when["$lt"] = until
     if when:
         query["received_at"] = when
+    return query
+
+
+async def search_messages(
+    db: Db, *, page: int = 1, per_page: int = 50, **filters: Any
+) -> dict[str, Any]:
+    """The message log, newest first, a page at a time (``filters``: ``messages_query``'s)."""
+    query = messages_query(**filters)
     page = max(1, page)
     total = await db[MESSAGES].count_documents(query)
     cursor = (
@@ -235,21 +320,37 @@ async def search_messages(
     return {"items": items, "total": total, "page": page, "per_page": per_page}
 
 
-async def search_users(
-    db: Db,
-    *,
-    query: str = "",
-    subscribed: bool | None = None,
-    include_test: bool = True,
-    page: int = 1,
-    per_page: int = 50,
+async def iter_messages(
+    db: Db, *, batch_size: int = 500, **filters: Any
+) -> AsyncIterator[dict[str, Any]]:
+    """Every message the log's filters match, newest first, streamed (the CSV export)."""
+    cursor = (
+        db[MESSAGES]
+        .find(messages_query(**filters), _LIGHT)
+        .sort([("received_at", DESCENDING), ("_id", DESCENDING)])
+        .batch_size(batch_size)
+    )
+    async for doc in cursor:
+        yield message_view(doc)
+
+
+def users_query(
+    *, query: str = "", subscribed: bool | None = None, include_test: bool = True
 ) -> dict[str, Any]:
-    """Users, most recently seen first; ``query`` matches part of the openid or nickname."""
+    """The users list's filter: ``query`` matches part of the openid or nickname."""
     flt: dict[str, Any] = {**_not_test(include_test)}
     if query:
         flt["$or"] = [{"_id": _regex(query)}, {"nickname": _regex(query)}]
     if subscribed is not None:
         flt["subscribed"] = True if subscribed else {"$ne": True}
+    return flt
+
+
+async def search_users(
+    db: Db, *, page: int = 1, per_page: int = 50, **filters: Any
+) -> dict[str, Any]:
+    """Users, most recently seen first, a page at a time (``filters``: ``users_query``'s)."""
+    flt = users_query(**filters)
     page = max(1, page)
     total = await db[USERS].count_documents(flt)
     cursor = (
@@ -261,6 +362,27 @@ async def search_users(
     )
     items = [user_view(doc) async for doc in cursor]
     return {"items": items, "total": total, "page": page, "per_page": per_page}
+
+
+async def iter_users(
+    db: Db, *, batch_size: int = 200, **filters: Any
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every user the list's filters match, in the list's order, a batch at a time (a batch's
+    survey progress is then one query)."""
+    cursor = (
+        db[USERS]
+        .find(users_query(**filters), {"counted": 0})
+        .sort([("last_seen", DESCENDING), ("_id", ASCENDING)])
+        .batch_size(batch_size)
+    )
+    batch: list[dict[str, Any]] = []
+    async for doc in cursor:
+        batch.append(user_view(doc))
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 async def get_user(db: Db, openid: str) -> dict[str, Any] | None:
@@ -289,6 +411,25 @@ async def conversation(
     more = len(docs) > limit
     items = [message_view(doc) for doc in reversed(docs[:limit])]
     return {"items": items, "more": more}
+
+
+async def first_message(db: Db, *, include_test: bool = False) -> dict[str, Any] | None:
+    """The earliest stored message (of a real user unless ``include_test``), or None."""
+    return await db[MESSAGES].find_one(
+        _not_test(include_test), _LIGHT, sort=[("received_at", ASCENDING), ("_id", ASCENDING)]
+    )
+
+
+async def recent_messages(db: Db, *, limit: int = 50) -> list[dict[str, Any]]:
+    """The last ``limit`` messages, oldest first (what the live page opens with)."""
+    cursor = (
+        db[MESSAGES]
+        .find({}, _LIGHT)
+        .sort([("received_at", DESCENDING), ("_id", DESCENDING)])
+        .limit(limit)
+    )
+    docs = [doc async for doc in cursor]
+    return list(reversed(docs))
 
 
 async def messages_after(db: Db, since: dt.datetime, *, limit: int = 500) -> list[dict[str, Any]]:
@@ -328,6 +469,16 @@ async def wipe_test_messages(db: Db, prefix: str) -> dict[str, int]:
     user_flt = {"$or": [{"test_user": True}, {"_id": {"$regex": "^" + re.escape(prefix)}}]}
     deleted_users = (await db[USERS].delete_many(user_flt)).deleted_count
     return {"messages": deleted_messages, "users": deleted_users}
+
+
+async def survey_answers_of(db: Db, openid: str) -> list[dict[str, Any]]:
+    """One user's survey sessions (their current attempt in each survey) with every answer."""
+    from . import surveys as surveys_store
+
+    cursor = db[surveys_store.COLLECTION].find(
+        {"openid": openid}, {"recent": 0, "history": 0, "answers.key": 0}
+    )
+    return [doc async for doc in cursor]
 
 
 async def survey_sessions_of(db: Db, openids: list[str]) -> list[dict[str, Any]]:

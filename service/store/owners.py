@@ -37,6 +37,7 @@ __all__ = [
     "MAX_FAILURES",
     "MAX_PASSWORD_LENGTH",
     "MIN_PASSWORD_LENGTH",
+    "PREFERENCES",
     "WINDOW",
     "OwnerError",
     "authenticate",
@@ -52,10 +53,16 @@ __all__ = [
     "normalize_name",
     "open_attempt",
     "password_problem",
+    "preference",
     "record_failure",
     "set_password",
+    "set_preference",
     "throttle_keys",
 ]
+
+# What an owner can set once and have on every page (``preferences.<name>`` in the owner's
+# document), with the value it has until they do.
+PREFERENCES: dict[str, bool] = {"include_test": False}
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +203,21 @@ async def set_password(db: Db, name: str, password: str) -> int:
         raise OwnerError(f"owner {key!r} does not exist")
     doc = await db[COLLECTION].find_one({"_id": key}, {"session_version": 1})
     return int((doc or {}).get("session_version", 1))
+
+
+def preference(owner: dict[str, Any] | None, name: str) -> bool:
+    """An owner's preference ``name``, or its default."""
+    value = ((owner or {}).get("preferences") or {}).get(name)
+    return bool(value) if value is not None else PREFERENCES[name]
+
+
+async def set_preference(db: Db, name: str, key: str, value: bool) -> None:
+    """Remember ``key`` (one of ``PREFERENCES``) for the owner ``name``."""
+    if key not in PREFERENCES:
+        raise OwnerError(f"unknown preference {key!r}")
+    await db[COLLECTION].update_one(
+        {"_id": normalize_name(name)}, {"$set": {f"preferences.{key}": bool(value)}}
+    )
 
 
 async def authenticate(db: Db, name: str, password: str) -> dict[str, Any] | None:

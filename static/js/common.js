@@ -2,6 +2,7 @@
 
 const body = document.body;
 const strings = JSON.parse(body.dataset.i18n || "{}");
+const labels = JSON.parse(body.dataset.labels || '{"types": {}, "events": {}}');
 export const lang = body.dataset.lang || "zh";
 export const timezone = body.dataset.timezone || "Asia/Shanghai";
 
@@ -110,15 +111,26 @@ export function debounce(fn, wait) {
   };
 }
 
-/** The badge for a message type ("text", "event" + event name, ...). */
+/** A message's type in words ("Text", "Follow", "Menu click", ...), in the page's language. */
+export function typeLabel(message) {
+  if (message.type === "event") return labels.events[message.event] || t("Event: %(name)s", { name: message.event });
+  return labels.types[message.type] || message.type;
+}
+
+/** The badge for a message type (an event's badge names the event). */
 export function typeBadge(message) {
-  const label = message.type === "event" ? `event:${message.event}` : message.type;
-  return el("span", { class: `badge ${message.type}` }, label);
+  return el("span", { class: `badge ${message.type}`, dataset: { type: message.type, event: message.event || "" } }, typeLabel(message));
+}
+
+/** A message as one line: its text, or "[Location] 广州 (…)" for the other types. */
+export function messageText(message) {
+  if (message.type === "text") return message.text;
+  return `[${typeLabel(message)}]${message.detail ? " " + message.detail : ""}`;
 }
 
 export function userCell(openid, testUser) {
   return [
-    el("a", { href: `/dashboard/users/${encodeURIComponent(openid)}` }, openid),
+    el("a", { href: `/dashboard/users/${encodeURIComponent(openid)}`, "data-content": true }, openid),
     testUser ? " " : null,
     testUser ? el("span", { class: "badge test" }, t("test")) : null,
   ];
@@ -132,8 +144,8 @@ export function messageRow(m) {
     el("td", { class: "time", title: m.received_at }, fmt.dateTime(m.received_at)),
     el("td", {}, typeBadge(m)),
     el("td", {}, userCell(m.openid, m.test_user)),
-    el("td", { class: "text" }, m.text),
-    el("td", { class: "text" }, m.reply_kind === "success" ? el("span", { class: "muted" }, t("(no reply)")) : m.reply),
+    el("td", { class: "text", "data-content": true }, m.type === "text" ? m.text : m.detail),
+    el("td", { class: "text", "data-content": true }, m.reply_kind === "success" ? el("span", { class: "muted" }, t("(no reply)")) : m.reply),
     el("td", { class: "num" }, fmt.ms(m.latency_ms)),
   );
 }
@@ -190,6 +202,9 @@ export function searchPage({ api, row, columns, empty, totalText }) {
   async function load(page = 1) {
     const values = formValues(form);
     writeURL({ ...values, page });
+    // The export takes the same filters (every matching row, not just this page).
+    const exportLink = document.getElementById("export");
+    if (exportLink) exportLink.search = new URLSearchParams(Object.entries(values).filter(([, v]) => v !== "")).toString();
     const data = await getJSON(api, { ...values, page });
     tbody.replaceChildren(...data.items.map(row));
     if (!data.items.length) tbody.append(el("tr", {}, el("td", { colspan: columns, class: "empty" }, empty)));
@@ -208,7 +223,7 @@ export function searchPage({ api, row, columns, empty, totalText }) {
 /** "not started", "question k of n", or "finished: <result>". */
 export function progressBadge(p) {
   if (p.state === "finished") {
-    const result = p.result_title ? `${t("Finished")}: ${p.result_title}` : t("Finished");
+    const result = p.result_title ? [`${t("Finished")}: `, el("span", { "data-content": true }, p.result_title)] : t("Finished");
     return el("span", { class: "badge done", title: p.score !== null && p.score !== undefined ? `${t("Score")} ${p.score}` : "" }, result);
   }
   if (p.state === "in_progress") {
@@ -217,3 +232,35 @@ export function progressBadge(p) {
   return el("span", { class: "badge none" }, t("Not started"));
 }
 
+
+/**
+ * Phones show each table row as a card: every cell is labelled with its column's header
+ * (`data-label`, shown by the stylesheet under 600 px). Rows added later are labelled as they
+ * come (a MutationObserver on the body of every `table.data`).
+ */
+export function labelCells(table) {
+  const headers = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+  const label = (row) => {
+    [...row.cells].forEach((cell, i) => {
+      if (headers[i] && cell.colSpan === 1) cell.dataset.label = headers[i];
+    });
+  };
+  for (const body of table.tBodies) {
+    for (const row of body.rows) label(row);
+    new MutationObserver((changes) => {
+      for (const change of changes) for (const node of change.addedNodes) if (node instanceof HTMLTableRowElement) label(node);
+    }).observe(body, { childList: true });
+  }
+}
+
+for (const table of document.querySelectorAll("table.data")) labelCells(table);
+
+/**
+ * Checkboxes marked `data-preference="<name>"` (e.g. "Include test users") save the owner's
+ * choice on the server, so every page opens with it, on every device.
+ */
+for (const box of document.querySelectorAll("input[type=checkbox][data-preference]")) {
+  box.addEventListener("change", () => {
+    postJSON("/api/preferences", { [box.dataset.preference]: box.checked }).catch(console.error);
+  });
+}

@@ -22,6 +22,15 @@ export class LiveFeed {
     return this;
   }
 
+  /** Messages the page already shows (e.g. the last 50 from the API): their ids are dropped if
+   * they come again, and the first connect asks for everything since the newest of them. */
+  prime(messages) {
+    for (const m of messages) {
+      this.remember(m);
+    }
+    return this;
+  }
+
   start() {
     this.connect();
     window.addEventListener("online", () => this.reconnectNow());
@@ -92,12 +101,17 @@ export class LiveFeed {
     }
   }
 
-  deliver(message) {
-    if (this.seen.has(message.id)) return;
+  remember(message) {
+    if (this.seen.has(message.id)) return false;
     this.seen.add(message.id);
     this.seenOrder.push(message.id);
     if (this.seenOrder.length > 5000) this.seen.delete(this.seenOrder.shift());
     if (!this.lastReceived || message.received_at > this.lastReceived) this.lastReceived = message.received_at;
+    return true;
+  }
+
+  deliver(message) {
+    if (!this.remember(message)) return;
     for (const fn of this.listeners) fn(message);
   }
 }

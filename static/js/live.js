@@ -1,9 +1,11 @@
 // Live traffic: every message and our reply as it happens; pause, filter by type and user.
 
-import { messageRow, t } from "./common.js";
+import { getJSON, messageRow, t } from "./common.js";
 import { LiveFeed } from "./feed.js";
 
 const MAX_ROWS = 500;
+// The page opens with the last messages (the same rows as the log), then streams.
+const HISTORY = 50;
 const tbody = document.getElementById("feed");
 const empty = document.getElementById("feed-empty");
 const pauseButton = document.getElementById("pause");
@@ -26,16 +28,21 @@ function applyFilters() {
   for (const row of tbody.rows) {
     row.hidden = !visible(row.message);
   }
+  updateEmpty();
 }
 
-function show(m) {
+function show(m, { fresh = true } = {}) {
   const row = messageRow(m);
   row.message = m;
-  row.classList.add("fresh");
+  if (fresh) row.classList.add("fresh");
   row.hidden = !visible(m);
   tbody.prepend(row);
   while (tbody.rows.length > MAX_ROWS) tbody.deleteRow(-1);
-  empty.hidden = true;
+  updateEmpty();
+}
+
+function updateEmpty() {
+  empty.hidden = [...tbody.rows].some((row) => !row.hidden);
 }
 
 function updatePaused() {
@@ -55,11 +62,22 @@ document.getElementById("clear").addEventListener("click", () => {
   tbody.replaceChildren();
   held = [];
   updatePaused();
+  updateEmpty();
 });
 for (const control of [typeFilter, includeTest]) control.addEventListener("change", applyFilters);
 userFilter.addEventListener("input", applyFilters);
 
-new LiveFeed()
+const feed = new LiveFeed();
+try {
+  const history = await getJSON("/api/messages", { per_page: HISTORY, test: "1" });
+  const oldestFirst = [...history.items].reverse();
+  for (const m of oldestFirst) show(m, { fresh: false });
+  feed.prime(oldestFirst);
+} catch (error) {
+  console.error(error);
+}
+document.querySelector("main").dataset.history = "1";
+feed
   .onMessage((m) => {
     if (paused) {
       held.push(m);

@@ -3,9 +3,13 @@
 import { baseOption, chart } from "./charts.js";
 import { fmt, getJSON, t } from "./common.js";
 import { LiveFeed } from "./feed.js";
+import { checklist } from "./setup.js";
 
 const includeTest = document.getElementById("include-test");
+const loadSetup = checklist(document.getElementById("setup"));
 const trafficChart = chart(document.getElementById("traffic-chart"));
+const trendChart = chart(document.getElementById("trend-chart"));
+let trendDays = 7;
 let buckets = [];
 
 function params() {
@@ -30,6 +34,37 @@ function draw() {
       series: [{ name: t("Messages"), type: "bar", data: buckets.map((b) => b.count), barMaxWidth: 14 }],
     }),
   );
+}
+
+async function loadTrends() {
+  const data = await getJSON("/api/trends", { days: trendDays, ...params() });
+  const items = data.items;
+  trendChart.setOption(
+    baseOption({
+      grid: { left: 8, right: 8, top: 24, bottom: 48, containLabel: true },
+      legend: { bottom: 0, type: "scroll" },
+      xAxis: { type: "category", data: items.map((d) => d.date.slice(5)) },
+      yAxis: { type: "value", minInterval: 1 },
+      series: [
+        { name: t("Messages"), type: "bar", data: items.map((d) => d.messages), barMaxWidth: 18 },
+        { name: t("New followers"), type: "line", data: items.map((d) => d.follows) },
+        { name: t("Survey completions"), type: "line", data: items.map((d) => d.completions) },
+      ],
+    }),
+    true,
+  );
+  document.getElementById("trend-chart").dataset.days = String(data.days);
+}
+
+for (const button of document.querySelectorAll("[data-days]")) {
+  button.addEventListener("click", () => {
+    trendDays = Number(button.dataset.days);
+    for (const other of document.querySelectorAll("[data-days]")) {
+      other.classList.toggle("active", other === button);
+      other.setAttribute("aria-pressed", String(other === button));
+    }
+    loadTrends().catch(console.error);
+  });
 }
 
 async function loadTraffic() {
@@ -74,21 +109,22 @@ function scheduleCounts() {
   countsTimer = setTimeout(() => {
     countsTimer = null;
     loadCounts().catch(console.error);
+    if (!document.getElementById("setup").hidden) loadSetup().catch(console.error);
   }, 2000);
 }
 
-includeTest.checked = localStorage.getItem("include-test-stats") === "1";
 includeTest.addEventListener("change", () => {
-  localStorage.setItem("include-test-stats", includeTest.checked ? "1" : "0");
   loadCounts().catch(console.error);
   loadTraffic().catch(console.error);
+  loadTrends().catch(console.error);
 });
 
-await Promise.all([loadCounts(), loadTraffic()]);
+await Promise.all([loadSetup(), loadCounts(), loadTraffic(), loadTrends()]);
 feed.start();
 setInterval(advance, 5000);
 // Re-read the truth from the server now and then (other time zones' "today", missed events).
 setInterval(() => {
   loadCounts().catch(console.error);
   loadTraffic().catch(console.error);
+  loadTrends().catch(console.error);
 }, 60000);

@@ -1,6 +1,6 @@
 // The simulator: chat as a test user through the real /wechat endpoint.
 
-import { el, fmt, getJSON, postJSON, t } from "./common.js";
+import { el, fmt, getJSON, messageText, postJSON, t, typeLabel } from "./common.js";
 
 const main = document.querySelector("main");
 const prefix = main.dataset.prefix;
@@ -30,14 +30,14 @@ function replyText(reply) {
   if (!reply || !Object.keys(reply).length) return null; // "success": WeChat shows nothing
   if (reply.MsgType === "text") return reply.Content;
   if (reply.MsgType === "image") return `[${t("image")} ${reply.Image?.MediaId ?? ""}]`;
-  return `[${reply.MsgType}]`;
+  return `[${reply.MsgType}]`; // a reply type the bot does not send today
 }
 
 async function loadHistory() {
   chat.replaceChildren();
   const data = await getJSON(`/api/users/${encodeURIComponent(currentUser())}/messages`, { limit: 50 });
   for (const m of data.items) {
-    bubble("in", m.text, fmt.time(m.received_at));
+    bubble("in", messageText(m), fmt.time(m.received_at));
     if (m.reply_kind && m.reply_kind !== "success") bubble("out", m.reply);
   }
   if (!data.items.length) bubble("sys", t("New conversation with %(user)s", { user: currentUser() }));
@@ -85,7 +85,7 @@ form.addEventListener("submit", (event) => {
 for (const button of document.querySelectorAll("[data-send]")) {
   button.addEventListener("click", () => {
     const type = button.dataset.send;
-    if (type === "event") send({ type, event: button.dataset.event }, `[${t("event")}] ${button.dataset.event}`);
+    if (type === "event") send({ type, event: button.dataset.event }, `[${typeLabel({ type, event: button.dataset.event })}]`);
     else send({ type }, `[${button.textContent.trim()}]`);
   });
 }

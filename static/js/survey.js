@@ -1,6 +1,6 @@
 // One survey's charts, drawn from the survey aggregates; they refresh when new answers arrive.
 
-import { baseOption, chart, emptyNote } from "./charts.js";
+import { baseOption, chart, emptyNote, fitRows, narrow, wrappedLabels } from "./charts.js";
 import { debounce, el, fmt, getJSON, t } from "./common.js";
 import { LiveFeed } from "./feed.js";
 
@@ -25,12 +25,13 @@ function drawFunnel(funnel) {
     ...funnel.questions.map((q) => ({ name: `Q${q.position} ${short(q.title)}`, value: q.answered })),
     { name: t("Finished"), value: funnel.finished },
   ];
+  fitRows(funnelChart, steps.length);
   funnelChart.setOption(
     baseOption({
       grid: { left: 8, right: 40, top: 8, bottom: 8, containLabel: true },
       tooltip: { trigger: "axis", renderMode: "richText" },
       xAxis: { type: "value", minInterval: 1 },
-      yAxis: { type: "category", inverse: true, data: steps.map((s) => s.name) },
+      yAxis: { type: "category", inverse: true, data: steps.map((s) => s.name), axisLabel: wrappedLabels() },
       series: [{
         type: "bar", data: steps.map((s) => s.value), barMaxWidth: 18,
         label: { show: true, position: "right" },
@@ -75,8 +76,9 @@ function drawBands(bands) {
       tooltip: { trigger: "item", renderMode: "richText" },
       legend: { bottom: 0, type: "scroll", data: bands.map((b) => b.title) },
       series: [{
-        type: "pie", radius: ["35%", "65%"], center: ["50%", "45%"], stillShowZeroSum: false,
-        label: { formatter: "{b}\n{c} ({d}%)" },
+        type: "pie", radius: narrow() ? ["30%", "62%"] : ["35%", "65%"], center: ["50%", "45%"], stillShowZeroSum: false,
+        // On a phone the names are in the legend below; the ring shows the shares only.
+        label: narrow() ? { position: "inside", formatter: "{d}%", color: "#fff" } : { formatter: "{b}\n{c} ({d}%)" },
         data: bands.filter((b) => b.count > 0).map((b) => ({ name: b.title, value: b.count })),
       }],
     }),
@@ -88,7 +90,7 @@ function drawQuestion(q) {
   let entry = questionCharts.get(q.id);
   if (!entry) {
     const box = el("div", { class: "chart small" });
-    const card = el("div", { class: "card" }, el("h2", {}, `Q${q.position}. ${q.title}`), el("p", { class: "muted small" }), box);
+    const card = el("div", { class: "card" }, el("h2", { "data-content": true }, `Q${q.position}. ${q.title}`), el("p", { class: "muted small" }), box);
     questionsBox.append(card);
     entry = { card, chart: chart(box) };
     questionCharts.set(q.id, entry);
@@ -101,11 +103,15 @@ function drawQuestion(q) {
     return;
   }
   const total = q.answered || 0;
+  fitRows(entry.chart, q.options.length);
   entry.chart.setOption(
     baseOption({
       grid: { left: 8, right: 60, top: 8, bottom: 8, containLabel: true },
       xAxis: { type: "value", minInterval: 1 },
-      yAxis: { type: "category", inverse: true, data: q.options.map((o) => `${o.value}. ${short(o.label, 16)}`) },
+      yAxis: {
+        type: "category", inverse: true, axisLabel: wrappedLabels(),
+        data: q.options.map((o) => `${o.value}. ${short(o.label, 16)}`),
+      },
       series: [{
         type: "bar", barMaxWidth: 18,
         data: q.options.map((o) => o.count),
@@ -143,9 +149,7 @@ async function load() {
 }
 
 const reload = debounce(() => load().catch(console.error), 1500);
-includeTest.checked = localStorage.getItem("include-test-stats") === "1";
 includeTest.addEventListener("change", () => {
-  localStorage.setItem("include-test-stats", includeTest.checked ? "1" : "0");
   load().catch(console.error);
 });
 

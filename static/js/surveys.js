@@ -19,8 +19,8 @@ async function load() {
       el(
         "tr",
         {},
-        el("td", {}, el("a", { href: `/dashboard/surveys/${encodeURIComponent(s.id)}` }, s.title)),
-        el("td", {}, s.keywords.join("、")),
+        el("td", { "data-content": true }, el("a", { href: `/dashboard/surveys/${encodeURIComponent(s.id)}` }, s.title)),
+        el("td", { "data-content": true }, s.keywords.join("、")),
         el("td", { class: "num" }, s.questions),
         el("td", {}, (AVAILABILITY[s.availability] || (() => s.availability))()),
         el("td", { class: "num" }, fmt.number(s.started)),
@@ -31,9 +31,7 @@ async function load() {
   if (!data.items.length) tbody.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, t("No surveys are loaded."))));
 }
 
-includeTest.checked = localStorage.getItem("include-test-stats") === "1";
 includeTest.addEventListener("change", () => {
-  localStorage.setItem("include-test-stats", includeTest.checked ? "1" : "0");
   load().catch(console.error);
 });
 load().catch(console.error);

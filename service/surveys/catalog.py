@@ -230,7 +230,7 @@ class SurveyCatalog:
         current: dict[str, Survey] = {}
         versions: dict[tuple[str, int], Survey] = {}
         info: dict[str, dict[str, Any]] = {}
-        for doc in sorted(docs, key=lambda d: (d.get("created_at") or dt.datetime.min, d["_id"])):
+        for doc in sorted(docs, key=_creation_order):
             sid = str(doc["_id"])
             try:
                 controls = _controls(doc)
@@ -423,6 +423,19 @@ class SurveyCatalog:
             version = int((doc or {}).get("latest") or 0)
         found = await store.get_version(self.db, survey_id, version) if version else None
         return None if found is None else str(found["text"])
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _creation_order(doc: Mapping[str, Any]) -> tuple[dt.datetime, str]:
+    """Surveys in the order they were created (a document broken by hand sorts first)."""
+    created = doc.get("created_at")
+    if not isinstance(created, dt.datetime):
+        created = _EPOCH
+    elif created.tzinfo is None:
+        created = created.replace(tzinfo=dt.UTC)
+    return created, str(doc.get("_id"))
 
 
 def _controls(doc: Mapping[str, Any]) -> dict[str, Any]:

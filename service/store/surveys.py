@@ -50,6 +50,7 @@ __all__ = [
     "ensure_indexes",
     "funnel",
     "get",
+    "in_progress_by_version",
     "insert_session",
     "iter_responses",
     "option_counts",
@@ -147,6 +148,28 @@ async def update_session(
 
 
 # -- aggregates for the dashboard ----------------------------------------------------------------
+async def in_progress_by_version(
+    db: Db, survey_id: str | None = None
+) -> dict[tuple[str, int], int]:
+    """Sessions in progress (test users left out) per ``(survey, version)``; sessions started
+    before versions existed count for version 1."""
+    match: dict[str, Any] = {"state": "in_progress", "test_user": {"$ne": True}}
+    if survey_id is not None:
+        match["survey"] = survey_id
+    rows = await _aggregate(
+        db,
+        [
+            {"$match": match},
+            {"$group": {"_id": {"s": "$survey", "v": "$sv"}, "n": {"$sum": 1}}},
+        ],
+    )
+    out: dict[tuple[str, int], int] = {}
+    for row in rows:
+        key = (str(row["_id"].get("s")), int(row["_id"].get("v") or 1))
+        out[key] = out.get(key, 0) + int(row["n"])
+    return out
+
+
 def _match(survey: Survey, include_test_users: bool, **extra: Any) -> dict[str, Any]:
     match: dict[str, Any] = {"survey": survey.id, **extra}
     if not include_test_users:

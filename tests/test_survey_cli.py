@@ -26,6 +26,7 @@ def database(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("MONGODB_URI", settings.mongodb_uri)
     monkeypatch.setenv("MONGODB_DB", settings.mongodb_db)
     monkeypatch.setenv("DATA_DIR", str(settings.data_dir))
+    client: pymongo.MongoClient[dict[str, Any]]
     with pymongo.MongoClient(settings.mongodb_uri, tz_aware=True) as client:
         yield client[settings.mongodb_db]
         client.drop_database(settings.mongodb_db)

@@ -325,3 +325,45 @@ async def test_a_publish_elsewhere_reaches_a_chatting_user(app, db, settings, se
         assert "第 1/3 题" in await Chat(send, wechat, "fresh").say("宠物问卷")
     finally:
         await client.close()
+
+
+# -- results per version ---------------------------------------------------------------------------
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_results_per_version_and_across_versions(app, db, send, wechat, logged_in):
+    catalog = catalog_of(app)
+    await asyncio.wait_for(catalog.ready(), 20)
+    await catalog.publish(PETS_V1, by="owner", source="dashboard")
+    first = Chat(send, wechat, "v1-user")
+    for text in ("宠物问卷", "1", "2", "1"):  # 猫, 两只, 开心
+        await first.say(text)
+    await catalog.publish(PETS_V2, by="owner", source="dashboard")
+    second = Chat(send, wechat, "v2-user")
+    for text in ("宠物问卷", "2", "3", "1", "2"):  # 狗, 两次, 粮, 很开心
+        await second.say(text)
+
+    one = await logged_in.get_json("/api/surveys/pets", version=1)
+    assert one["version"] == 1 and one["survey"]["version"] == 1
+    assert [v["version"] for v in one["versions"]] == [1, 2]
+    by_id = {q["id"]: q for q in one["questions"]}
+    assert [o["label"] for o in by_id["count"]["options"]] == ["一只", "两只"]
+    assert [o["count"] for o in by_id["count"]["options"]] == [0, 1]
+    assert "food" not in by_id and one["funnel"]["finished"] == 1
+
+    two = await logged_in.get_json("/api/surveys/pets", version=2)
+    by_id = {q["id"]: q for q in two["questions"]}
+    assert [o["count"] for o in by_id["count"]["options"]] == [0, 0, 1]
+    assert by_id["food"]["answered"] == 1 and two["funnel"]["started"] == 1
+
+    both = await logged_in.get_json("/api/surveys/pets")
+    by_id = {q["id"]: q for q in both["questions"]}
+    assert both["version"] is None and both["funnel"]["finished"] == 2
+    assert [o["count"] for o in by_id["kind"]["options"]] == [1, 1]  # the same in both
+    assert "versions" not in by_id["kind"]
+    assert by_id["count"]["versions"] == [2]  # changed: counted where it is as now
+    assert [o["count"] for o in by_id["count"]["options"]] == [0, 0, 1]
+    assert [o["count"] for o in by_id["happy"]["options"]] == [1, 1]
+
+    assert (await logged_in.get("/api/surveys/pets", version=7)).code == 404
+    assert (await logged_in.get("/api/surveys/pets", version="x")).code == 400

@@ -116,6 +116,11 @@ class Snapshot:
             keywords=MappingProxyType(_keywords(current.values())),
         )
 
+    def history(self, survey_id: str) -> list[Survey]:
+        """Every published version of a survey, oldest first."""
+        found = [s for (sid, _n), s in self.versions.items() if sid == survey_id]
+        return sorted(found, key=lambda s: s.version)
+
     def version(self, survey_id: str, n: int | None) -> Survey | None:
         """Version ``n`` of a survey (``None``: the version of sessions started before
         versions existed, 1); falls back to the newest when that version is unknown."""

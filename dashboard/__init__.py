@@ -9,7 +9,7 @@ import jinja2
 
 from service.config import Settings
 
-from . import api, auth, pages, simulator, surveys, ws
+from . import api, auth, pages, simulator, survey_editor, surveys, ws
 from .base import StaticHandler
 from .i18n import Translations
 
@@ -25,6 +25,7 @@ routes: list[Any] = [
     *pages.routes,
     *api.routes,
     *surveys.routes,
+    *survey_editor.routes,
     *simulator.routes,
     *ws.routes,
 ]

@@ -5,6 +5,8 @@
     latest        the newest published version number (0: nothing published yet)
     draft         {text, saved_at, saved_by} or absent: the owner's work in progress (may be
                   invalid; published only after full validation)
+    trial         {text, digest, at}: a valid draft the simulator's test users get instead of
+                  the published version ("try it"); cleared by the next publish
     open          False once the owner closed it (absent: the definition's own ``open``)
     opens_at, closes_at   the owner's schedule (absent: the definition's own)
     archived      True: hidden, closed, its keywords free; versions and results kept
@@ -47,6 +49,7 @@ __all__ = [
     "raise_latest",
     "save_draft",
     "set_controls",
+    "set_trial",
     "stamps",
     "survey_versions",
     "version_id",
@@ -150,6 +153,18 @@ async def save_draft(db: Db, survey_id: str, text: str, by: str) -> None:
         {"_id": survey_id},
         {
             "$set": {"draft": {"text": text, "saved_at": now, "saved_by": by}, "updated_at": now},
+            "$setOnInsert": {"created_at": now, "latest": 0},
+        },
+        upsert=True,
+    )
+
+
+async def set_trial(db: Db, survey_id: str, text: str, digest: str) -> None:
+    now = _now()
+    await db[SURVEYS].update_one(
+        {"_id": survey_id},
+        {
+            "$set": {"trial": {"text": text, "digest": digest, "at": now}, "updated_at": now},
             "$setOnInsert": {"created_at": now, "latest": 0},
         },
         upsert=True,

@@ -20,6 +20,7 @@ makes no new version.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -105,6 +106,9 @@ class Snapshot:
     versions: Mapping[tuple[str, int], Survey]  # (id, n) -> that version, controls applied
     keywords: Mapping[str, Survey]  # normalized keyword -> current survey (archived left out)
     info: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    # What the simulator's test users get: the same, with the drafts being tried (version 0)
+    # in place of the published versions. None: no draft is being tried.
+    testers: Snapshot | None = None
 
     @classmethod
     def of(cls, surveys: Iterable[Survey]) -> Snapshot:
@@ -123,8 +127,9 @@ class Snapshot:
 
     def version(self, survey_id: str, n: int | None) -> Survey | None:
         """Version ``n`` of a survey (``None``: the version of sessions started before
-        versions existed, 1); falls back to the newest when that version is unknown."""
-        found = self.versions.get((survey_id, n if n else 1))
+        versions existed, 1; 0: the draft being tried); falls back to the newest when that
+        version is unknown."""
+        found = self.versions.get((survey_id, 1 if n is None else n))
         return found if found is not None else self.current.get(survey_id)
 
 
@@ -262,6 +267,16 @@ class SurveyCatalog:
                 versions[(sid, n)] = dataclasses.replace(survey, **effective)
             current[sid] = versions[(sid, published[-1][0])]
             info[sid]["latest"] = published[-1][0]
+        trials = self._trials(docs)
+        testers = None
+        if trials:
+            tried = {**current, **trials}
+            testers = Snapshot(
+                current=MappingProxyType(tried),
+                versions=MappingProxyType({**versions, **{(t.id, 0): t for t in trials.values()}}),
+                keywords=MappingProxyType(_keywords(tried.values())),
+                info=MappingProxyType(info),
+            )
         if started < self._swapped:
             return  # a load that started later (and so read newer data) swapped already
         self._swapped = started
@@ -270,7 +285,30 @@ class SurveyCatalog:
             versions=MappingProxyType(versions),
             keywords=MappingProxyType(_keywords(current.values())),
             info=MappingProxyType(info),
+            testers=testers,
         )
+
+    def _trials(self, docs: Iterable[Mapping[str, Any]]) -> dict[str, Survey]:
+        """The drafts being tried in the simulator, as version 0 (invalid ones left out)."""
+        out: dict[str, Survey] = {}
+        for doc in docs:
+            trial = doc.get("trial")
+            if not isinstance(trial, Mapping) or not isinstance(trial.get("text"), str):
+                continue
+            sid = str(doc["_id"])
+            key = (f"{sid}:trial", str(trial.get("digest")))
+            if key not in self._parsed:
+                survey, issues = parse_survey(trial["text"], f"{sid} draft", tz=self.tz)
+                ok = survey is not None and not issues and survey.id == sid
+                self._parsed[key] = (
+                    dataclasses.replace(survey, version=0, source="draft")
+                    if ok and survey is not None
+                    else None
+                )
+            parsed = self._parsed[key]
+            if parsed is not None:
+                out[sid] = parsed
+        return out
 
     def _parse_version(self, doc: Mapping[str, Any]) -> Survey | None:
         name = f"{doc.get('_id')}"
@@ -315,6 +353,13 @@ class SurveyCatalog:
                 )
         return (None, conflicts) if conflicts else (survey, [])
 
+    def validate_for(self, survey_id: str, text: str) -> tuple[Survey | None, list[Issue]]:
+        """``validate``, for the survey ``survey_id`` (the editor's): its id must be that."""
+        survey, issues = self.validate(text, f"{survey_id}.yaml")
+        if survey is not None and survey.id != survey_id:
+            return None, [_id_mismatch(text, survey_id, survey.id)]
+        return survey, issues
+
     async def publish(
         self, text: str, *, by: str, source: str, name: str = "<draft>"
     ) -> PublishResult:
@@ -346,6 +391,8 @@ class SurveyCatalog:
             }
             if await store.insert_version(self.db, version):
                 await store.raise_latest(self.db, survey.id, latest + 1)
+                # Test users trying a draft get the published version from now on.
+                await store.set_controls(self.db, survey.id, set_fields={}, unset_fields=("trial",))
                 log.info(
                     "survey %s: version %d published by %s (%s)",
                     survey.id,
@@ -421,6 +468,16 @@ class SurveyCatalog:
         await self.refresh()
         return ok
 
+    async def try_draft(self, survey_id: str, text: str) -> tuple[Survey | None, list[Issue]]:
+        """Let the simulator's test users take ``text`` (valid, not published) in place of the
+        published version, until the next publish. Returns the survey, or every mistake."""
+        survey, issues = self.validate_for(survey_id, text)
+        if survey is None:
+            return None, issues
+        await store.set_trial(self.db, survey_id, text, definition_digest(text))
+        await self.refresh()
+        return survey, []
+
     async def export(self, survey_id: str, version: int | None = None) -> str | None:
         """The YAML of a published version (default the newest), exactly as published."""
         if version is None:
@@ -465,6 +522,19 @@ def _controls(doc: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(doc.get("latest", 0), int):
         raise TypeError(f"latest is {doc.get('latest')!r}")
     return out
+
+
+def _id_mismatch(text: str, expected: str, found: str) -> Issue:
+    line, column = 0, 0
+    with contextlib.suppress(yaml.YAMLError):
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if getattr(key, "value", None) == "id":
+                    line, column = value.start_mark.line + 1, value.start_mark.column + 1
+    return Issue(
+        f"{expected}.yaml", line, column, "id", f"id is {found!r}; this survey is {expected!r}"
+    )
 
 
 def _keyword_position(text: str, index: int) -> tuple[int, int]:

@@ -128,6 +128,8 @@ class SurveyEngine:
         if self.catalog is not None and not self.catalog.loaded:
             await self.catalog.ready()  # once per process, before its first survey message
         snap = self.snapshot  # one snapshot for the whole decision, even if a publish lands
+        if snap.testers is not None and message.openid.startswith(self.test_prefix):
+            snap = snap.testers  # the simulator's users take the drafts being tried
         if not snap.current:
             return None
         folded = normalize_keyword(text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
+import secrets
 import urllib.parse
 from typing import Any
 
@@ -22,7 +23,7 @@ from service.surveys import SurveyCatalog, SurveyEngine
 from service.surveys.catalog import MAX_DEFINITION_BYTES
 from service.surveys.loader import SLUG, Issue
 
-from .base import ApiHandler, DashboardHandler
+from .base import ApiHandler, DashboardHandler, content_security_policy
 
 __all__ = ["NEW_SURVEY_TEXT", "routes"]
 
@@ -334,7 +335,10 @@ class EditorPage(DashboardHandler):
     @tornado.web.authenticated
     def get(self, raw_id: str) -> None:
         survey_id = survey_id_of(raw_id)
-        self.render_page("survey_edit.html", page="surveys", survey_id=survey_id)
+        # CodeMirror mounts its styles as <style> elements: allowed by a per-page nonce only.
+        nonce = secrets.token_urlsafe(16)
+        self.set_header("Content-Security-Policy", content_security_policy(nonce))
+        self.render_page("survey_edit.html", page="surveys", survey_id=survey_id, nonce=nonce)
 
 
 routes = [

@@ -28,6 +28,7 @@ function setStatus(text) {
 const view = new EditorView({
   parent: document.getElementById("editor"),
   extensions: [
+    EditorView.cspNonce.of(document.querySelector('meta[name="csp-nonce"]').content),
     basicSetup,
     keymap.of([indentWithTab]),
     yaml(),

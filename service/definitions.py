@@ -51,15 +51,19 @@ class DefinitionWatcher:
         watch: Watch,
         stamp: Callable[[], Awaitable[Any]],
         reload: Callable[[], Awaitable[None]],
+        prepare: Callable[[], Awaitable[None]] | None = None,
         poll_interval: float = 1.0,
         max_backoff: float = 10.0,
         polling: bool = False,
     ) -> None:
-        """``polling``: skip the change stream and poll from the start (tests, diagnostics)."""
+        """``prepare``: run once (retried until it succeeds) before the first stream is opened,
+        so its own writes (e.g. start-up imports) do not come back as changes.
+        ``polling``: skip the change stream and poll from the start (tests, diagnostics)."""
         self.name = name
         self._watch = watch
         self._stamp = stamp
         self._reload = reload
+        self._prepare = prepare
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         self.mode = "polling" if polling else "idle"  # "change-stream", "reconnecting"
@@ -107,6 +111,9 @@ class DefinitionWatcher:
         backoff = 0.5
         while not self._stopped:
             try:
+                if self._prepare is not None:
+                    await self._prepare()
+                    self._prepare = None
                 if self.mode == "polling":
                     await self._poll()
                 else:

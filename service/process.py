@@ -198,8 +198,9 @@ class Process:
         process is not started (tests)."""
         if self.replayer is not None:
             self.replayer.start()
-        if isinstance(self.surveys, SurveyEngine) and self.surveys.catalog is not None:
-            self.surveys.catalog.start()
+        surveys = self.surveys
+        if self.settings.store_messages and isinstance(surveys, SurveyEngine) and surveys.catalog:
+            surveys.catalog.start()  # (`--no-store` answers without surveys: nothing to follow)
 
     async def close(self) -> None:
         """Tear everything down in the reverse order of construction, once (a second call waits

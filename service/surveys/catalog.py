@@ -184,14 +184,14 @@ class SurveyCatalog:
         # Until the first load, the seed files stand in (version 1): the dashboard can render.
         self.snapshot = Snapshot.of(s.survey for s in self.seeds)
         self._parsed: dict[tuple[str, str], Survey | None] = {}  # (version id, digest) -> parsed
-        self._imported = not self.seeds
         self._loads = 0  # loads started; a load swaps the snapshot only if none newer did
         self._swapped = 0
         self.watcher = DefinitionWatcher(
             "surveys",
             watch=lambda token: store.watch(db, resume_after=token),
             stamp=lambda: store.stamps(db),
-            reload=self._reload,
+            reload=self._load,
+            prepare=self.import_seeds if self.seeds else None,
             poll_interval=poll_interval,
             polling=polling,
         )
@@ -215,12 +215,6 @@ class SurveyCatalog:
         await self.watcher.stop()
 
     # -- loading ---------------------------------------------------------------------------------
-    async def _reload(self) -> None:
-        if not self._imported:
-            await self.import_seeds()
-            self._imported = True
-        await self._load()
-
     async def _load(self) -> None:
         """Read every survey and version, parse what is new, swap the snapshot."""
         self._loads += 1

@@ -5,7 +5,8 @@ mistake listed and nothing published."""
 from __future__ import annotations
 
 import json
-import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,10 @@ from typing import Any
 import pymongo
 import pytest
 
-from service.__main__ import main as cli_main
 from service.surveys.loader import parse_survey
 from tests.test_survey_versions import PETS_V1, PETS_V2
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -32,19 +34,20 @@ def database(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         client.drop_database(settings.mongodb_db)
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """``main`` configures logging to the (captured) stdout; put pytest's handlers back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def main(argv: list[str]) -> int:
-    """The command line as an operator runs it (warnings and errors logged only)."""
-    return cli_main(["--log-level", "WARNING", *argv])
+    """``python -m service ARGV`` as an operator runs it, in its own process (warnings and
+    errors logged only); its output goes to this test's captured stdout and stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "--log-level", "WARNING", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    return done.returncode
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

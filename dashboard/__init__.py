@@ -9,7 +9,7 @@ import jinja2
 
 from service.config import Settings
 
-from . import api, auth, exports, pages, setup, simulator, surveys, ws
+from . import api, auth, exports, pages, setup, simulator, survey_editor, surveys, ws
 from .base import StaticHandler
 from .i18n import Translations
 
@@ -27,6 +27,7 @@ routes: list[Any] = [
     *api.routes,
     *setup.routes,
     *surveys.routes,
+    *survey_editor.routes,
     *simulator.routes,
     *ws.routes,
 ]

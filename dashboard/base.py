@@ -41,14 +41,20 @@ LANG_COOKIE = "lang"
 SESSION_DAYS = 14
 
 
+def content_security_policy(style_nonce: str = "") -> str:
+    """The pages' CSP; ``style_nonce`` also allows the ``<style>`` elements carrying it (the
+    survey editor's CodeMirror writes its styles that way)."""
+    style = f"'self' 'nonce-{style_nonce}'" if style_nonce else "'self'"
+    return (
+        f"default-src 'self'; script-src 'self'; style-src {style}; img-src 'self' data:; "
+        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    )
+
+
 def security_headers(handler: tornado.web.RequestHandler) -> None:
     """Headers every dashboard response carries, errors and redirects included."""
-    handler.set_header(
-        "Content-Security-Policy",
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
-        "form-action 'self'; frame-ancestors 'none'",
-    )
+    handler.set_header("Content-Security-Policy", content_security_policy())
     handler.set_header("X-Frame-Options", "DENY")
     handler.set_header("Referrer-Policy", "same-origin")
     handler.set_header("X-Content-Type-Options", "nosniff")

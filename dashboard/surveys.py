@@ -10,12 +10,19 @@ from service.surveys import Survey
 
 from .base import ApiHandler, DashboardHandler
 
-__all__ = ["definitions", "find_survey", "routes", "wipe_test"]
+__all__ = ["definitions", "find_survey", "history", "routes", "wipe_test"]
 
 
 def definitions(handler: tornado.web.RequestHandler) -> list[Survey]:
     """The loaded survey definitions, from the application settings."""
     return reports.definitions(handler.settings.get("surveys"))
+
+
+def history(handler: tornado.web.RequestHandler, survey_id: str) -> list[Survey]:
+    """Every published version of a survey (none without a versioned engine)."""
+    engine = handler.settings.get("surveys")
+    snapshot = getattr(engine, "snapshot", None)
+    return snapshot.history(survey_id) if snapshot is not None else []
 
 
 def find_survey(handler: tornado.web.RequestHandler, survey_id: str) -> Survey:
@@ -47,12 +54,21 @@ class SurveyApi(ApiHandler):
     @tornado.web.authenticated
     async def get(self, survey_id: str) -> None:
         survey = find_survey(self, survey_id)
-        report = await reports.survey_report(
-            self.db,
-            survey,
-            include_test=self.bool_argument("test", False),
-            timezone=self.config.timezone,
-        )
+        raw = self.get_query_argument("version", "")
+        version = int(raw) if raw.isdigit() and len(raw) < 9 else None
+        if raw and version is None:
+            raise tornado.web.HTTPError(400, "version must be a number")
+        try:
+            report = await reports.survey_report(
+                self.db,
+                survey,
+                include_test=self.bool_argument("test", False),
+                timezone=self.config.timezone,
+                version=version,
+                history=history(self, survey.id),
+            )
+        except LookupError as e:
+            raise tornado.web.HTTPError(404, "no version %s of %s", raw, survey_id) from e
         self.write_json(report)
 
 

@@ -39,6 +39,7 @@ STORE_MODULES = [
     "service.store.users",
     "service.store.owners",
     "service.store.surveys",
+    "service.store.survey_defs",
     "service.store.tokens",
     "service.store.privacy",
 ]

@@ -9,13 +9,13 @@ built (in this order)  closed (in this order, by ``close()``)
 =====================  ==========================================================================
 metrics                1. guard: messages in progress finish, late replies are sent
 database state         2. hub: the live feed's watcher stops
-spool                  3. replayer: last replay if the database is up; the spool file is closed
-users (counters)       4. users: the counters are flushed (those of step 3's replays included)
-WeChat API client      5. image reply: its background refresh stops
-image reply            6. WeChat API client: its HTTP connections close
-surveys, bot           then ``Process.open`` (``service.db.open_database``) closes the
-inbox, replayer        database client and stops the embedded database it started
-guard, hub, crypto
+spool                  3. surveys: the survey definitions' watcher stops
+users (counters)       4. replayer: last replay if the database is up; the spool file is closed
+WeChat API client      5. users: the counters are flushed (those of step 4's replays included)
+image reply            6. image reply: its background refresh stops
+surveys, bot           7. WeChat API client: its HTTP connections close
+inbox, replayer        then ``Process.open`` (``service.db.open_database``) closes the
+guard, hub, crypto     database client and stops the embedded database it started
 =====================  ==========================================================================
 
 ``Process.open(settings)`` (``serve``) also starts the embedded database when ``MONGODB_URI`` is
@@ -52,7 +52,7 @@ from .live import Hub
 from .metrics import Metrics
 from .spool import Replayer, Spool, is_outage
 from .store.users import UserStats
-from .surveys import load_engine
+from .surveys import SurveyEngine, live_engine
 from .wechat import Crypto
 from .wechat_api import WeChatAPI, make_api
 
@@ -97,8 +97,9 @@ class Process:
         self.users = UserStats(db, recover_after=settings.user_count_recovery)
         # None without AppID/AppSecret: no late replies as customer-service messages then.
         self.wechat_api = make_api(settings, db) if wechat_api is _UNSET else wechat_api
-        # An invalid survey definition raises SurveyLoadError here, listing every mistake.
-        self.surveys = surveys or load_engine(settings)
+        # The published surveys, followed live; an invalid survey file (shipped or SURVEYS_DIR,
+        # imported at the first load) raises SurveyLoadError here, listing every mistake.
+        self.surveys = surveys or live_engine(settings, db)
         # Keeps the image reply in step with `python -m service media upload`.
         self.image_reply = ImageReply(db, settings.image_media_id)
         # `serve --no-store` (benchmark only) keeps the database off the message path entirely:
@@ -196,12 +197,16 @@ class Process:
 
     async def start(self) -> None:
         """Start the background work: the spool replayer (it first replays what an earlier run
-        left behind) and the sweep that counts messages an earlier process stored but did not
-        count. The live hub starts on first use."""
+        left behind), the sweep that counts messages an earlier process stored but did not count,
+        and the survey definitions' watcher (it imports the survey files first). The live hub
+        starts on first use; the survey watcher too when the process is not started (tests)."""
         if self.replayer is not None:
             self.replayer.start()
         if self.settings.store_messages:
             self.users.start()
+        surveys = self.surveys
+        if self.settings.store_messages and isinstance(surveys, SurveyEngine) and surveys.catalog:
+            surveys.catalog.start()  # (`--no-store` answers without surveys: nothing to follow)
 
     async def close(self) -> None:
         """Tear everything down in the reverse order of construction, once (a second call waits
@@ -215,6 +220,8 @@ class Process:
             ("messages in progress", lambda: self.guard.close(FLIGHT_TIMEOUT), FLIGHT_TIMEOUT + 6),
             ("live feed", self.hub.stop, CLOSE_STEP_TIMEOUT),
         ]
+        if isinstance(self.surveys, SurveyEngine):
+            steps.append(("survey definitions", self.surveys.close, CLOSE_STEP_TIMEOUT))
         if self.replayer is not None:
             steps.append(("spool", self.replayer.close, CLOSE_STEP_TIMEOUT))
         steps.append(("user counters", self.users.close, CLOSE_STEP_TIMEOUT))

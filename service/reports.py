@@ -91,27 +91,95 @@ async def totals(
     }
 
 
+def question_signature(question: Any) -> tuple[Any, ...]:
+    """What must not change for a question's answers to be counted together across versions:
+    its kind, its options (labels, in order) and its scale."""
+    labels = tuple(o.label for o in question.options)
+    return (question.kind, labels, question.scale_min, question.scale_max)
+
+
 async def survey_report(
-    db: Db, survey: Survey, *, include_test: bool = False, timezone: str = "Asia/Shanghai"
+    db: Db,
+    survey: Survey,
+    *,
+    include_test: bool = False,
+    timezone: str = "Asia/Shanghai",
+    version: int | None = None,
+    history: Sequence[Survey] = (),
 ) -> dict[str, Any]:
     """Per-question counts, scores (with their range and average), bands, funnel, completions
-    per day in ``timezone``."""
-    scores = await store.score_distribution(db, survey, include_test_users=include_test)
+    per day in ``timezone``.
+
+    ``history``: every published version of the survey (``survey`` is the newest). With
+    ``version`` the report counts the sessions started on that version only, with its own
+    questions (``LookupError`` if there is no such version). Without, it counts all versions
+    together by question id, with the newest questions; a question whose options changed
+    between versions is counted over the versions where it is as in the newest only, and says
+    so (``"versions": [1, 3]``) — the per-version reports show the others.
+    """
+    definition = survey
+    versions: list[int] | None = None
+    if version is not None:
+        found = next((v for v in history if v.version == version), None)
+        if found is None:
+            if version != survey.version:
+                raise LookupError(version)
+            found = survey
+        definition, versions = found, [version]
+    kw: dict[str, Any] = {"include_test_users": include_test, "versions": versions}
+    scores = await store.score_distribution(db, definition, **kw)
     scored = sum(row["count"] for row in scores)
     points = sum(row["score"] * row["count"] for row in scores)
-    low, high = survey.score_range() if survey.scored else (0, 0)
+    low, high = definition.score_range() if definition.scored else (0, 0)
+    questions = await store.option_counts(db, definition, **kw)
+    if version is None and len(history) > 1:
+        questions = await _questions_across_versions(db, definition, history, questions, kw)
     return {
-        "survey": survey.describe(),
-        "questions": await store.option_counts(db, survey, include_test_users=include_test),
+        "survey": definition.describe(),
+        "version": version,
+        "versions": [
+            {"version": v.version, "title": v.title, "questions": v.total} for v in history
+        ],
+        "questions": questions,
         "scores": scores,
         "score_range": [low, high],
         "average_score": round(points / scored, 2) if scored else None,
-        "bands": await store.band_counts(db, survey, include_test_users=include_test),
-        "funnel": await store.funnel(db, survey, include_test_users=include_test),
-        "completions": await store.completions_over_time(
-            db, survey, include_test_users=include_test, timezone=timezone
-        ),
+        "bands": await store.band_counts(db, definition, **kw),
+        "funnel": await store.funnel(db, definition, **kw),
+        "completions": await store.completions_over_time(db, definition, timezone=timezone, **kw),
     }
+
+
+async def _questions_across_versions(
+    db: Db,
+    newest: Survey,
+    history: Sequence[Survey],
+    questions: list[dict[str, Any]],
+    kw: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """Recount the questions that changed between versions over the matching versions only."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for question in newest.questions:
+        mine = question_signature(question)
+        same: list[int] = []
+        differs = False
+        for v in history:
+            other = v.question(question.id)
+            if other is None:
+                continue
+            if question_signature(other) == mine:
+                same.append(v.version)
+            else:
+                differs = True
+        if differs:
+            groups.setdefault(tuple(same), []).append(question.id)
+    by_id = {entry["id"]: entry for entry in questions}
+    for group, ids in groups.items():
+        recount = await store.option_counts(db, newest, **{**kw, "versions": list(group)})
+        for entry in recount:
+            if entry["id"] in ids:
+                by_id[entry["id"]] = {**entry, "versions": list(group)}
+    return [by_id[entry["id"]] for entry in questions]
 
 
 def progress_entry(survey: Survey, doc: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -82,8 +82,11 @@ class TracingCounter(CommandCounter):
     def mark(self) -> int:
         return len(self.trace)
 
-    def since(self, mark: int, *, ignore: tuple[str, ...] = ("users",)) -> list[tuple[str, str]]:
-        """Commands sent after ``mark``, leaving out the batched user-stats flush."""
+    def since(
+        self, mark: int, *, ignore: tuple[str, ...] = ("users", "surveys")
+    ) -> list[tuple[str, str]]:
+        """Commands sent after ``mark``, leaving out the batched user-stats flush and the survey
+        definitions' watcher (its change stream on ``surveys``: background, not per message)."""
         return [(n, c) for n, c in self.trace[mark:] if c not in ignore]
 
 

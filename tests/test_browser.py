@@ -411,3 +411,74 @@ def test_every_page_fits_a_phone_and_a_desktop_in_both_languages(server: str, br
     driver.get(server + "/dashboard/users/sim-walker")
     assert "404" in driver.find_element(By.TAG_NAME, "main").text
     assert [p for p in problems(driver) if "sim-walker - Failed to load" not in p] == []
+
+
+def test_owner_writes_tries_and_publishes_a_survey_on_a_phone(server: str, browser: Any) -> None:
+    """At 390 px: a new survey in the editor, a typed mistake shown at its line, fixed, tried
+    in the simulator, published, and answered."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions
+
+    driver = browser
+    driver.set_window_size(390, 844)
+    driver.get(server + "/dashboard/login")
+    driver.find_element(By.ID, "name").send_keys(OWNER)
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "login-submit").click()
+    wait_for(driver, lambda d: d.current_url.rstrip("/").endswith("/dashboard"))
+
+    driver.get(server + "/dashboard/survey-editor/pets")
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#issues .ok"))  # 没有错误
+    assert "没有错误" in driver.find_element(By.ID, "issues").text
+    width = driver.execute_script("return document.documentElement.scrollWidth")
+    assert width <= 390, width  # nothing sticks out sideways on a phone
+
+    shot(driver, "08-editor-new-survey")
+
+    # Type a mistake at the end of the text: an unknown key.
+    content = driver.find_element(By.CSS_SELECTOR, ".cm-content")
+    driver.find_element(By.CSS_SELECTOR, ".cm-line").click()  # the first line: in view
+    content.send_keys(Keys.CONTROL, Keys.END)
+    content.send_keys(Keys.ENTER, "colour: red")
+    issue = wait_for(
+        driver,
+        lambda d: [
+            e for e in d.find_elements(By.CSS_SELECTOR, "#issues .issue") if "colour" in e.text
+        ],
+    )[0]
+    lines = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".cm-line")]
+    mistake_line = next(i for i, text in enumerate(lines, 1) if "colour: red" in text)
+    assert issue.get_attribute("data-line") == str(mistake_line)
+    assert f"第 {mistake_line} 行" in issue.text and "unknown key 'colour'" in issue.text
+    assert driver.find_elements(By.CSS_SELECTOR, ".cm-lint-marker-error")  # marked at the line
+    shot(driver, "09-editor-mistake")
+
+    # Remove it again; the draft is valid.
+    content.send_keys(Keys.BACKSPACE * len("colour: red"))
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#issues .ok"))
+
+    # Try it in the simulator (as a test user), then publish it.
+    driver.find_element(By.ID, "try-draft").click()
+    wait_for(driver, lambda d: "/dashboard/simulator" in d.current_url)
+    text = wait_for(driver, lambda d: d.find_element(By.ID, "sim-text"))
+    assert text.get_attribute("value") == "pets"
+    driver.find_element(By.ID, "sim-send").click()
+    wait_for(
+        driver,
+        lambda d: [
+            e for e in d.find_elements(By.CSS_SELECTOR, ".bubble.out") if "第 1/2 题" in e.text
+        ],
+    )
+    shot(driver, "10-simulator-draft")
+
+    driver.get(server + "/dashboard/survey-editor/pets")
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#issues .ok"))
+    driver.find_element(By.ID, "publish").click()
+    alert = wait_for(driver, expected_conditions.alert_is_present())
+    assert "第 1 版" in alert.text
+    alert.accept()
+    wait_for(driver, lambda d: "已发布第 1 版" in d.find_element(By.ID, "editor-status").text)
+    wait_for(driver, lambda d: "v1" in d.find_element(By.ID, "versions").text)
+    shot(driver, "11-editor-published")
+    assert problems(driver) == []

@@ -323,23 +323,25 @@ def test_cli_check(tmp_path, capsys):
     ]
 
 
-def test_cli_list(tmp_path, capsys, monkeypatch):
+def test_cli_list_files(tmp_path, capsys, monkeypatch):
+    """``surveys list --files``: the files start-up imports (``surveys list`` alone lists the
+    database's published surveys: tests/test_survey_cli.py)."""
     monkeypatch.delenv("WECHAT_TOKEN", raising=False)
     monkeypatch.delenv("SURVEYS_DIR", raising=False)
-    assert main(["surveys", "list"]) == 0
+    assert main(["surveys", "list", "--files"]) == 0
     out = capsys.readouterr().out
     assert f"1 survey(s) in {SHIPPED_DIR}:" in out
     assert "baogan" in out and "「爆肝度调查」 10 question(s), open, no retakes" in out
 
     folder = write_surveys(tmp_path / "s", lab=LAB_YAML, good=GOOD)
     monkeypatch.setenv("SURVEYS_DIR", str(folder))
-    assert main(["surveys", "list", "--json"]) == 0
+    assert main(["surveys", "list", "--files", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [s["id"] for s in listed] == ["ok", "lab"]
     assert listed[1]["keywords"] == ["实验问卷", "LAB_MENU"] and listed[1]["allow_retake"]
 
     (folder / "bad.yaml").write_text("id: [", encoding="utf-8")
-    assert main(["surveys", "list"]) == 1
+    assert main(["surveys", "list", "--files"]) == 1
     assert "bad.yaml:1:6: invalid YAML" in capsys.readouterr().out
 
 

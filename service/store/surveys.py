@@ -8,6 +8,8 @@ Document (``_id`` = ``"<survey id>:<openid>"``)::
     active_user   = openid while the user is answering this survey, absent otherwise; a unique
                   sparse index makes "at most one survey in progress per user" hold under races
     current       id of the question being asked (None when finished)
+    sv            the version of the survey the attempt started on (absent: 1); the attempt
+                  is finished on it, a retake starts on the newest
     answers       [{q, value, label, choices?, score, dims?, at, key}] of the current attempt
     score, result {band, title, comment, dims}   when finished
     attempt       1, 2, ... (retakes); earlier attempts are kept in ``history`` (last 10)
@@ -22,8 +24,10 @@ that matches nothing lost a race; the engine reads again. No ``find_one_and_upda
 whole collection on SecantusDB.
 
 The aggregates below are plain async functions for the dashboard. Each takes the ``Survey`` (the
-definition, for titles and option labels) and ``include_test_users=False``: the simulator's users
-(``test_user: True``, openids starting with ``sim-``) are left out unless asked for.
+definition, for titles and option labels), ``include_test_users=False``: the simulator's users
+(``test_user: True``, openids starting with ``sim-``) are left out unless asked for, and
+``versions=None``: the versions whose sessions count (``sv``, the version a session started on;
+none recorded means version 1), all by default.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ __all__ = [
     "ensure_indexes",
     "funnel",
     "get",
+    "in_progress_by_version",
     "insert_session",
     "iter_responses",
     "option_counts",
@@ -270,10 +275,42 @@ class SessionWriter:
 
 
 # -- aggregates for the dashboard ----------------------------------------------------------------
-def _match(survey: Survey, include_test_users: bool, **extra: Any) -> dict[str, Any]:
+async def in_progress_by_version(
+    db: Db, survey_id: str | None = None
+) -> dict[tuple[str, int], int]:
+    """Sessions in progress (test users left out) per ``(survey, version)``; sessions started
+    before versions existed count for version 1."""
+    match: dict[str, Any] = {"state": "in_progress", "test_user": {"$ne": True}}
+    if survey_id is not None:
+        match["survey"] = survey_id
+    rows = await _aggregate(
+        db,
+        [
+            {"$match": match},
+            {"$group": {"_id": {"s": "$survey", "v": "$sv"}, "n": {"$sum": 1}}},
+        ],
+    )
+    out: dict[tuple[str, int], int] = {}
+    for row in rows:
+        key = (str(row["_id"].get("s")), int(row["_id"].get("v") or 1))
+        out[key] = out.get(key, 0) + int(row["n"])
+    return out
+
+
+Versions = Sequence[int] | None
+
+
+def _match(
+    survey: Survey, include_test_users: bool, versions: Versions = None, **extra: Any
+) -> dict[str, Any]:
+    """``versions``: only the sessions started on these versions of the survey (``None``: all);
+    sessions started before versions existed (no ``sv``) are version 1's."""
     match: dict[str, Any] = {"survey": survey.id, **extra}
     if not include_test_users:
         match["test_user"] = {"$ne": True}
+    if versions is not None:
+        wanted = sorted(set(versions))
+        match["sv"] = {"$in": [*wanted, None]} if 1 in wanted else {"$in": wanted}
     return match
 
 
@@ -283,7 +320,12 @@ async def _aggregate(db: Db, pipeline: list[dict[str, Any]]) -> list[dict[str, A
 
 
 async def option_counts(
-    db: Db, survey: Survey, *, include_test_users: bool = False, finished_only: bool = False
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    finished_only: bool = False,
+    versions: Versions = None,
 ) -> list[dict[str, Any]]:
     """How often each option was chosen, per question (current attempts; all or finished only).
 
@@ -298,7 +340,7 @@ async def option_counts(
     """
     extra = {"state": "finished"} if finished_only else {}
     base: list[dict[str, Any]] = [
-        {"$match": _match(survey, include_test_users, **extra)},
+        {"$match": _match(survey, include_test_users, versions, **extra)},
         {"$project": {"answers": 1}},
         {"$unwind": "$answers"},
     ]
@@ -363,7 +405,7 @@ async def option_counts(
 
 
 async def score_distribution(
-    db: Db, survey: Survey, *, include_test_users: bool = False
+    db: Db, survey: Survey, *, include_test_users: bool = False, versions: Versions = None
 ) -> list[dict[str, int]]:
     """Finished attempts per total score: ``[{"score": 7, "count": 3}, ...]``, by score.
 
@@ -373,7 +415,7 @@ async def score_distribution(
     rows = await _aggregate(
         db,
         [
-            {"$match": _match(survey, include_test_users, state="finished")},
+            {"$match": _match(survey, include_test_users, versions, state="finished")},
             {"$group": {"_id": "$score", "count": {"$sum": 1}}},
             {"$sort": {"_id": 1}},
         ],
@@ -384,7 +426,7 @@ async def score_distribution(
 
 
 async def band_counts(
-    db: Db, survey: Survey, *, include_test_users: bool = False
+    db: Db, survey: Survey, *, include_test_users: bool = False, versions: Versions = None
 ) -> list[dict[str, Any]]:
     """Finished attempts per result band, in the survey's band order, zeros included::
 
@@ -396,7 +438,7 @@ async def band_counts(
     rows = await _aggregate(
         db,
         [
-            {"$match": _match(survey, include_test_users, state="finished")},
+            {"$match": _match(survey, include_test_users, versions, state="finished")},
             {"$group": {"_id": "$result.band", "count": {"$sum": 1}}},
         ],
     )
@@ -411,7 +453,9 @@ async def band_counts(
     return out
 
 
-async def funnel(db: Db, survey: Survey, *, include_test_users: bool = False) -> dict[str, Any]:
+async def funnel(
+    db: Db, survey: Survey, *, include_test_users: bool = False, versions: Versions = None
+) -> dict[str, Any]:
     """Starts versus completions, and where people stop::
 
         {"started": 20, "finished": 12, "in_progress": 8, "paused": 3,
@@ -424,7 +468,7 @@ async def funnel(db: Db, survey: Survey, *, include_test_users: bool = False) ->
     ``dropped`` = stuck on it (reached − answered). With branching, later questions may be
     reached by fewer people without anyone dropping.
     """
-    match = _match(survey, include_test_users)
+    match = _match(survey, include_test_users, versions)
     states = await _aggregate(
         db,
         [
@@ -489,6 +533,7 @@ async def completions_over_time(
     survey: Survey,
     *,
     include_test_users: bool = False,
+    versions: Versions = None,
     since: dt.datetime | None = None,
     timezone: str = "Asia/Shanghai",
     fill: bool = True,
@@ -504,7 +549,7 @@ async def completions_over_time(
     rows = await _aggregate(
         db,
         [
-            {"$match": _match(survey, include_test_users, **extra)},
+            {"$match": _match(survey, include_test_users, versions, **extra)},
             {
                 "$group": {
                     "_id": {
@@ -559,6 +604,7 @@ async def iter_responses(
     *,
     include_test_users: bool = False,
     finished_only: bool = False,
+    versions: Versions = None,
     batch_size: int = 500,
 ) -> AsyncIterator[dict[str, Any]]:
     """One row per user (the current attempt), keyed like ``response_columns``; CSV-friendly.
@@ -572,7 +618,7 @@ async def iter_responses(
     extra = {"state": "finished"} if finished_only else {}
     cursor = (
         db[COLLECTION]
-        .find(_match(survey, include_test_users, **extra), {"recent": 0, "history": 0})
+        .find(_match(survey, include_test_users, versions, **extra), {"recent": 0, "history": 0})
         .sort([("started_at", ASCENDING), ("_id", ASCENDING)])
         .batch_size(batch_size)
     )

@@ -1,13 +1,16 @@
 """Surveys over chat: definitions as YAML data, an engine that asks one question at a time.
 
-``load_engine(settings)`` loads every ``*.yaml`` in ``settings.surveys_dir`` (default: this folder,
-which ships ``baogan.yaml``, the 爆肝度调查) and returns the ``SurveyEngine`` the bot router calls.
+``live_engine(settings, db)`` returns the ``SurveyEngine`` the bot router calls: it answers from
+the published versions in the database (``catalog.SurveyCatalog``, followed live in every
+process), after importing every ``*.yaml`` in ``settings.surveys_dir`` (default: this folder,
+which ships ``baogan.yaml``, the 爆肝度调查). ``load_engine`` loads files only (tools, tests).
 Aggregates for the dashboard live in ``service.store.surveys``.
 """
 
 from __future__ import annotations
 
-from .engine import SurveyEngine, load_engine
+from .catalog import PublishResult, Snapshot, SurveyCatalog
+from .engine import SurveyEngine, live_engine, load_engine
 from .loader import (
     SHIPPED_DIR,
     Issue,
@@ -22,10 +25,14 @@ from .model import Survey
 __all__ = [
     "SHIPPED_DIR",
     "Issue",
+    "PublishResult",
+    "Snapshot",
     "Survey",
+    "SurveyCatalog",
     "SurveyEngine",
     "SurveyLoadError",
     "check_paths",
+    "live_engine",
     "load_dir",
     "load_engine",
     "load_file",

@@ -1,23 +1,46 @@
-"""``python -m service surveys check FILE... | list``: validate and list survey definitions.
+"""``python -m service surveys check | publish | export | list``: survey definitions.
 
-``check`` runs exactly the validation start-up runs and prints every mistake as
-``file:line:column: path: message``; exit status 1 when there is any. ``list`` shows the surveys
-the service would load (``SURVEYS_DIR``, default the shipped folder).
+``check FILE...`` runs exactly the validation publishing runs and prints every mistake as
+``file:line:column: path: message``; exit status 1 when there is any.
+
+The others work on the running service's database (``MONGODB_URI``, or the embedded database of
+the ``serve`` on the same ``DATA_DIR``, as ``create-owner`` does); every process of the service
+picks a publish up within about a second, without a restart:
+
+- ``publish FILE...`` validates every file (and their keywords against the other published
+  surveys) and publishes each as the next version of its survey, only when its definition
+  changed; it prints the version. Any mistake: every one listed, nothing published, exit 2.
+- ``export ID [--version N]`` prints a published version's YAML (default the newest).
+- ``list`` shows id, title, open or not, newest version and sessions in progress;
+  ``list --files`` (or ``--dir FOLDER``) lists the files of ``SURVEYS_DIR`` instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
+import getpass
 import json
+import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-from ..config import Settings
+from ..config import ConfigError, Settings
+from ..db import open_database
+from ..embedded import EmbeddedDatabaseError
+from ..store import Db
+from ..store import surveys as sessions_store
+from .catalog import MAX_DEFINITION_BYTES, SurveyCatalog
 from .engine import SurveyEngine
-from .loader import SHIPPED_DIR, SurveyLoadError, check_paths, load_dir
+from .loader import SHIPPED_DIR, Issue, SurveyLoadError, check_paths, load_dir
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "export", "publish_files"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _out(text: str) -> None:
@@ -48,7 +71,148 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _on_database(settings: Settings, work: Callable[[SurveyCatalog, Db], Awaitable[T]]) -> T:
+    """Run ``work`` with a catalog of the service's database (loaded, not following)."""
+
+    async def run() -> T:
+        async with open_database(settings) as (_client, db):
+            catalog = SurveyCatalog(db, tz=settings.tzinfo)
+            await catalog.refresh()
+            return await work(catalog, db)
+
+    return asyncio.run(run())
+
+
+def _who() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in this environment (a container)
+        return "cli"
+
+
+async def publish_files(
+    catalog: SurveyCatalog, paths: list[Path], *, by: str
+) -> tuple[list[str], list[Issue]]:
+    """Validate every file, then publish each; returns the lines to print and the mistakes
+    (when there is any mistake, nothing is published)."""
+    _surveys, issues = check_paths(paths, tz=catalog.tz)
+    texts: list[tuple[Path, str]] = []
+    for path in paths:
+        if not path.is_file():
+            continue
+        if path.stat().st_size > MAX_DEFINITION_BYTES:
+            issues.append(Issue(str(path), 0, 0, "", "the definition is over 256 KiB"))
+            continue
+        texts.append((path, path.read_text(encoding="utf-8")))
+    if not issues:
+        for path, text in texts:
+            issues.extend(catalog.validate(text, str(path))[1])
+    if issues:
+        return [], issues
+    lines = []
+    for path, text in texts:
+        result = await catalog.publish(text, by=by, source="cli", name=str(path))
+        if not result.ok:  # changed under us between the check and the publish
+            issues.extend(result.issues)
+            continue
+        if result.created:
+            lines.append(f"published: {result.survey_id} version {result.version} ({path})")
+        else:
+            lines.append(f"unchanged: {result.survey_id} version {result.version} ({path})")
+    return lines, issues
+
+
+async def export(catalog: SurveyCatalog, survey_id: str, version: int | None) -> str | None:
+    return await catalog.export(survey_id, version)
+
+
+def _database_errors(run: Callable[[], int]) -> int:
+    try:
+        return run()
+    except (EmbeddedDatabaseError, ConfigError) as e:
+        log.error("%s", e)
+        return 2
+
+
+def _publish(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    paths = [Path(p) for p in args.paths]
+
+    def run() -> int:
+        lines, issues = _on_database(
+            settings, lambda catalog, _db: publish_files(catalog, paths, by=_who())
+        )
+        for line in lines:
+            _out(line)
+        for issue in issues:
+            _out(str(issue))
+        if issues:
+            _out(f"{len(issues)} mistake(s) found" + ("" if lines else "; nothing published"))
+            return 2
+        return 0
+
+    return _database_errors(run)
+
+
+def _export(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    def run() -> int:
+        text = _on_database(settings, lambda catalog, _db: export(catalog, args.id, args.version))
+        if text is None:
+            which = f"version {args.version} of " if args.version else ""
+            sys.stderr.write(f"error: no published {which}survey {args.id!r}\n")
+            return 1
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return 0
+
+    return _database_errors(run)
+
+
+async def _rows(catalog: SurveyCatalog, db: Db) -> list[dict[str, Any]]:
+    counts = await sessions_store.in_progress_by_version(db)
+    rows = []
+    for survey in catalog.snapshot.current.values():
+        in_progress = {v: n for (sid, v), n in counts.items() if sid == survey.id}
+        rows.append(
+            {
+                **survey.describe(),
+                "in_progress": sum(in_progress.values()),
+                "in_progress_by_version": {str(v): n for v, n in sorted(in_progress.items())},
+            }
+        )
+    for sid, info in catalog.snapshot.info.items():
+        if sid not in catalog.snapshot.current:
+            rows.append({"id": sid, "title": "", "version": 0, "draft_only": True, **info})
+    return rows
+
+
+def _list_database(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    def run() -> int:
+        rows = _on_database(settings, _rows)
+        if args.json:
+            _out(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
+            return 0
+        _out(f"{len(rows)} survey(s) in the database:")
+        for row in rows:
+            if row.get("draft_only"):
+                _out(f"  {row['id']:<16} (a draft, nothing published yet)")
+                continue
+            _out(
+                f"  {row['id']:<16} 「{row['title']}」 version {row['version']}, "
+                f"{row['availability']}, {row['in_progress']} in progress; "
+                f"keywords: {'、'.join(row['keywords'])}"
+            )
+        return 0
+
+    return _database_errors(run)
+
+
 def _list(args: argparse.Namespace) -> int:
+    if not (args.files or args.dir):
+        return _list_database(args)
     settings = _settings(args)
     folder = Path(args.dir) if args.dir else settings.surveys_dir or SHIPPED_DIR
     try:
@@ -73,12 +237,29 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("surveys", help="check or list survey definitions (YAML)")
+    p = sub.add_parser(
+        "surveys",
+        help="check, publish, export or list survey definitions (YAML)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = p.add_subparsers(dest="surveys_command", required=True, metavar="ACTION")
     check = commands.add_parser("check", help="validate survey files; list every mistake")
     check.add_argument("paths", nargs="+", metavar="FILE", help="survey YAML files or folders")
     check.set_defaults(func=_check)
-    listing = commands.add_parser("list", help="list the surveys the service loads")
-    listing.add_argument("--dir", help="folder to list (default SURVEYS_DIR or the shipped one)")
+    publish = commands.add_parser(
+        "publish", help="validate and publish survey files as new versions (the service's database)"
+    )
+    publish.add_argument("paths", nargs="+", metavar="FILE", help="survey YAML files")
+    publish.set_defaults(func=_publish)
+    exporting = commands.add_parser("export", help="print a published survey's YAML")
+    exporting.add_argument("id", help="the survey id")
+    exporting.add_argument("--version", type=int, help="the version (default the newest)")
+    exporting.set_defaults(func=_export)
+    listing = commands.add_parser(
+        "list", help="list the published surveys (the service's database)"
+    )
+    listing.add_argument("--files", action="store_true", help="list the files of SURVEYS_DIR")
+    listing.add_argument("--dir", help="list the files of this folder")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(func=_list)

@@ -34,6 +34,7 @@ from ..config import DEFAULT_TIMEZONE
 from ..store import TEST_OPENID_PREFIX, Db
 from ..store import surveys as store
 from ..wechat import Message, Reply
+from .catalog import Snapshot, SurveyCatalog, seeds_for
 from .loader import load_dir, normalize_keyword
 from .model import EXIT_WORDS, RESTART_WORDS, Question, Survey
 from .parsing import Answer, Invalid, parse_answer
@@ -42,7 +43,7 @@ from .render import question_text, start_text
 if TYPE_CHECKING:
     from ..config import Settings
 
-__all__ = ["EXIT_WORDS", "RESTART_WORDS", "SurveyEngine", "load_engine"]
+__all__ = ["EXIT_WORDS", "RESTART_WORDS", "SurveyEngine", "live_engine", "load_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,12 @@ class _Plan:
 
 
 class SurveyEngine:
-    """Holds the loaded surveys (immutable) and runs conversations against the database.
+    """Runs conversations against the database over an immutable snapshot of the surveys.
+
+    The surveys come from a ``SurveyCatalog`` (the published versions in the database, swapped
+    in memory when one is published) or, for tests and tools, from a fixed list (``surveys``).
+    A session records the version it started on (``sv``) and is finished on that version; a
+    new session (or a retake) starts on the newest.
 
     ``tz`` (``Settings.tzinfo``; default ``DEFAULT_TIMEZONE``) is the zone of the times a
     respondent is shown (when a survey opens or closed, when they finished).
@@ -74,24 +80,41 @@ class SurveyEngine:
 
     def __init__(
         self,
-        surveys: Iterable[Survey],
+        surveys: Iterable[Survey] = (),
         *,
+        catalog: SurveyCatalog | None = None,
         tz: dt.tzinfo | None = None,
         test_prefix: str = TEST_OPENID_PREFIX,
     ) -> None:
-        self.surveys: dict[str, Survey] = {s.id: s for s in surveys}
+        self.catalog = catalog
+        self._fixed = Snapshot.of(surveys)
         self.tz = tz if tz is not None else zoneinfo.ZoneInfo(DEFAULT_TIMEZONE)
         self.test_prefix = test_prefix
-        self._keywords: dict[str, Survey] = {}
         # openid -> whether they were in a survey when last read (for answers during an outage;
         # forgotten once their state changes, bounded).
         self._last_state: collections.OrderedDict[str, bool] = collections.OrderedDict()
-        # The survey-state reads of the messages in flight together go in one round trip.
+        # The survey-state reads and steps of the messages in flight together go in one round
+        # trip each.
         self._sessions = store.SessionReader()
         self._writes = store.SessionWriter()
-        for survey in self.surveys.values():
-            for word in survey.keywords:
-                self._keywords[normalize_keyword(word)] = survey
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.catalog.snapshot if self.catalog is not None else self._fixed
+
+    @property
+    def surveys(self) -> Mapping[str, Survey]:
+        """The newest published version of every survey."""
+        return self.snapshot.current
+
+    async def ready(self) -> None:
+        """Wait until the catalog has loaded the database's surveys (callers bound the wait)."""
+        if self.catalog is not None:
+            await self.catalog.ready()
+
+    async def close(self) -> None:
+        if self.catalog is not None:
+            await self.catalog.close()
 
     # -- what the router and the dashboard use ---------------------------------------------------
     def get(self, survey_id: str) -> Survey | None:
@@ -101,14 +124,14 @@ class SurveyEngine:
         return list(self.surveys.values())
 
     def keyword_survey(self, text: str) -> Survey | None:
-        return self._keywords.get(normalize_keyword(text))
+        return self.snapshot.keywords.get(normalize_keyword(text))
 
     def start_hint(self) -> str:
         """One line per open survey: ``回复「爆肝度调查」开始爆肝度调查``."""
         now = _now()
         lines = [
             f"回复「{s.keywords[0]}」开始{s.title}"
-            for s in self.surveys.values()
+            for s in self.snapshot.current.values()
             if s.availability(now) == "open"
         ]
         return "\n".join(lines)
@@ -120,7 +143,7 @@ class SurveyEngine:
         if not self.surveys:
             return False
         folded = normalize_keyword(text)
-        if folded in self._keywords or folded in EXIT_WORDS or folded in RESTART_WORDS:
+        if folded in self.snapshot.keywords or folded in EXIT_WORDS or folded in RESTART_WORDS:
             return True
         known = self._last_state.get(openid)
         if known is not None:
@@ -136,10 +159,15 @@ class SurveyEngine:
 
     async def handle_text(self, db: Db, message: Message, text: str) -> Reply | None:
         """The reply to ``text`` from ``message.openid`` if a survey claims it, else ``None``."""
-        if not self.surveys:
+        if self.catalog is not None and not self.catalog.loaded:
+            await self.catalog.ready()  # once per process, before its first survey message
+        snap = self.snapshot  # one snapshot for the whole decision, even if a publish lands
+        if snap.testers is not None and message.openid.startswith(self.test_prefix):
+            snap = snap.testers  # the simulator's users take the drafts being tried
+        if not snap.current:
             return None
         folded = normalize_keyword(text)
-        keyword = self._keywords.get(folded)
+        keyword = snap.keywords.get(folded)
         command = "exit" if folded in EXIT_WORDS else "restart" if folded in RESTART_WORDS else ""
         for attempt in range(MAX_ATTEMPTS):
             sessions = await self._sessions.read(db, message.openid)
@@ -148,7 +176,7 @@ class SurveyEngine:
                 for entry in doc.get("recent") or ():
                     if entry.get("k") == message.key:
                         return Reply.text(entry.get("r", ""))
-            plan = self._decide(message, text, keyword, command, sessions)
+            plan = self._decide(snap, message, text, keyword, command, sessions)
             if plan is None:
                 return None
             if plan.writes:
@@ -171,6 +199,7 @@ class SurveyEngine:
     # -- decisions (in memory) -----------------------------------------------------------------
     def _decide(
         self,
+        snap: Snapshot,
         message: Message,
         text: str,
         keyword: Survey | None,
@@ -182,10 +211,10 @@ class SurveyEngine:
         for doc in sessions:
             if not doc.get("active_user"):
                 continue
-            survey = self.surveys.get(doc["survey"])
+            survey = snap.version(doc["survey"], doc.get("sv"))  # the version it started on
             status = survey.availability(now) if survey is not None else "gone"
             if survey is not None and status == "open":
-                plan = self._in_survey(message, text, keyword, command, survey, doc)
+                plan = self._in_survey(snap, message, text, keyword, command, survey, doc)
                 if plan is not None:
                     plan.writes[:0] = pre
                 return plan
@@ -197,7 +226,7 @@ class SurveyEngine:
                     f"「{survey.title}」已经结束，你答过的 {answered} 题都已保存。感谢参与！",
                     pre,
                 )
-        plan = self._idle(message, keyword, command, sessions, now)
+        plan = self._idle(snap, message, keyword, command, sessions, now)
         if plan is None:
             return _Plan(None, pre) if pre else None
         plan.writes[:0] = pre
@@ -205,6 +234,7 @@ class SurveyEngine:
 
     def _idle(
         self,
+        snap: Snapshot,
         message: Message,
         keyword: Survey | None,
         command: str,
@@ -214,19 +244,20 @@ class SurveyEngine:
         """No survey in progress: only keywords and commands are for us."""
         by_survey = {doc["survey"]: doc for doc in sessions}
         if keyword is not None:
-            return self._keyword(message, keyword, by_survey.get(keyword.id), now)
+            return self._keyword(snap, message, keyword, by_survey.get(keyword.id), now)
         if command == "exit":
             return _Plan(self._with_hint("当前没有正在进行的调查。"))
         if command == "restart":
-            latest = next((d for d in sessions if d["survey"] in self.surveys), None)
+            latest = next((d for d in sessions if d["survey"] in snap.current), None)
             if latest is None:
                 return _Plan(self._with_hint("你还没有参加过调查。"))
-            survey = self.surveys[latest["survey"]]
-            return self._keyword(message, survey, latest, now, restart=True)
+            survey = snap.current[latest["survey"]]
+            return self._keyword(snap, message, survey, latest, now, restart=True)
         return None
 
     def _keyword(
         self,
+        snap: Snapshot,
         message: Message,
         survey: Survey,
         doc: dict[str, Any] | None,
@@ -234,12 +265,15 @@ class SurveyEngine:
         *,
         restart: bool = False,
     ) -> _Plan:
-        """A start keyword (or ``重新开始``) for ``survey`` while no survey is in progress."""
+        """A start keyword (or ``重新开始``) for ``survey`` (its newest version) while no survey
+        is in progress."""
+        # A session continues (and a finished one is shown) on the version it started on.
+        started_on = (snap.version(survey.id, doc.get("sv")) if doc else None) or survey
         status = survey.availability(now)
         if status != "open":
             text = self._unavailable(survey, status)
             if doc is not None and doc.get("state") == "finished":
-                text += "\n\n" + self._result_block(survey, doc)
+                text += "\n\n" + self._result_block(started_on, doc)
             return _Plan(text)
         if doc is None:
             if restart:
@@ -248,24 +282,25 @@ class SurveyEngine:
             return _Plan(reply, [self._insert(message, survey, reply, now)])
         if doc.get("state") == "finished":
             if not survey.allow_retake:
-                return _Plan(ALREADY_TAKEN + "\n\n" + self._result_block(survey, doc))
+                return _Plan(ALREADY_TAKEN + "\n\n" + self._result_block(started_on, doc))
             attempt = int(doc.get("attempt", 1)) + 1
             previous = (doc.get("result") or {}).get("title")
             lead = f"这是你第 {attempt} 次参加「{survey.title}」"
             lead += f"，上次的结果是「{previous}」。" if previous else "。"
             reply = f"{lead}\n\n{start_text(survey)}\n\n{question_text(survey, survey.first)}"
             return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
-        # In progress but paused (or set aside): resume, or start over when asked and allowed.
+        # In progress but paused (or set aside): resume on the version it started on, or start
+        # over (on the newest) when asked and allowed.
         if restart:
             if not survey.allow_retake:
                 return _Plan(
                     f"「{survey.title}」不支持重新开始。回复「{survey.keywords[0]}」"
-                    f"从第 {self._position(survey, doc)} 题继续作答。"
+                    f"从第 {self._position(started_on, doc)} 题继续作答。"
                 )
             reply = f"好的，「{survey.title}」从头开始。\n\n" + question_text(survey, survey.first)
             return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
-        question = self._current(survey, doc)
-        reply = f"欢迎回来！继续「{survey.title}」。\n\n" + question_text(survey, question)
+        question = self._current(started_on, doc)
+        reply = f"欢迎回来！继续「{started_on.title}」。\n\n" + question_text(started_on, question)
         return _Plan(
             reply,
             [
@@ -284,6 +319,7 @@ class SurveyEngine:
 
     def _in_survey(
         self,
+        snap: Snapshot,
         message: Message,
         text: str,
         keyword: Survey | None,
@@ -291,7 +327,8 @@ class SurveyEngine:
         survey: Survey,
         doc: dict[str, Any],
     ) -> _Plan | None:
-        """The user is answering ``survey``: an answer, a command, or a keyword."""
+        """The user is answering ``survey`` (the version they started on): an answer, a command,
+        or a keyword. A restart starts over on the newest version."""
         question = self._current(survey, doc)
         now = _now()
         if command == "exit":
@@ -314,13 +351,14 @@ class SurveyEngine:
                 ],
             )
         if command == "restart":
-            if not survey.allow_retake:
+            newest = snap.current.get(survey.id, survey)
+            if not newest.allow_retake:
                 return _Plan(
                     f"「{survey.title}」不支持重新开始，请继续作答。\n\n"
                     + question_text(survey, question)
                 )
-            reply = f"好的，「{survey.title}」从头开始。\n\n" + question_text(survey, survey.first)
-            return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
+            reply = f"好的，「{newest.title}」从头开始。\n\n" + question_text(newest, newest.first)
+            return _Plan(reply, [self._restart(message, newest, doc, reply, now)])
         if keyword is not None:
             if keyword.id == survey.id:
                 return _Plan(
@@ -397,6 +435,7 @@ class SurveyEngine:
             "paused": False,
             "active_user": message.openid,
             "current": survey.first.id,
+            "sv": survey.version,
             "answers": [],
             "attempt": 1,
             "started_at": now,
@@ -444,6 +483,7 @@ class SurveyEngine:
             key: doc.get(key)
             for key in (
                 "attempt",
+                "sv",
                 "state",
                 "answers",
                 "score",
@@ -461,6 +501,7 @@ class SurveyEngine:
                 "paused": False,
                 "active_user": message.openid,
                 "current": survey.first.id,
+                "sv": survey.version,
                 "answers": [],
                 "attempt": int(doc.get("attempt", 1)) + 1,
                 "started_at": now,
@@ -545,6 +586,8 @@ class SurveyEngine:
             return f"「{survey.title}」将于 {self._local(survey.opens_at)} 开放，敬请期待。"
         if status == "ended" and survey.closes_at is not None:
             return f"「{survey.title}」已于 {self._local(survey.closes_at)} 结束，感谢关注。"
+        if status == "archived":
+            return f"「{survey.title}」已经结束，感谢关注。"
         return f"「{survey.title}」暂未开放，感谢关注。"
 
 
@@ -559,3 +602,15 @@ def load_engine(settings: Settings | None = None, folder: Path | None = None) ->
     surveys = load_dir(folder, tz=tz)
     log.info("loaded %d survey(s): %s", len(surveys), ", ".join(s.id for s in surveys) or "none")
     return SurveyEngine(surveys, tz=tz)
+
+
+def live_engine(settings: Settings, db: Db, *, poll_interval: float = 1.0) -> SurveyEngine:
+    """The service's engine: the published surveys of ``db``, followed live (``SurveyCatalog``).
+
+    The files of ``settings.surveys_dir`` (default: the shipped surveys) are validated now
+    (``SurveyLoadError`` lists every mistake and stops start-up) and imported as versions when
+    the catalog first loads.
+    """
+    seeds = seeds_for(settings.surveys_dir, tz=settings.tzinfo)
+    catalog = SurveyCatalog(db, tz=settings.tzinfo, seeds=seeds, poll_interval=poll_interval)
+    return SurveyEngine(catalog=catalog, tz=settings.tzinfo)

@@ -161,6 +161,8 @@ class Survey:
     opens_at: dt.datetime | None = None
     closes_at: dt.datetime | None = None
     source: str = ""
+    version: int = 1  # the published version (``service.surveys.catalog``); files are version 1
+    archived: bool = False  # set aside by the owner: closed, its keywords free, results kept
     _positions: Mapping[str, int] = dataclasses.field(
         default_factory=dict, repr=False, compare=False
     )
@@ -235,7 +237,9 @@ class Survey:
 
     # -- availability ---------------------------------------------------------------------------
     def availability(self, now: dt.datetime | None = None) -> str:
-        """``open``, ``closed`` (switched off), ``not_yet`` or ``ended`` (time window)."""
+        """``open``, ``closed`` (switched off), ``archived``, ``not_yet`` or ``ended``."""
+        if self.archived:
+            return "archived"
         if not self.open:
             return "closed"
         now = now or dt.datetime.now(dt.UTC)
@@ -259,6 +263,8 @@ class Survey:
             "closes_at": iso(self.closes_at),
             "availability": self.availability(),
             "source": self.source,
+            "version": self.version,
+            "archived": self.archived,
         }
 
 

@@ -119,4 +119,7 @@ for (const option of modeSelect.options) option.disabled = !allowedModes.include
 const savedMode = localStorage.getItem("simulator-mode");
 modeSelect.value = allowedModes.includes(savedMode) ? savedMode : main.dataset.mode;
 await loadHistory();
+// "Try in the simulator" from the survey editor: the draft's keyword, ready to send.
+const say = new URLSearchParams(location.search).get("say");
+if (say) textInput.value = say;
 textInput.focus();

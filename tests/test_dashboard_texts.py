@@ -95,3 +95,17 @@ async def test_preferences_need_login_and_xsrf(http_client, base_url, logged_in)
     assert (await anonymous.post_json("/api/preferences", {"include_test": True})).code == 403
     no_xsrf = await logged_in.post_json("/api/preferences", {"include_test": True}, xsrf=False)
     assert no_xsrf.code == 403
+
+
+def test_each_text_is_translated_once():
+    """Two branches once translated "In progress" twice (进行中, 作答中): the later row won
+    silently and a page changed its words."""
+    import collections
+    import csv
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "dashboard" / "translations" / "zh_CN.csv"
+    with path.open(encoding="utf-8") as f:
+        keys = [row[0] for row in csv.reader(f) if row]
+    twice = [key for key, n in collections.Counter(keys).items() if n > 1]
+    assert twice == []

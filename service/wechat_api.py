@@ -309,7 +309,44 @@ class WeChatAPI:
         elif reply.kind == "image":
             await self.send_image(openid, reply.media_id)
         elif reply.kind != "success":
-            raise ValueError(f"cannot send a {reply.kind!r} reply as a customer-service message")
+            await self._send_other(openid, reply)
+
+    async def _send_other(self, openid: str, reply: Reply) -> None:
+        """Voice, video, music and news as customer-service messages (wechatpy's senders)."""
+        if not openid:
+            raise ValueError("openid is empty")
+        send: Callable[[_Client], Any]
+        match reply.kind:
+            case "voice":
+                send = lambda c: c.message.send_voice(openid, reply.media_id)  # noqa: E731
+            case "video":
+                send = lambda c: c.message.send_video(  # noqa: E731
+                    openid, reply.media_id, reply.title, reply.description
+                )
+            case "music":
+                send = lambda c: c.message.send_music(  # noqa: E731
+                    openid,
+                    reply.music_url,
+                    reply.hq_music_url,
+                    reply.thumb_media_id,
+                    reply.title,
+                    reply.description,
+                )
+            case "news":
+                # A customer-service news message carries one article (WeChat's rule since 2018).
+                first = reply.articles[0]
+                article = {
+                    "title": first.title,
+                    "description": first.description,
+                    "url": first.url,
+                    "image": first.picurl,
+                }
+                send = lambda c: c.message.send_articles(openid, [article])  # noqa: E731
+            case _:
+                raise ValueError(
+                    f"cannot send a {reply.kind!r} reply as a customer-service message"
+                )
+        await self._call("message/custom/send", send, idempotent=False)
 
     async def send_text(self, openid: str, text: str) -> None:
         """A customer-service text message (cut to WeChat's limit on a character boundary)."""

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import getpass
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +32,7 @@ from pymongo.errors import PyMongoError
 from .config import ConfigError, Settings
 from .db import open_database
 from .embedded import EmbeddedDatabaseError
-from .menu import MenuError, load_menu, menu_keys
+from .menu import MenuError, load_menu, menu_keys, push_menu
 from .store import tokens
 from .wechat_api import WeChatAPI, WeChatAPIError, make_api
 
@@ -171,6 +172,13 @@ def _warn_unclaimed_keys(args: argparse.Namespace, menu: dict[str, Any]) -> None
         )
 
 
+def _who() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in this environment (a container)
+        return "cli"
+
+
 def _menu_check(args: argparse.Namespace) -> int:
     _logs_to_stderr()
     try:
@@ -196,7 +204,7 @@ def _menu_push(args: argparse.Namespace) -> int:
     _warn_unclaimed_keys(args, menu)
 
     async def action(api: WeChatAPI, db: Any) -> int:
-        await api.create_menu(menu)
+        await push_menu(db, api, menu, by=_who())
         print(_describe_menu(menu))
         print("菜单已创建（用户重新进入公众号后可见）/ menu created", file=sys.stderr)
         return 0

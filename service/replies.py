@@ -213,6 +213,11 @@ class ReplyBook:
                 return rule
         return None
 
+    def claims(self, text: str) -> bool:
+        """An enabled rule answers ``text`` at some time of day (the menu editor's check)."""
+        folded, stripped = normalize_keyword(text), text.strip()
+        return any(r.enabled and r.matches(stripped, folded) for r in self.rules)
+
     def document(self) -> dict[str, Any]:
         """The definition (``export``, the dashboard editor)."""
         out: dict[str, Any] = {"welcome": self.welcome.document()}

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import io
 import logging
 import os
 import random
@@ -54,7 +55,7 @@ from wechatpy.exceptions import WeChatClientException
 from wechatpy.session import SessionStorage
 
 from .config import Settings
-from .menu import validate_menu
+from .menu import menu_from_wechat, validate_menu
 from .store import Db, tokens
 from .wechat import TEXT_LIMIT_BYTES, Reply, truncate_utf8
 
@@ -402,6 +403,51 @@ class WeChatAPI:
         """Validate ``menu`` (WeChat's JSON shape, ``{"button": [...]}``) and create it."""
         checked = validate_menu(menu)
         await self._call("menu/create", lambda c: c.menu.create(checked), idempotent=True)
+
+    async def get_menu(self) -> dict[str, Any] | None:
+        """The menu WeChat has (``menu/get``), as ``{"button": [...]}`` in the shape
+        ``create_menu`` takes (the empty ``sub_button`` of leaves left out); ``None``: no menu."""
+        result = await self._call("menu/get", lambda c: c.menu.get(), idempotent=True)
+        if not isinstance(result, dict):
+            return None
+        return menu_from_wechat(result.get("menu") or {})
+
+    async def add_material(
+        self, kind: str, name: str, data: bytes, *, title: str = "", introduction: str = ""
+    ) -> dict[str, Any]:
+        """Add permanent material (``material/add_material``): ``{"media_id", "url"?}``.
+        Check sizes and formats first (``service.media.check_upload``)."""
+
+        def upload(client: _Client) -> dict[str, Any]:
+            f = io.BytesIO(data)
+            f.name = name
+            result: dict[str, Any] = client.material.add(
+                kind, f, title=title or None, introduction=introduction or None
+            )
+            return result
+
+        result = await self._call("material/add_material", upload, idempotent=False)
+        if not isinstance(result, dict) or not result.get("media_id"):
+            raise WeChatAPIError(
+                None, f"no media_id in the answer: {result!r}", api="material/add_material"
+            )
+        log.info("added %s (%d bytes) as permanent %s material", name, len(data), kind)
+        return result
+
+    async def list_material(self, kind: str, offset: int = 0, count: int = 20) -> dict[str, Any]:
+        """One page of permanent material (``material/batchget_material``)."""
+        result: dict[str, Any] = await self._call(
+            "material/batchget_material",
+            lambda c: c.material.batchget(kind, offset, count),
+            idempotent=True,
+        )
+        return result
+
+    async def material_count(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "material/get_materialcount", lambda c: c.material.get_count(), idempotent=True
+        )
+        return result
 
     async def close(self) -> None:
         """Stop the worker threads and close their HTTP sessions (idempotent)."""

@@ -361,6 +361,20 @@ def test_owner_adds_a_reply_rule_and_the_simulator_gets_its_reply(
         ],
     )
     shot(driver, "10-simulator-rule")
+
+    # The menu editor: limits as you type, the phone preview; without AppID/AppSecret it says so.
+    driver.get(server + "/dashboard/menu")
+    wait_for(driver, lambda d: d.find_element(By.ID, "menu-no-api").is_displayed())
+    assert not driver.find_element(By.ID, "menu-push").is_enabled()
+    driver.find_element(By.ID, "menu-add").click()
+    name = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".menu-button .menu-name"))
+    name[0].send_keys("爆肝度调查啊")  # 18 bytes: over the 16 of a top-level name
+    counter = driver.find_element(By.CSS_SELECTOR, ".menu-button .counter")
+    assert "18 / 16" in counter.text and "over" in counter.get_attribute("class")
+    wait_for(driver, lambda d: "爆肝度调查啊" in d.find_element(By.ID, "menu-preview").text)
+    issue = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#menu-issues li"))
+    assert "button[0].name" in issue[0].text
+    shot(driver, "11-menu")
     # The refused save's 422 is logged by the browser as a failed request: expected, nothing else.
     refused = "/api/replies - Failed to load resource: the server responded with a status of 422"
     assert [p for p in problems(driver) if refused not in p] == []

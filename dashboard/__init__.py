@@ -9,7 +9,7 @@ import jinja2
 
 from service.config import Settings
 
-from . import api, auth, menu, pages, replies, simulator, survey_editor, surveys, ws
+from . import api, auth, media, menu, pages, replies, simulator, survey_editor, surveys, ws
 from .base import StaticHandler
 from .i18n import Translations
 
@@ -28,6 +28,7 @@ routes: list[Any] = [
     *survey_editor.routes,
     *replies.routes,
     *menu.routes,
+    *media.routes,
     *simulator.routes,
     *ws.routes,
 ]

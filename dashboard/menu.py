@@ -46,9 +46,10 @@ class MenuApiBase(ApiHandler):
         return api if isinstance(api, WeChatAPI) else None
 
     def no_api(self) -> None:
-        """Say why nothing can reach WeChat (a 503 the page shows, not a bare status)."""
-        self.set_status(503)
-        self.write_json({"error": NO_API, "status": 503})
+        """Say why nothing can reach WeChat (the page shows it)."""
+        # 409: the request is fine, this server is not set up for it (the page says how).
+        self.set_status(409)
+        self.write_json({"error": NO_API, "status": 409})
 
     def menu_body(self) -> Any:
         if len(self.request.body) > MAX_MENU_BODY:

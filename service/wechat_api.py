@@ -421,8 +421,10 @@ class WeChatAPI:
         def upload(client: _Client) -> dict[str, Any]:
             f = io.BytesIO(data)
             f.name = name
+            # A video needs a title and an introduction (wechatpy asserts both): the title
+            # stands in for a missing introduction.
             result: dict[str, Any] = client.material.add(
-                kind, f, title=title or None, introduction=introduction or None
+                kind, f, title=title or None, introduction=introduction or title or None
             )
             return result
 

@@ -1,4 +1,4 @@
-"""Without AppID/AppSecret the menu editor says so (503 on push and read), and checks still work."""
+"""Without AppID/AppSecret the menu editor says so (409 on push and read), and checks still work."""
 
 from __future__ import annotations
 
@@ -16,6 +16,6 @@ async def test_without_credentials(logged_in, app):
     assert code == 200 and checked["issues"] == []
     for path in ("/api/menu/push", "/api/menu/pull"):
         code, answer = await post(logged_in, path, {"menu": MENU})
-        assert code == 503 and "AppID/AppSecret are not configured" in answer["error"]
+        assert code == 409 and "AppID/AppSecret are not configured" in answer["error"]
     page = await logged_in.get("/dashboard/menu")
     assert page.code == 200 and "未配置 AppID" in page.body.decode()

@@ -46,6 +46,21 @@ function blank(kind) {
   }
 }
 
+// The media library's permanent material, offered in the media_id fields (a datalist per kind).
+async function loadMedia() {
+  for (const kind of ["image", "voice", "video"]) {
+    let data = null;
+    try {
+      data = await getJSON("/api/media", { type: kind });
+    } catch {
+      return; // WeChat unreachable: the fields stay plain text
+    }
+    if (!data.configured) return;
+    document.body.append(el("datalist", { id: `media-${kind}` },
+      ...data.items.map((m) => el("option", { value: m.media_id }, m.name))));
+  }
+}
+
 function input(label, value, onInput, attrs = {}) {
   const field = el("input", { type: "text", value: value || "", ...attrs });
   field.addEventListener("input", () => onInput(field.value));
@@ -81,14 +96,15 @@ function replyEditor(reply, set, kinds) {
       if (typeof reply === "string") reply = { text: reply };
       body.append(textArea(reply.text, (v) => update(() => { reply.text = v; })));
     } else if (kind === "image" || kind === "voice") {
-      body.append(input(t("Permanent media_id"), reply[kind], (v) => update(() => { reply[kind] = v; }), { class: "media-id" }));
+      body.append(input(t("Permanent media_id"), reply[kind], (v) => update(() => { reply[kind] = v; }), { class: "media-id", list: `media-${kind}`, title: t("Pick from the media library") }));
     } else if (kind === "video" || kind === "music") {
       const fields = state.limits.kinds[kind];
       const names = {
         media_id: t("Permanent media_id"), title: t("Title"), description: t("Description"),
         url: t("Music URL"), hq_url: t("HQ music URL (Wi-Fi)"), thumb_media_id: t("Thumbnail media_id"),
       };
-      for (const f of fields) body.append(input(names[f], reply[kind][f], (v) => update(() => { reply[kind][f] = v; })));
+      const lists = { media_id: `media-${kind}`, thumb_media_id: "media-image" };
+      for (const f of fields) body.append(input(names[f], reply[kind][f], (v) => update(() => { reply[kind][f] = v; }), lists[f] ? { list: lists[f] } : {}));
     } else if (kind === "news") {
       body.append(el("p", { class: "muted" }, t("WeChat shows only the first article of a passive reply.")));
       reply.news.forEach((article, i) => {
@@ -238,3 +254,4 @@ document.getElementById("import-replies").addEventListener("change", (event) => 
 });
 
 show(await getJSON("/api/replies"));
+loadMedia();

@@ -113,3 +113,30 @@ async def test_a_media_reply_of_unknown_material_is_40007(logged_in, app, fake_w
     with pytest.raises(WeChatAPIError) as refused:
         await api.send_reply("openid-1", Reply.voice("NOT-ISSUED"))
     assert refused.value.errcode == 40007
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_late_replies_of_every_kind_go_out_as_customer_service_messages(
+    logged_in, app, fake_wechat_api
+):
+    """A reply past the 5-second budget is sent through the API: the matching message type."""
+    from service.wechat import Article, Reply
+
+    _, image = await upload(logged_in, "image", "cover.png", PNG)
+    _, voice = await upload(logged_in, "voice", "hi.amr", amr(3))
+    _, video = await upload(logged_in, "video", "clip.mp4", mp4(), title="片子")
+    api = app.settings["wechat_api"]
+    await api.send_reply("o1", Reply.voice(voice["media_id"]))
+    await api.send_reply("o1", Reply.video(video["media_id"], "片子", "一段"))
+    await api.send_reply(
+        "o1",
+        Reply.music(thumb_media_id=image["media_id"], title="歌", music_url="https://e.com/a.mp3"),
+    )
+    await api.send_reply(
+        "o1", Reply.news([Article("第一篇", url="https://e.com/1"), Article("第二篇")])
+    )
+    sent = fake_wechat_api.sent
+    assert [m["msgtype"] for m in sent] == ["voice", "video", "music", "news"]
+    assert sent[1]["video"]["title"] == "片子"
+    assert sent[2]["music"]["thumb_media_id"] == image["media_id"]
+    assert [a["title"] for a in sent[3]["news"]["articles"]] == ["第一篇"]  # one article only

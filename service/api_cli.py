@@ -167,8 +167,11 @@ def _warn_unclaimed_keys(args: argparse.Namespace, menu: dict[str, Any]) -> None
     ]
     if unclaimed:
         _err(
-            "警告 / warning: 这些 CLICK key 不是问卷关键词或命令，点击后机器人会回复「不能识别」 / "
-            "these CLICK keys match no survey keyword or command: " + ", ".join(unclaimed)
+            "警告 / warning: 这些 CLICK key 不是问卷关键词或命令；若也没有自动回复规则匹配，"
+            "点击后会得到「不能识别」回复（看板的菜单页会一并检查规则） / "
+            "these CLICK keys match no survey keyword "
+            "or command; unless a reply rule takes them (the dashboard's menu page checks the "
+            "rules too) a click gets the unknown reply: " + ", ".join(unclaimed)
         )
 
 

@@ -342,6 +342,8 @@ def test_owner_adds_a_reply_rule_and_the_simulator_gets_its_reply(
     driver.find_element(By.ID, "save-replies").click()
     issue = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#replies-issues li"))
     assert "rules[1].pattern" in issue[0].text and "RE2" in issue[0].text
+    marked = driver.find_elements(By.CSS_SELECTOR, "li.rule.has-issue")
+    assert [m.get_attribute("data-index") for m in marked] == ["1"]
     shot(driver, "09-replies-mistake")
 
     driver.get(server + "/dashboard/simulator")

@@ -196,6 +196,9 @@ function renderSpecials() {
 
 function showIssues(issues) {
   issuesList.replaceChildren(...(issues || []).map((i) => el("li", {}, i.path ? `${i.path}: ${i.message}` : i.message)));
+  // Mark the rules the mistakes are in (rules[3] is the 4th card).
+  const wrong = new Set((issues || []).map((i) => /^rules\[(\d+)\]/.exec(i.path || "")?.[1]).filter(Boolean));
+  for (const li of rulesList.querySelectorAll("li.rule")) li.classList.toggle("has-issue", wrong.has(li.dataset.index));
 }
 
 function show(data) {

@@ -7,10 +7,10 @@ import textwrap
 
 import yaml
 
-from tests.test_survey_cli import _restore_logging, database, main, write
+from tests.test_survey_cli import database, main, write
 from tests.test_survey_versions import PETS_V1
 
-__all__ = ["_restore_logging", "database"]  # fixtures shared with the surveys' CLI tests
+__all__ = ["database"]  # the fixture shared with the surveys' CLI tests
 
 REPLIES = textwrap.dedent(
     """\

@@ -9,7 +9,20 @@ import jinja2
 
 from service.config import Settings
 
-from . import api, auth, exports, pages, setup, simulator, survey_editor, surveys, ws
+from . import (
+    api,
+    auth,
+    exports,
+    media,
+    menu,
+    pages,
+    replies,
+    setup,
+    simulator,
+    survey_editor,
+    surveys,
+    ws,
+)
 from .base import StaticHandler
 from .i18n import Translations
 
@@ -28,6 +41,9 @@ routes: list[Any] = [
     *setup.routes,
     *surveys.routes,
     *survey_editor.routes,
+    *replies.routes,
+    *menu.routes,
+    *media.routes,
     *simulator.routes,
     *ws.routes,
 ]

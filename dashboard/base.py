@@ -46,7 +46,9 @@ def content_security_policy(style_nonce: str = "") -> str:
     survey editor's CodeMirror writes its styles that way)."""
     style = f"'self' 'nonce-{style_nonce}'" if style_nonce else "'self'"
     return (
-        f"default-src 'self'; script-src 'self'; style-src {style}; img-src 'self' data:; "
+        f"default-src 'self'; script-src 'self'; style-src {style}; img-src 'self' data: "
+        # The media library's thumbnails: WeChat's material images (shown without a referrer).
+        "https://mmbiz.qpic.cn http://mmbiz.qpic.cn; "
         "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
         "form-action 'self'; frame-ancestors 'none'"
     )

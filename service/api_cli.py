@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import getpass
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,11 +29,10 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from . import onboarding
 from .config import ConfigError, Settings
 from .db import open_database
 from .embedded import EmbeddedDatabaseError
-from .menu import MenuError, load_menu, menu_keys
+from .menu import MenuError, load_menu, menu_keys, push_menu
 from .store import tokens
 from .wechat_api import WeChatAPI, WeChatAPIError, make_api
 
@@ -167,9 +167,19 @@ def _warn_unclaimed_keys(args: argparse.Namespace, menu: dict[str, Any]) -> None
     ]
     if unclaimed:
         _err(
-            "警告 / warning: 这些 CLICK key 不是问卷关键词或命令，点击后机器人会回复「不能识别」 / "
-            "these CLICK keys match no survey keyword or command: " + ", ".join(unclaimed)
+            "警告 / warning: 这些 CLICK key 不是问卷关键词或命令；若也没有自动回复规则匹配，"
+            "点击后会得到「不能识别」回复（看板的菜单页会一并检查规则） / "
+            "these CLICK keys match no survey keyword "
+            "or command; unless a reply rule takes them (the dashboard's menu page checks the "
+            "rules too) a click gets the unknown reply: " + ", ".join(unclaimed)
         )
+
+
+def _who() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in this environment (a container)
+        return "cli"
 
 
 def _menu_check(args: argparse.Namespace) -> int:
@@ -197,8 +207,7 @@ def _menu_push(args: argparse.Namespace) -> int:
     _warn_unclaimed_keys(args, menu)
 
     async def action(api: WeChatAPI, db: Any) -> int:
-        await api.create_menu(menu)
-        await onboarding.record_menu_push(db, buttons=len(menu["button"]))
+        await push_menu(db, api, menu, by=_who())
         print(_describe_menu(menu))
         print("菜单已创建（用户重新进入公众号后可见）/ menu created", file=sys.stderr)
         return 0

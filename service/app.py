@@ -84,6 +84,7 @@ def make_app(
         "database": process.database,
         "bot": process.bot,
         "surveys": process.surveys,
+        "replies": process.replies,
         "users": process.users,
         "inbox": process.inbox,
         "guard": process.guard,

@@ -40,6 +40,7 @@ STORE_MODULES = [
     "service.store.owners",
     "service.store.surveys",
     "service.store.survey_defs",
+    "service.store.replies",
     "service.store.tokens",
     "service.store.privacy",
 ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -82,7 +83,12 @@ class DefinitionWatcher:
         """Start following (idempotent; needs a running event loop)."""
         if self._stopped or (self._task is not None and not self._task.done()):
             return
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self.name}-watch")
+        # A fresh context: started lazily from inside a message's ``pymongo.timeout`` (the
+        # inbox's deadline), the task would otherwise inherit that deadline and its change
+        # stream would break (and reload, costing round trips) once it passed.
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"{self.name}-watch", context=contextvars.Context()
+        )
 
     async def ready(self) -> None:
         """Wait until the first load succeeded (callers bound the wait)."""

@@ -153,7 +153,7 @@ class Inbox:
             "raw": message.raw,
             "created_at": dt.datetime.fromtimestamp(message.create_time, dt.UTC),
             "received_at": received,
-            "reply": {"kind": reply.kind, "content": reply.content, "media_id": reply.media_id},
+            "reply": reply.document(),
             "reply_text": reply.describe(),
             "reply_xml": xml,
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
@@ -256,9 +256,7 @@ class Inbox:
         """The answer to a retry of a stored message: the stored reply, or ``success`` when that
         reply went out as a customer-service message (it must not arrive twice)."""
         stored = existing.get("reply") or {}
-        first = Reply(
-            stored.get("kind", "success"), stored.get("content", ""), stored.get("media_id", "")
-        )
+        first = Reply.from_document(stored)
         xml = existing.get("reply_xml", "success")
         if existing.get("forgotten"):
             # Stored without its addressee (``service.privacy``): addressed to this retry's sender.

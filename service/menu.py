@@ -2,17 +2,25 @@
 
 ``load_menu(path)`` reads a YAML file and returns it validated (``validate_menu``) or raises
 ``MenuError`` listing every problem; ``menu_keys(menu)`` lists its CLICK keys, which reach the bot
-like typed keywords.
+like typed keywords. The dashboard's menu editor and ``menu push`` share this validation;
+``push_menu`` also keeps the last pushed menu (who, when) in MongoDB.
 """
 
 from __future__ import annotations
 
 import os
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+from .store import Db
+from .store import replies as menus_store
+
+if TYPE_CHECKING:
+    from .wechat_api import WeChatAPI
 
 __all__ = [
     "MENU_KEY_BYTES",
@@ -24,7 +32,12 @@ __all__ = [
     "MENU_URL_BYTES",
     "MenuError",
     "load_menu",
+    "menu_from_wechat",
+    "menu_issues",
     "menu_keys",
+    "push_menu",
+    "pushed_menu",
+    "unclaimed_keys",
     "validate_menu",
 ]
 
@@ -150,6 +163,35 @@ def validate_menu(menu: Any) -> dict[str, Any]:
     return {"button": checked}
 
 
+def menu_issues(menu: Any) -> list[str]:
+    """Every problem of ``menu`` (``[]``: WeChat takes it); the dashboard shows these."""
+    try:
+        validate_menu(menu)
+    except MenuError as e:
+        return e.errors
+    return []
+
+
+def menu_from_wechat(menu: dict[str, Any]) -> dict[str, Any]:
+    """A menu as ``menu/get`` returns it, in the shape ``validate_menu`` takes: leaves carry no
+    ``sub_button``, a parent no type; unknown fields are kept (validation names them)."""
+    buttons = []
+    for button in menu.get("button") or []:
+        if not isinstance(button, dict):
+            continue
+        out = {k: v for k, v in button.items() if k != "sub_button"}
+        subs = button.get("sub_button")
+        if isinstance(subs, dict):  # some accounts' menu/get nests {"list": [...]}
+            subs = subs.get("list")
+        if subs:
+            out = {"name": button.get("name", ""), "sub_button": []}
+            for sub in subs:
+                if isinstance(sub, dict):
+                    out["sub_button"].append({k: v for k, v in sub.items() if k != "sub_button"})
+        buttons.append(out)
+    return {"button": buttons}
+
+
 def menu_keys(menu: dict[str, Any]) -> list[str]:
     """The CLICK keys of a (validated) menu, in order."""
     keys: list[str] = []
@@ -168,3 +210,29 @@ def load_menu(path: str | os.PathLike[str]) -> dict[str, Any]:
     except yaml.YAMLError as e:
         raise MenuError([f"{path}: not valid YAML: {e}"]) from e
     return validate_menu(data)
+
+
+def unclaimed_keys(menu: dict[str, Any], *, claims: Callable[[str], bool]) -> list[str]:
+    """The CLICK keys of a menu nothing answers (``claims(key)``: a survey keyword, a command or
+    a reply rule takes it); a click on one gets the "unknown" reply."""
+    return [key for key in menu_keys(menu) if not claims(key)]
+
+
+async def push_menu(db: Db, api: WeChatAPI, menu: Any, *, by: str) -> dict[str, Any]:
+    """Validate (``MenuError`` with every problem), create it on WeChat (``WeChatAPIError``),
+    and keep it as the last pushed menu with who pushed it and when."""
+    from . import onboarding  # the first-run checklist's "menu pushed" step
+
+    checked = validate_menu(menu)
+    await api.create_menu(checked)
+    await menus_store.save_pushed_menu(db, checked, by=by)
+    await onboarding.record_menu_push(db, buttons=len(checked.get("button") or []))
+    return checked
+
+
+async def pushed_menu(db: Db) -> dict[str, Any] | None:
+    """``{menu, pushed_at, pushed_by}`` of the last push (dashboard or CLI), or ``None``."""
+    doc = await menus_store.get_pushed_menu(db)
+    if doc is None:
+        return None
+    return {k: doc.get(k) for k in ("menu", "pushed_at", "pushed_by")}

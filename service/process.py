@@ -9,11 +9,11 @@ built (in this order)  closed (in this order, by ``close()``)
 =====================  ==========================================================================
 metrics                1. guard: messages in progress finish, late replies are sent
 database state         2. hub: the live feed's watcher stops
-spool                  3. surveys: the survey definitions' watcher stops
+spool                  3. surveys, then reply rules: their definitions' watchers stop
 users (counters)       4. replayer: last replay if the database is up; the spool file is closed
 WeChat API client      5. users: the counters are flushed (those of step 4's replays included)
 image reply            6. image reply: its background refresh stops
-surveys, bot           7. WeChat API client: its HTTP connections close
+surveys, replies, bot  7. WeChat API client: its HTTP connections close
 inbox, replayer        then ``Process.open`` (``service.db.open_database``) closes the
 guard, hub, crypto     database client and stops the embedded database it started
 =====================  ==========================================================================
@@ -50,6 +50,7 @@ from .inbox import Inbox
 from .inflight import RequestCount
 from .live import Hub
 from .metrics import Metrics
+from .replies import ReplyRules
 from .spool import Replayer, Spool, is_outage
 from .store.users import UserStats
 from .surveys import SurveyEngine, live_engine
@@ -104,10 +105,16 @@ class Process:
         self.image_reply = ImageReply(db, settings.image_media_id)
         # `serve --no-store` (benchmark only) keeps the database off the message path entirely:
         # survey state lives in the database, so the bot answers without surveys there.
+        # The owner's reply rules and special replies, followed live (the surveys' watcher).
+        self.replies = ReplyRules(
+            db, surveys=self.surveys if isinstance(self.surveys, SurveyEngine) else None
+        )
         self.bot = Bot(
             db,
             surveys=self.surveys if settings.store_messages else None,
+            replies=self.replies if settings.store_messages else None,
             image=self.image_reply,
+            tz=settings.tzinfo,
         )
         self.inbox = Inbox(
             db,
@@ -207,6 +214,8 @@ class Process:
         surveys = self.surveys
         if self.settings.store_messages and isinstance(surveys, SurveyEngine) and surveys.catalog:
             surveys.catalog.start()  # (`--no-store` answers without surveys: nothing to follow)
+        if self.settings.store_messages:
+            self.replies.start()
 
     async def close(self) -> None:
         """Tear everything down in the reverse order of construction, once (a second call waits
@@ -222,6 +231,7 @@ class Process:
         ]
         if isinstance(self.surveys, SurveyEngine):
             steps.append(("survey definitions", self.surveys.close, CLOSE_STEP_TIMEOUT))
+        steps.append(("reply rules", self.replies.close, CLOSE_STEP_TIMEOUT))
         if self.replayer is not None:
             steps.append(("spool", self.replayer.close, CLOSE_STEP_TIMEOUT))
         steps.append(("user counters", self.users.close, CLOSE_STEP_TIMEOUT))

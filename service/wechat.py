@@ -12,7 +12,7 @@ import hmac
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 from xml.parsers import expat
 from xml.sax.saxutils import escape
@@ -24,7 +24,10 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_ELEMENTS",
     "MAX_TEXT_CHARS",
+    "NEWS_MAX_ARTICLES",
+    "REPLY_KINDS",
     "TEXT_LIMIT_BYTES",
+    "Article",
     "Crypto",
     "Message",
     "ProtocolError",
@@ -369,12 +372,38 @@ def message_from_xml(fields: dict[str, Any], raw: str) -> Message:
 
 
 @dataclasses.dataclass(frozen=True)
+class Article:
+    """One item of a news (图文) reply."""
+
+    title: str
+    description: str = ""
+    picurl: str = ""
+    url: str = ""
+
+
+# The passive-reply kinds WeChat supports (``success`` is "nothing to say").
+REPLY_KINDS = ("text", "image", "voice", "video", "music", "news")
+NEWS_MAX_ARTICLES = 8
+
+
+@dataclasses.dataclass(frozen=True)
 class Reply:
-    """What the bot answers: ``text`` (content), ``image`` (media_id), or ``success`` (nothing)."""
+    """What the bot answers: one of WeChat's passive replies, or ``success`` (nothing).
+
+    ``text`` (content); ``image``/``voice`` (media_id); ``video`` (media_id, title,
+    description); ``music`` (title, description, music_url, hq_music_url, thumb_media_id);
+    ``news`` (1–8 ``Article``). Media ids are permanent material (the media library).
+    """
 
     kind: str
     content: str = ""
     media_id: str = ""
+    title: str = ""
+    description: str = ""
+    music_url: str = ""
+    hq_music_url: str = ""
+    thumb_media_id: str = ""
+    articles: tuple[Article, ...] = ()
     # The message asked us to delete its sender's data: it is stored without who sent it.
     forget: bool = False
 
@@ -387,15 +416,101 @@ class Reply:
         return cls("image", media_id=media_id)
 
     @classmethod
+    def voice(cls, media_id: str) -> Reply:
+        return cls("voice", media_id=media_id)
+
+    @classmethod
+    def video(cls, media_id: str, title: str = "", description: str = "") -> Reply:
+        return cls("video", media_id=media_id, title=title, description=description)
+
+    @classmethod
+    def music(
+        cls,
+        *,
+        thumb_media_id: str,
+        title: str = "",
+        description: str = "",
+        music_url: str = "",
+        hq_music_url: str = "",
+    ) -> Reply:
+        return cls(
+            "music",
+            title=title,
+            description=description,
+            music_url=music_url,
+            hq_music_url=hq_music_url or music_url,
+            thumb_media_id=thumb_media_id,
+        )
+
+    @classmethod
+    def news(cls, articles: Sequence[Article]) -> Reply:
+        if not 1 <= len(articles) <= NEWS_MAX_ARTICLES:
+            raise ValueError(f"a news reply has 1 to {NEWS_MAX_ARTICLES} articles")
+        return cls("news", articles=tuple(articles))
+
+    @classmethod
     def nothing(cls) -> Reply:
         return cls("success")
 
     def describe(self) -> str:
-        if self.kind == "text":
-            return self.content
-        if self.kind == "image":
-            return f"[图片 {self.media_id}]"
+        """One line for the dashboard's message log."""
+        match self.kind:
+            case "text":
+                return self.content
+            case "image":
+                return f"[图片 {self.media_id}]"
+            case "voice":
+                return f"[语音 {self.media_id}]"
+            case "video":
+                return f"[视频 {self.title or self.media_id}]"
+            case "music":
+                return f"[音乐 {self.title or self.music_url}]"
+            case "news":
+                return f"[图文 {self.articles[0].title}]" if self.articles else "[图文]"
         return ""
+
+    def document(self) -> dict[str, Any]:
+        """The stored form (what ``from_document`` reads back): only the fields that are set."""
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "content": self.content,
+            "media_id": self.media_id,
+        }
+        for name in ("title", "description", "music_url", "hq_music_url", "thumb_media_id"):
+            value = getattr(self, name)
+            if value:
+                out[name] = value
+        if self.articles:
+            out["articles"] = [dataclasses.asdict(a) for a in self.articles]
+        return out
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> Reply:
+        def s(name: str) -> str:
+            value = doc.get(name, "")
+            return value if isinstance(value, str) else ""
+
+        articles = tuple(
+            Article(
+                title=str(a.get("title", "")),
+                description=str(a.get("description", "")),
+                picurl=str(a.get("picurl", "")),
+                url=str(a.get("url", "")),
+            )
+            for a in doc.get("articles") or ()
+            if isinstance(a, Mapping)
+        )
+        return cls(
+            s("kind") or "success",
+            content=s("content"),
+            media_id=s("media_id"),
+            title=s("title"),
+            description=s("description"),
+            music_url=s("music_url"),
+            hq_music_url=s("hq_music_url"),
+            thumb_media_id=s("thumb_media_id"),
+            articles=articles,
+        )
 
 
 def truncate_utf8(text: str, limit: int, ellipsis: str = "…") -> str:
@@ -422,16 +537,40 @@ def render_reply(reply: Reply, message: Message, now: int | None = None) -> str:
         f"<FromUserName>{_cdata(message.account)}</FromUserName>"
         f"<CreateTime>{int(now if now is not None else time.time())}</CreateTime>"
     )
-    if reply.kind == "text":
-        return (
-            head
-            + f"<MsgType><![CDATA[text]]></MsgType><Content>{_cdata(reply.content)}</Content></xml>"
-        )
-    if reply.kind == "image":
-        return (
-            head + "<MsgType><![CDATA[image]]></MsgType>"
-            f"<Image><MediaId>{_cdata(reply.media_id)}</MediaId></Image></xml>"
-        )
+    return head + f"<MsgType>{_cdata(reply.kind)}</MsgType>" + _body(reply) + "</xml>"
+
+
+def _body(reply: Reply) -> str:
+    """The elements after ``MsgType``, as in WeChat's 被动回复用户消息 reference."""
+    match reply.kind:
+        case "text":
+            return f"<Content>{_cdata(reply.content)}</Content>"
+        case "image":
+            return f"<Image><MediaId>{_cdata(reply.media_id)}</MediaId></Image>"
+        case "voice":
+            return f"<Voice><MediaId>{_cdata(reply.media_id)}</MediaId></Voice>"
+        case "video":
+            return (
+                f"<Video><MediaId>{_cdata(reply.media_id)}</MediaId>"
+                f"<Title>{_cdata(reply.title)}</Title>"
+                f"<Description>{_cdata(reply.description)}</Description></Video>"
+            )
+        case "music":
+            return (
+                f"<Music><Title>{_cdata(reply.title)}</Title>"
+                f"<Description>{_cdata(reply.description)}</Description>"
+                f"<MusicUrl>{_cdata(reply.music_url)}</MusicUrl>"
+                f"<HQMusicUrl>{_cdata(reply.hq_music_url)}</HQMusicUrl>"
+                f"<ThumbMediaId>{_cdata(reply.thumb_media_id)}</ThumbMediaId></Music>"
+            )
+        case "news":
+            items = "".join(
+                f"<item><Title>{_cdata(a.title)}</Title>"
+                f"<Description>{_cdata(a.description)}</Description>"
+                f"<PicUrl>{_cdata(a.picurl)}</PicUrl><Url>{_cdata(a.url)}</Url></item>"
+                for a in reply.articles
+            )
+            return f"<ArticleCount>{len(reply.articles)}</ArticleCount><Articles>{items}</Articles>"
     raise ValueError(f"unknown reply kind {reply.kind!r}")
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import io
 import logging
 import os
 import random
@@ -54,7 +55,7 @@ from wechatpy.exceptions import WeChatClientException
 from wechatpy.session import SessionStorage
 
 from .config import Settings
-from .menu import validate_menu
+from .menu import menu_from_wechat, validate_menu
 from .store import Db, tokens
 from .wechat import TEXT_LIMIT_BYTES, Reply, truncate_utf8
 
@@ -309,7 +310,44 @@ class WeChatAPI:
         elif reply.kind == "image":
             await self.send_image(openid, reply.media_id)
         elif reply.kind != "success":
-            raise ValueError(f"cannot send a {reply.kind!r} reply as a customer-service message")
+            await self._send_other(openid, reply)
+
+    async def _send_other(self, openid: str, reply: Reply) -> None:
+        """Voice, video, music and news as customer-service messages (wechatpy's senders)."""
+        if not openid:
+            raise ValueError("openid is empty")
+        send: Callable[[_Client], Any]
+        match reply.kind:
+            case "voice":
+                send = lambda c: c.message.send_voice(openid, reply.media_id)  # noqa: E731
+            case "video":
+                send = lambda c: c.message.send_video(  # noqa: E731
+                    openid, reply.media_id, reply.title, reply.description
+                )
+            case "music":
+                send = lambda c: c.message.send_music(  # noqa: E731
+                    openid,
+                    reply.music_url,
+                    reply.hq_music_url,
+                    reply.thumb_media_id,
+                    reply.title,
+                    reply.description,
+                )
+            case "news":
+                # A customer-service news message carries one article (WeChat's rule since 2018).
+                first = reply.articles[0]
+                article = {
+                    "title": first.title,
+                    "description": first.description,
+                    "url": first.url,
+                    "image": first.picurl,
+                }
+                send = lambda c: c.message.send_articles(openid, [article])  # noqa: E731
+            case _:
+                raise ValueError(
+                    f"cannot send a {reply.kind!r} reply as a customer-service message"
+                )
+        await self._call("message/custom/send", send, idempotent=False)
 
     async def send_text(self, openid: str, text: str) -> None:
         """A customer-service text message (cut to WeChat's limit on a character boundary)."""
@@ -365,6 +403,53 @@ class WeChatAPI:
         """Validate ``menu`` (WeChat's JSON shape, ``{"button": [...]}``) and create it."""
         checked = validate_menu(menu)
         await self._call("menu/create", lambda c: c.menu.create(checked), idempotent=True)
+
+    async def get_menu(self) -> dict[str, Any] | None:
+        """The menu WeChat has (``menu/get``), as ``{"button": [...]}`` in the shape
+        ``create_menu`` takes (the empty ``sub_button`` of leaves left out); ``None``: no menu."""
+        result = await self._call("menu/get", lambda c: c.menu.get(), idempotent=True)
+        if not isinstance(result, dict):
+            return None
+        return menu_from_wechat(result.get("menu") or {})
+
+    async def add_material(
+        self, kind: str, name: str, data: bytes, *, title: str = "", introduction: str = ""
+    ) -> dict[str, Any]:
+        """Add permanent material (``material/add_material``): ``{"media_id", "url"?}``.
+        Check sizes and formats first (``service.media.check_upload``)."""
+
+        def upload(client: _Client) -> dict[str, Any]:
+            f = io.BytesIO(data)
+            f.name = name
+            # A video needs a title and an introduction (wechatpy asserts both): the title
+            # stands in for a missing introduction.
+            result: dict[str, Any] = client.material.add(
+                kind, f, title=title or None, introduction=introduction or title or None
+            )
+            return result
+
+        result = await self._call("material/add_material", upload, idempotent=False)
+        if not isinstance(result, dict) or not result.get("media_id"):
+            raise WeChatAPIError(
+                None, f"no media_id in the answer: {result!r}", api="material/add_material"
+            )
+        log.info("added %s (%d bytes) as permanent %s material", name, len(data), kind)
+        return result
+
+    async def list_material(self, kind: str, offset: int = 0, count: int = 20) -> dict[str, Any]:
+        """One page of permanent material (``material/batchget_material``)."""
+        result: dict[str, Any] = await self._call(
+            "material/batchget_material",
+            lambda c: c.material.batchget(kind, offset, count),
+            idempotent=True,
+        )
+        return result
+
+    async def material_count(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "material/get_materialcount", lambda c: c.material.get_count(), idempotent=True
+        )
+        return result
 
     async def close(self) -> None:
         """Stop the worker threads and close their HTTP sessions (idempotent)."""

@@ -7,6 +7,13 @@ It emulates the four calls the service makes, closely enough that wechatpy's cli
 - ``POST /cgi-bin/media/upload?access_token=..&type=image`` (multipart field ``media``)
 - ``POST /cgi-bin/material/add_material?access_token=..&type=image`` (permanent image)
 - ``POST /cgi-bin/menu/create?access_token=..``             (JSON: button)
+- ``GET  /cgi-bin/menu/get?access_token=..``                (the menu last created; 46003 if none)
+- ``POST /cgi-bin/material/batchget_material?access_token=..`` (JSON: type, offset, count ≤ 20)
+- ``GET  /cgi-bin/material/get_materialcount?access_token=..``
+
+Permanent material (``add_material``) is kept in ``materials``; a customer-service message naming
+a media_id the fake never issued is refused with 40007 (invalid media_id), as WeChat does.
+``fail_next(path, 45009)`` is the daily quota running out.
 
 Like WeChat it answers every error with HTTP 200 and ``{"errcode": .., "errmsg": ..}``; access
 tokens it did not issue (or revoked with :meth:`FakeWeChatAPI.revoke_tokens`) get 40001.
@@ -41,11 +48,14 @@ ERRMSG = {
     40003: "invalid openid",
     40013: "invalid appid",
     40014: "invalid access_token",
+    40004: "invalid media type",
+    40007: "invalid media_id",
     40016: "invalid button size",
     40125: "invalid appsecret",
     42001: "access_token expired",
     45009: "reach max api daily quota limit",
     45015: "response out of time limit or subscription is canceled",
+    46003: "menu no exist",
     45047: "out of response count limit",
     48001: "api unauthorized",
 }
@@ -104,6 +114,7 @@ class FakeWeChatAPI:
         self.sent: list[dict[str, Any]] = []
         self.uploads: list[dict[str, Any]] = []
         self.menus: list[dict[str, Any]] = []
+        self.materials: list[dict[str, Any]] = []  # permanent material, newest first
         self.tokens: list[str] = []
         self._valid_tokens: set[str] = set()
         self._failures: dict[str, list[_Failure]] = {}
@@ -162,6 +173,9 @@ class FakeWeChatAPI:
                 (r"/cgi-bin/media/upload", _MediaUploadHandler, {"fake": self}),
                 (r"/cgi-bin/material/add_material", _MaterialHandler, {"fake": self}),
                 (r"/cgi-bin/menu/create", _MenuCreateHandler, {"fake": self}),
+                (r"/cgi-bin/menu/get", _MenuGetHandler, {"fake": self}),
+                (r"/cgi-bin/material/batchget_material", _BatchGetHandler, {"fake": self}),
+                (r"/cgi-bin/material/get_materialcount", _MaterialCountHandler, {"fake": self}),
             ],
             log_function=lambda handler: None,
         )
@@ -193,6 +207,9 @@ class FakeWeChatAPI:
 
     def next_media_id(self) -> str:
         return f"FAKE-MEDIA-{next(self._media_ids):04d}-{secrets.token_hex(4)}"
+
+    def knows(self, media_id: str) -> bool:
+        return any(u["media_id"] == media_id for u in self.uploads)
 
 
 def _error(errcode: int, errmsg: str | None = None) -> dict[str, Any]:
@@ -288,6 +305,16 @@ class _CustomSendHandler(_Handler):
         elif kind == "image":
             if not (data.get("image") or {}).get("media_id"):
                 return _error(40007, "invalid media_id")
+        elif kind in ("voice", "video"):
+            if not self.fake.knows((data.get(kind) or {}).get("media_id", "")):
+                return _error(40007)
+        elif kind == "music":
+            if not self.fake.knows((data.get("music") or {}).get("thumb_media_id", "")):
+                return _error(40007)
+        elif kind == "news":
+            articles = (data.get("news") or {}).get("articles")
+            if not isinstance(articles, list) or len(articles) != 1:
+                return _error(45008, "article size out of limit")
         else:
             return _error(40008, "invalid message type")
         self.fake.sent.append(data)
@@ -307,6 +334,10 @@ class _MediaUploadHandler(_Handler):
         upload = files[0]
         if kind == "image" and len(upload.body) > 10 * 1024 * 1024:
             return _error(40009, "invalid image size")
+        if kind == "voice" and len(upload.body) > 2 * 1024 * 1024:
+            return _error(40010, "invalid voice size")
+        if kind == "video" and len(upload.body) > 10 * 1024 * 1024:
+            return _error(40011, "invalid video size")
         media_id = self.fake.next_media_id()
         self.fake.uploads.append(
             {
@@ -319,7 +350,18 @@ class _MediaUploadHandler(_Handler):
             }
         )
         if self.permanent:
-            return {"media_id": media_id, "url": f"http://mmbiz.qpic.cn/fake/{media_id}/0"}
+            url = f"http://mmbiz.qpic.cn/fake/{media_id}/0" if kind == "image" else ""
+            self.fake.materials.insert(
+                0,
+                {
+                    "type": kind,
+                    "media_id": media_id,
+                    "name": upload.filename,
+                    "update_time": int(time.time()),
+                    "url": url,
+                },
+            )
+            return {"media_id": media_id, "url": url} if url else {"media_id": media_id}
         return {"type": kind, "media_id": media_id, "created_at": int(time.time())}
 
 
@@ -341,3 +383,41 @@ class _MenuCreateHandler(_Handler):
                 return _error(40017, "invalid sub button size")
         self.fake.menus.append(data)
         return {"errcode": 0, "errmsg": "ok"}
+
+
+class _MenuGetHandler(_Handler):
+    """The menu as WeChat's menu/get returns it: leaves carry an empty ``sub_button``."""
+
+    def answer(self, call: Call) -> dict[str, Any]:
+        if not self.fake.menus:
+            return _error(46003)
+        buttons = []
+        for button in self.fake.menus[-1]["button"]:
+            shown = {"sub_button": [], **button}
+            shown["sub_button"] = [{"sub_button": [], **sub} for sub in shown["sub_button"]]
+            buttons.append(shown)
+        return {"menu": {"button": buttons}}
+
+
+class _BatchGetHandler(_Handler):
+    def answer(self, call: Call) -> dict[str, Any]:
+        data = self.json_body()
+        if not isinstance(data, dict) or data.get("type") not in MEDIA_TYPES - {"thumb"}:
+            return _error(40004)
+        offset, count = data.get("offset", 0), data.get("count", 20)
+        if not isinstance(offset, int) or not isinstance(count, int) or not 1 <= count <= 20:
+            return _error(40007, "invalid count")
+        found = [m for m in self.fake.materials if m["type"] == data["type"]]
+        items = [
+            {k: v for k, v in m.items() if k != "type"} for m in found[offset : offset + count]
+        ]
+        return {"total_count": len(found), "item_count": len(items), "item": items}
+
+
+class _MaterialCountHandler(_Handler):
+    def answer(self, call: Call) -> dict[str, Any]:
+        count = {kind: 0 for kind in ("voice", "video", "image", "news")}
+        for material in self.fake.materials:
+            if material["type"] in count:
+                count[material["type"]] += 1
+        return {f"{kind}_count": n for kind, n in count.items()}

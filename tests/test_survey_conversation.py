@@ -175,6 +175,9 @@ async def test_round_trips_per_message(send, wechat, db, app, db_counter):
     """An ordinary text: the engine's one read + the inbox's insert. A survey answer: read,
     conditional update, insert. An invalid answer: read + insert."""
     user = chat(send, wechat, "counted")
+    # The reply rules load once per process (a change stream and a read), before its first
+    # message; what follows is per message.
+    await asyncio.wait_for(app.settings["process"].replies.ready(), 20)
 
     mark = db_counter.mark()
     assert await user.say("随便聊聊") in GREETINGS

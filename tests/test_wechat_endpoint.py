@@ -286,8 +286,8 @@ async def test_ordinary_text_costs_two_round_trips(send, wechat, db, db_counter)
     await send(wechat.text("user-rt", "hello"))
     after = db_counter.snapshot()["by_command"]
     spent = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    # The survey definitions' watcher follows its change stream in the background (a getMore
-    # about once a second, whatever the traffic); a message never sends one.
+    # The definitions' watchers wait on their change streams in the background (getMore, about
+    # once a second each): not a round trip of the message.
     spent = {k: v for k, v in spent.items() if v and k != "getMore"}
     assert sum(spent.values()) <= 2, spent
 

@@ -159,16 +159,40 @@ class SurveyEngine:
 
     async def handle_text(self, db: Db, message: Message, text: str) -> Reply | None:
         """The reply to ``text`` from ``message.openid`` if a survey claims it, else ``None``."""
-        if self.catalog is not None and not self.catalog.loaded:
-            await self.catalog.ready()  # once per process, before its first survey message
-        snap = self.snapshot  # one snapshot for the whole decision, even if a publish lands
-        if snap.testers is not None and message.openid.startswith(self.test_prefix):
-            snap = snap.testers  # the simulator's users take the drafts being tried
+        snap = await self._snapshot_for(message)
         if not snap.current:
             return None
         folded = normalize_keyword(text)
         keyword = snap.keywords.get(folded)
         command = "exit" if folded in EXIT_WORDS else "restart" if folded in RESTART_WORDS else ""
+        return await self._handle(db, snap, message, text, keyword, command)
+
+    async def handle_survey(self, db: Db, message: Message, survey_id: str) -> Reply | None:
+        """What the survey's keyword would answer (a reply rule's ``survey`` reply); ``None``
+        when there is no such survey (unpublished or archived since the rule was saved)."""
+        snap = await self._snapshot_for(message)
+        survey = snap.current.get(survey_id)
+        if survey is None or survey.archived:
+            return None
+        return await self._handle(db, snap, message, survey.keywords[0], survey, "")
+
+    async def _snapshot_for(self, message: Message) -> Snapshot:
+        if self.catalog is not None and not self.catalog.loaded:
+            await self.catalog.ready()  # once per process, before its first survey message
+        snap = self.snapshot  # one snapshot for the whole decision, even if a publish lands
+        if snap.testers is not None and message.openid.startswith(self.test_prefix):
+            snap = snap.testers  # the simulator's users take the drafts being tried
+        return snap
+
+    async def _handle(
+        self,
+        db: Db,
+        snap: Snapshot,
+        message: Message,
+        text: str,
+        keyword: Survey | None,
+        command: str,
+    ) -> Reply | None:
         for attempt in range(MAX_ATTEMPTS):
             sessions = await self._sessions.read(db, message.openid)
             self._remember(message.openid, any(doc.get("active_user") for doc in sessions))

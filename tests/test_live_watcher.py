@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import pytest
 
-from service.db import CommandCounter
 from service.live import Hub
 from tests.dashboard_fixtures import next_event
+from tests.survey_helpers import TracingCounter
 
 
-def _aggregates(counter: CommandCounter) -> int:
-    # A change stream is opened by an ``aggregate`` with $changeStream; once the sockets are
-    # open, nothing else this test does sends one.
-    return int(counter.snapshot()["by_command"].get("aggregate", 0))
+@pytest.fixture
+def db_counter() -> TracingCounter:
+    return TracingCounter()
+
+
+def _aggregates(counter: TracingCounter) -> int:
+    # A change stream is opened by an ``aggregate`` with $changeStream; the live feed's is on
+    # ``messages`` (the survey and reply definitions' watchers follow their own collections).
+    return counter.trace.count(("aggregate", "messages"))
 
 
 @pytest.mark.gen_test(timeout=60)

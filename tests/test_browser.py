@@ -299,6 +299,7 @@ const lang = document.documentElement.lang;
 const allowed = new RegExp([
   "\\b(URL|Token|EncodingAESKey|AppID|AppSecret|WECHAT_[A-Z_]+|access_token|CSV|openid|IP",
   "|nginx|HTTPS?|XML|(?<=\\/)wechat|sim-[\\w-]*|deploy\\/menu\\.example\\.yaml|ms|Q\\d+",
+  "|YAML|media_id|key|[KM]B|bmp|png|jpe?g|gif|amr|mp3|mp4",
   "|v?\\d+(\\.\\d+)*)\\b",
 ].join(""), "g");
 const skip = "script, style, code, pre, [data-content], [lang]:not(html), [hidden]";
@@ -341,6 +342,10 @@ PAGES = [
     ("survey", "/dashboard/surveys/baogan", "main[data-loaded]"),
     ("messages", "/dashboard/messages", "#rows tr td[data-label]"),
     ("simulator", "/dashboard/simulator", "#sim-text"),
+    ("survey-editor", "/dashboard/survey-editor/baogan", "#issues > *"),
+    ("replies", "/dashboard/replies", "#specials > *"),
+    ("menu", "/dashboard/menu", "#menu-add"),
+    ("media", "/dashboard/media", "#media-status"),
     ("password", "/dashboard/password", "form"),
 ]
 

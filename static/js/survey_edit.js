@@ -158,7 +158,7 @@ function render() {
         {},
         el("td", {}, `v${v.version}`),
         el("td", {}, fmt.dateTime(v.published_at)),
-        el("td", {}, v.published_by || ""),
+        el("td", { "data-content": true }, v.published_by || ""),
         el("td", { class: "num" }, info.in_progress[String(v.version)] || 0),
         el("td", {}, el("a", { href: `/dashboard/survey-editor/${encodeURIComponent(surveyId)}/export.yaml?version=${v.version}` }, t("Export YAML"))),
       ),

@@ -32,7 +32,9 @@ none recorded means version 1), all by default.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +50,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLLECTION",
+    "NO_FILTERS",
+    "STATES",
+    "Filters",
     "band_counts",
     "completions_over_time",
+    "crosstab_counts",
     "delete_test_data",
     "ensure_indexes",
     "funnel",
@@ -61,6 +67,7 @@ __all__ = [
     "response_columns",
     "score_distribution",
     "session_id",
+    "text_answers",
     "update_session",
     "user_sessions",
 ]
@@ -84,6 +91,12 @@ async def ensure_indexes(db: Db) -> None:
         [("survey", ASCENDING), ("started_at", ASCENDING)], name="survey_started"
     )  # the export's order
     await coll.create_index("test_user", name="test_user")
+    # The survey page's filters (service.reports.parse_filters) that narrow most.
+    await coll.create_index(
+        [("survey", ASCENDING), ("channel", ASCENDING), ("state", ASCENDING)],
+        name="survey_channel_state",
+    )
+    await coll.create_index([("survey", ASCENDING), ("answers.q", ASCENDING)], name="survey_answer")
 
 
 def session_id(survey_id: str, openid: str) -> str:
@@ -177,17 +190,76 @@ async def in_progress_by_version(
 Versions = Sequence[int] | None
 
 
+STATES = ("finished", "in_progress", "paused", "screened_out", "quota_full", "expired")
+
+
+@dataclasses.dataclass(frozen=True)
+class Filters:
+    """Which sessions the survey page, its cross-tab, free-text list and exports count.
+
+    Every field is optional (``None``/empty: no condition), all of them together (AND):
+    ``channel`` (the QR channel recorded on the session), ``state`` (one of ``STATES``;
+    ``in_progress`` includes the paused ones, ``paused`` only those), ``started_from`` /
+    ``started_before`` (UTC instants; ``reports.parse_filters`` turns local dates in TIMEZONE
+    into them), ``band`` (the result band's id), ``answered`` (``(question id, option number)``
+    pairs: sessions whose answer to that question chose that option; for a rating, the value).
+    """
+
+    channel: str | None = None
+    state: str | None = None
+    started_from: dt.datetime | None = None
+    started_before: dt.datetime | None = None
+    band: str | None = None
+    answered: tuple[tuple[str, int], ...] = ()
+
+    def conditions(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self.channel:
+            out.append({"channel": self.channel})
+        if self.state == "paused":
+            out.append({"state": "in_progress", "paused": True})
+        elif self.state:
+            out.append({"state": self.state})
+        started: dict[str, Any] = {}
+        if self.started_from is not None:
+            started["$gte"] = self.started_from
+        if self.started_before is not None:
+            started["$lt"] = self.started_before
+        if started:
+            out.append({"started_at": started})
+        if self.band:
+            out.append({"result.band": self.band})
+        for question, option in self.answered:
+            out.append({"answers": {"$elemMatch": {"q": question, "choices": option}}})
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.conditions())
+
+
+NO_FILTERS = Filters()
+
+
 def _match(
-    survey: Survey, include_test_users: bool, versions: Versions = None, **extra: Any
+    survey: Survey,
+    include_test_users: bool,
+    versions: Versions = None,
+    filters: Filters | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """``versions``: only the sessions started on these versions of the survey (``None``: all);
-    sessions started before versions existed (no ``sv``) are version 1's."""
+    sessions started before versions existed (no ``sv``) are version 1's. ``filters``: the
+    page's filters, ANDed with ``extra`` (a filter on ``state`` and an aggregate's own
+    ``state="finished"`` both hold)."""
     match: dict[str, Any] = {"survey": survey.id, **extra}
     if not include_test_users:
         match["test_user"] = {"$ne": True}
     if versions is not None:
         wanted = sorted(set(versions))
         match["sv"] = {"$in": [*wanted, None]} if 1 in wanted else {"$in": wanted}
+    conditions = filters.conditions() if filters is not None else []
+    if conditions:
+        match = {"$and": [match, *conditions]}
     return match
 
 
@@ -203,6 +275,7 @@ async def option_counts(
     include_test_users: bool = False,
     finished_only: bool = False,
     versions: Versions = None,
+    filters: Filters | None = None,
 ) -> list[dict[str, Any]]:
     """How often each option was chosen, per question (current attempts; all or finished only).
 
@@ -217,7 +290,7 @@ async def option_counts(
     """
     extra = {"state": "finished"} if finished_only else {}
     base: list[dict[str, Any]] = [
-        {"$match": _match(survey, include_test_users, versions, **extra)},
+        {"$match": _match(survey, include_test_users, versions, filters, **extra)},
         {"$project": {"answers": 1}},
         {"$unwind": "$answers"},
     ]
@@ -282,7 +355,12 @@ async def option_counts(
 
 
 async def score_distribution(
-    db: Db, survey: Survey, *, include_test_users: bool = False, versions: Versions = None
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
 ) -> list[dict[str, int]]:
     """Finished attempts per total score: ``[{"score": 7, "count": 3}, ...]``, by score.
 
@@ -292,7 +370,7 @@ async def score_distribution(
     rows = await _aggregate(
         db,
         [
-            {"$match": _match(survey, include_test_users, versions, state="finished")},
+            {"$match": _match(survey, include_test_users, versions, filters, state="finished")},
             {"$group": {"_id": "$score", "count": {"$sum": 1}}},
             {"$sort": {"_id": 1}},
         ],
@@ -303,7 +381,12 @@ async def score_distribution(
 
 
 async def band_counts(
-    db: Db, survey: Survey, *, include_test_users: bool = False, versions: Versions = None
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
 ) -> list[dict[str, Any]]:
     """Finished attempts per result band, in the survey's band order, zeros included::
 
@@ -315,7 +398,7 @@ async def band_counts(
     rows = await _aggregate(
         db,
         [
-            {"$match": _match(survey, include_test_users, versions, state="finished")},
+            {"$match": _match(survey, include_test_users, versions, filters, state="finished")},
             {"$group": {"_id": "$result.band", "count": {"$sum": 1}}},
         ],
     )
@@ -331,7 +414,12 @@ async def band_counts(
 
 
 async def funnel(
-    db: Db, survey: Survey, *, include_test_users: bool = False, versions: Versions = None
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
 ) -> dict[str, Any]:
     """Starts versus completions, and where people stop::
 
@@ -345,7 +433,7 @@ async def funnel(
     ``dropped`` = stuck on it (reached − answered). With branching, later questions may be
     reached by fewer people without anyone dropping.
     """
-    match = _match(survey, include_test_users, versions)
+    match = _match(survey, include_test_users, versions, filters)
     states = await _aggregate(
         db,
         [
@@ -411,6 +499,7 @@ async def completions_over_time(
     *,
     include_test_users: bool = False,
     versions: Versions = None,
+    filters: Filters | None = None,
     since: dt.datetime | None = None,
     timezone: str = "Asia/Shanghai",
     fill: bool = True,
@@ -426,7 +515,7 @@ async def completions_over_time(
     rows = await _aggregate(
         db,
         [
-            {"$match": _match(survey, include_test_users, versions, **extra)},
+            {"$match": _match(survey, include_test_users, versions, filters, **extra)},
             {
                 "$group": {
                     "_id": {
@@ -456,6 +545,124 @@ async def completions_over_time(
     return out
 
 
+async def crosstab_counts(
+    db: Db,
+    survey: Survey,
+    row_question: str,
+    column_question: str,
+    *,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
+) -> dict[str, Any]:
+    """Sessions that answered both questions, counted per pair of codes, in MongoDB::
+
+        {"respondents": 12, "cells": [{"a": 1, "b": 3, "n": 4}, ...]}
+
+    A code is the option number (single, multiple), the value (rating, number); a multiple-
+    choice answer counts once for each option chosen, so the cells may add up to more than
+    ``respondents``. No ``$filter``/``$lookup`` (SecantusDB): the answers are unwound twice.
+    """
+    kinds = {}
+    for qid in (row_question, column_question):
+        question = survey.question(qid)
+        if question is None:
+            raise LookupError(qid)
+        kinds[qid] = question.kind
+    # Both answered; not ``$all`` on "answers.q": SecantusDB matches nothing with it.
+    match = {
+        "$and": [
+            _match(survey, include_test_users, versions, filters),
+            {"answers.q": row_question},
+            {"answers.q": column_question},
+        ]
+    }
+
+    def code(side: str, qid: str) -> tuple[list[dict[str, Any]], str]:
+        if kinds[qid] in ("single", "multiple", "rating"):
+            return [{"$unwind": f"${side}.choices"}], f"${side}.choices"
+        return [], f"${side}.value"
+
+    unwind_a, key_a = code("x", row_question)
+    unwind_b, key_b = code("y", column_question)
+    rows = await _aggregate(
+        db,
+        [
+            {"$match": match},
+            {"$project": {"x": "$answers", "y": "$answers"}},
+            {"$unwind": "$x"},
+            {"$match": {"x.q": row_question}},
+            {"$unwind": "$y"},
+            {"$match": {"y.q": column_question}},
+            *unwind_a,
+            *unwind_b,
+            {"$group": {"_id": {"a": key_a, "b": key_b}, "n": {"$sum": 1}}},
+        ],
+    )
+    counted = await _aggregate(db, [{"$match": match}, {"$count": "n"}])
+    return {
+        "respondents": int(counted[0]["n"]) if counted else 0,
+        "cells": [
+            {"a": row["_id"].get("a"), "b": row["_id"].get("b"), "n": int(row["n"])} for row in rows
+        ],
+    }
+
+
+async def text_answers(
+    db: Db,
+    survey: Survey,
+    question_id: str,
+    *,
+    search: str = "",
+    skip: int = 0,
+    limit: int = 20,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
+) -> dict[str, Any]:
+    """One page of the free-text answers to a question, newest session first::
+
+        {"total": 31, "items": [{"openid": "...", "text": "...", "at": datetime,
+                                 "state": "finished"}, ...]}
+
+    ``search``: a case-insensitive substring (taken literally, not as a pattern).
+    """
+    wanted: dict[str, Any] = {"q": question_id}
+    if search:
+        wanted["value"] = {"$regex": re.escape(search), "$options": "i"}
+    match = _match(survey, include_test_users, versions, filters, answers={"$elemMatch": wanted})
+    answer_match = {f"answers.{k}": v for k, v in wanted.items()}
+    rows = await _aggregate(
+        db,
+        [
+            {"$match": match},
+            {"$project": {"openid": 1, "state": 1, "started_at": 1, "answers": 1}},
+            {"$unwind": "$answers"},
+            {"$match": answer_match},
+            {"$sort": {"started_at": -1, "_id": 1}},
+            {
+                "$facet": {
+                    "total": [{"$count": "n"}],
+                    "items": [{"$skip": max(0, skip)}, {"$limit": max(1, limit)}],
+                }
+            },
+        ],
+    )
+    facet = rows[0] if rows else {"total": [], "items": []}
+    return {
+        "total": int(facet["total"][0]["n"]) if facet["total"] else 0,
+        "items": [
+            {
+                "openid": row.get("openid", ""),
+                "text": str(row["answers"].get("value", "")),
+                "at": row["answers"].get("at") or row.get("started_at"),
+                "state": row.get("state", ""),
+            }
+            for row in facet["items"]
+        ],
+    }
+
+
 def response_columns(survey: Survey) -> list[tuple[str, str]]:
     """The columns of ``iter_responses`` rows, in order: ``[(key, header), ...]``.
 
@@ -482,6 +689,7 @@ async def iter_responses(
     include_test_users: bool = False,
     finished_only: bool = False,
     versions: Versions = None,
+    filters: Filters | None = None,
     batch_size: int = 500,
 ) -> AsyncIterator[dict[str, Any]]:
     """One row per user (the current attempt), keyed like ``response_columns``; CSV-friendly.
@@ -495,7 +703,10 @@ async def iter_responses(
     extra = {"state": "finished"} if finished_only else {}
     cursor = (
         db[COLLECTION]
-        .find(_match(survey, include_test_users, versions, **extra), {"recent": 0, "history": 0})
+        .find(
+            _match(survey, include_test_users, versions, filters, **extra),
+            {"recent": 0, "history": 0},
+        )
         .sort([("started_at", ASCENDING), ("_id", ASCENDING)])
         .batch_size(batch_size)
     )

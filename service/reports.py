@@ -162,6 +162,7 @@ async def survey_report(
         "score_range": [low, high],
         "average_score": round(points / scored, 2) if scored else None,
         "bands": await store.band_counts(db, definition, **kw),
+        "channels": await store.channel_counts(db, definition, **kw),
         "funnel": await store.funnel(db, definition, **kw),
         "completions": await store.completions_over_time(db, definition, timezone=timezone, **kw),
     }

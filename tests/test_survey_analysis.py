@@ -86,6 +86,11 @@ async def test_filters_narrow_every_number(logged_in, seeded):
     everyone = await report(logged_in)
     assert everyone["funnel"]["started"] == 5 and everyone["funnel"]["finished"] == 4
     assert option(everyone, "fruit") == [2, 2, 1, 1]
+    assert everyone["channels"] == [
+        {"channel": "poster-a", "started": 2, "finished": 2, "completion_rate": 1.0},
+        {"channel": "poster-b", "started": 2, "finished": 1, "completion_rate": 0.5},
+        {"channel": None, "started": 1, "finished": 1, "completion_rate": 1.0},
+    ]
 
     b = await report(logged_in, channel="poster-b")
     assert b["funnel"]["started"] == 2 and b["funnel"]["finished"] == 1

@@ -54,6 +54,7 @@ __all__ = [
     "STATES",
     "Filters",
     "band_counts",
+    "channel_counts",
     "completions_over_time",
     "crosstab_counts",
     "delete_test_data",
@@ -542,6 +543,44 @@ async def completions_over_time(
         key = day.isoformat()
         out.append({"date": key, "count": days.get(key, 0)})
         day += dt.timedelta(days=1)
+    return out
+
+
+async def channel_counts(
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
+) -> list[dict[str, Any]]:
+    """Sessions per channel (the QR code they came from; ``None``: none), most started first::
+
+    [{"channel": "poster-a", "started": 12, "finished": 7, "completion_rate": 0.5833}, ...]
+    """
+    rows = await _aggregate(
+        db,
+        [
+            {"$match": _match(survey, include_test_users, versions, filters)},
+            {
+                "$group": {
+                    "_id": "$channel",
+                    "started": {"$sum": 1},
+                    "finished": {"$sum": {"$cond": [{"$eq": ["$state", "finished"]}, 1, 0]}},
+                }
+            },
+        ],
+    )
+    out = [
+        {
+            "channel": row["_id"],
+            "started": int(row["started"]),
+            "finished": int(row["finished"]),
+            "completion_rate": round(int(row["finished"]) / int(row["started"]), 4),
+        }
+        for row in rows
+    ]
+    out.sort(key=lambda r: (-r["started"], r["channel"] is None, str(r["channel"])))
     return out
 
 

@@ -143,11 +143,12 @@ async def survey_report(
         "versions": versions,
         "filters": filters,
     }
-    scores = await store.score_distribution(db, definition, **kw)
+    numbers = await store.report_numbers(db, definition, timezone=timezone, **kw)
+    scores = numbers["scores"]
     scored = sum(row["count"] for row in scores)
     points = sum(row["score"] * row["count"] for row in scores)
     low, high = definition.score_range() if definition.scored else (0, 0)
-    questions = await store.option_counts(db, definition, **kw)
+    questions = numbers["questions"]
     if version is None and len(history) > 1:
         questions = await _questions_across_versions(db, definition, history, questions, kw)
     return {
@@ -161,10 +162,10 @@ async def survey_report(
         "scores": scores,
         "score_range": [low, high],
         "average_score": round(points / scored, 2) if scored else None,
-        "bands": await store.band_counts(db, definition, **kw),
-        "channels": await store.channel_counts(db, definition, **kw),
-        "funnel": await store.funnel(db, definition, **kw),
-        "completions": await store.completions_over_time(db, definition, timezone=timezone, **kw),
+        "bands": numbers["bands"],
+        "channels": numbers["channels"],
+        "funnel": numbers["funnel"],
+        "completions": numbers["completions"],
     }
 
 

@@ -65,6 +65,7 @@ __all__ = [
     "insert_session",
     "iter_responses",
     "option_counts",
+    "report_numbers",
     "response_columns",
     "score_distribution",
     "session_id",
@@ -269,56 +270,50 @@ async def _aggregate(db: Db, pipeline: list[dict[str, Any]]) -> list[dict[str, A
     return await cursor.to_list()
 
 
-async def option_counts(
-    db: Db,
-    survey: Survey,
-    *,
-    include_test_users: bool = False,
-    finished_only: bool = False,
-    versions: Versions = None,
-    filters: Filters | None = None,
-) -> list[dict[str, Any]]:
-    """How often each option was chosen, per question (current attempts; all or finished only).
+# -- the report's numbers: each a few stages and a shaping function, run alone or together --
+_FINISHED = {"$match": {"state": "finished"}}
+# What the report reads of a session; the rest (recent, history, answer labels) stays behind.
+_REPORT_FIELDS = {
+    "state": 1,
+    "paused": 1,
+    "current": 1,
+    "score": 1,
+    "result.band": 1,
+    "channel": 1,
+    "finished_at": 1,
+    "answers.q": 1,
+    "answers.value": 1,
+    "answers.choices": 1,
+}
 
-    Returns one entry per question, in survey order::
 
-        {"id": "bedtime", "position": 1, "title": "...", "kind": "single", "answered": 12,
-         "options": [{"value": 1, "label": "...", "count": 5}, ...],   # single/multiple/rating
-         "stats": {"count": 3, "avg": 7.5, "min": 6, "max": 9}}       # number questions only
-
-    Options never chosen are listed with ``count: 0``; for multiple choice the counts add up to
-    more than ``answered``. Rating questions list every value of the scale.
-    """
-    extra = {"state": "finished"} if finished_only else {}
-    base: list[dict[str, Any]] = [
-        {"$match": _match(survey, include_test_users, versions, filters, **extra)},
-        {"$project": {"answers": 1}},
+def _per_question_stages() -> list[dict[str, Any]]:
+    return [
         {"$unwind": "$answers"},
+        {
+            "$group": {
+                "_id": "$answers.q",
+                "answered": {"$sum": 1},
+                "avg": {"$avg": "$answers.value"},
+                "min": {"$min": "$answers.value"},
+                "max": {"$max": "$answers.value"},
+            }
+        },
     ]
-    per_question = await _aggregate(
-        db,
-        [
-            *base,
-            {
-                "$group": {
-                    "_id": "$answers.q",
-                    "answered": {"$sum": 1},
-                    "avg": {"$avg": "$answers.value"},
-                    "min": {"$min": "$answers.value"},
-                    "max": {"$max": "$answers.value"},
-                }
-            },
-        ],
-    )
-    per_choice = await _aggregate(
-        db,
-        [
-            *base,
-            {"$match": {"answers.choices": {"$exists": True}}},
-            {"$unwind": "$answers.choices"},
-            {"$group": {"_id": {"q": "$answers.q", "c": "$answers.choices"}, "n": {"$sum": 1}}},
-        ],
-    )
+
+
+def _per_choice_stages() -> list[dict[str, Any]]:
+    return [
+        {"$unwind": "$answers"},
+        {"$match": {"answers.choices": {"$exists": True}}},
+        {"$unwind": "$answers.choices"},
+        {"$group": {"_id": {"q": "$answers.q", "c": "$answers.choices"}, "n": {"$sum": 1}}},
+    ]
+
+
+def _shape_options(
+    survey: Survey, per_question: list[dict[str, Any]], per_choice: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     answered = {row["_id"]: row for row in per_question}
     counts: dict[tuple[str, int], int] = {
         (row["_id"]["q"], int(row["_id"]["c"])): int(row["n"]) for row in per_choice
@@ -355,6 +350,45 @@ async def option_counts(
     return out
 
 
+async def option_counts(
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    finished_only: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
+) -> list[dict[str, Any]]:
+    """How often each option was chosen, per question (current attempts; all or finished only).
+
+    Returns one entry per question, in survey order::
+
+        {"id": "bedtime", "position": 1, "title": "...", "kind": "single", "answered": 12,
+         "options": [{"value": 1, "label": "...", "count": 5}, ...],   # single/multiple/rating
+         "stats": {"count": 3, "avg": 7.5, "min": 6, "max": 9}}       # number questions only
+
+    Options never chosen are listed with ``count: 0``; for multiple choice the counts add up to
+    more than ``answered``. Rating questions list every value of the scale.
+    """
+    extra = {"state": "finished"} if finished_only else {}
+    base: list[dict[str, Any]] = [
+        {"$match": _match(survey, include_test_users, versions, filters, **extra)},
+        {"$project": {"answers": 1}},
+    ]
+    per_question = await _aggregate(db, [*base, *_per_question_stages()])
+    per_choice = await _aggregate(db, [*base, *_per_choice_stages()])
+    return _shape_options(survey, per_question, per_choice)
+
+
+def _score_stages() -> list[dict[str, Any]]:
+    return [_FINISHED, {"$group": {"_id": "$score", "count": {"$sum": 1}}}, {"$sort": {"_id": 1}}]
+
+
+def _shape_scores(rows: list[dict[str, Any]]) -> list[dict[str, int]]:
+    rows = sorted((r for r in rows if r["_id"] is not None), key=lambda r: r["_id"])
+    return [{"score": row["_id"], "count": int(row["count"])} for row in rows]
+
+
 async def score_distribution(
     db: Db,
     survey: Survey,
@@ -368,17 +402,24 @@ async def score_distribution(
     Only scores that occurred are listed (the dashboard fills the axis from
     ``survey.score_range()`` if it wants every value).
     """
-    rows = await _aggregate(
-        db,
-        [
-            {"$match": _match(survey, include_test_users, versions, filters, state="finished")},
-            {"$group": {"_id": "$score", "count": {"$sum": 1}}},
-            {"$sort": {"_id": 1}},
-        ],
-    )
-    return [
-        {"score": row["_id"], "count": int(row["count"])} for row in rows if row["_id"] is not None
+    match = {"$match": _match(survey, include_test_users, versions, filters)}
+    return _shape_scores(await _aggregate(db, [match, *_score_stages()]))
+
+
+def _band_stages() -> list[dict[str, Any]]:
+    return [_FINISHED, {"$group": {"_id": "$result.band", "count": {"$sum": 1}}}]
+
+
+def _shape_bands(survey: Survey, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    counts = {row["_id"]: int(row["count"]) for row in rows}
+    out: list[dict[str, Any]] = [
+        {"band": b.id, "title": b.title, "min": b.low, "max": b.high, "count": counts.pop(b.id, 0)}
+        for b in survey.bands
     ]
+    other = sum(counts.values())
+    if other:
+        out.append({"band": None, "title": "其他", "min": None, "max": None, "count": other})
+    return out
 
 
 async def band_counts(
@@ -396,68 +437,26 @@ async def band_counts(
     A finished attempt whose band no longer exists in the definition is counted under
     ``{"band": None, "title": "其他"}`` (listed only when non-zero).
     """
-    rows = await _aggregate(
-        db,
-        [
-            {"$match": _match(survey, include_test_users, versions, filters, state="finished")},
-            {"$group": {"_id": "$result.band", "count": {"$sum": 1}}},
-        ],
-    )
-    counts = {row["_id"]: int(row["count"]) for row in rows}
-    out: list[dict[str, Any]] = [
-        {"band": b.id, "title": b.title, "min": b.low, "max": b.high, "count": counts.pop(b.id, 0)}
-        for b in survey.bands
+    match = {"$match": _match(survey, include_test_users, versions, filters)}
+    return _shape_bands(survey, await _aggregate(db, [match, *_band_stages()]))
+
+
+def _state_stages() -> list[dict[str, Any]]:
+    return [
+        {
+            "$group": {
+                "_id": {"state": "$state", "current": "$current"},
+                "n": {"$sum": 1},
+                "paused": {"$sum": {"$cond": [{"$eq": ["$paused", True]}, 1, 0]}},
+            }
+        }
     ]
-    other = sum(counts.values())
-    if other:
-        out.append({"band": None, "title": "其他", "min": None, "max": None, "count": other})
-    return out
 
 
-async def funnel(
-    db: Db,
-    survey: Survey,
-    *,
-    include_test_users: bool = False,
-    versions: Versions = None,
-    filters: Filters | None = None,
+def _shape_funnel(
+    survey: Survey, states: list[dict[str, Any]], per_question: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """Starts versus completions, and where people stop::
-
-        {"started": 20, "finished": 12, "in_progress": 8, "paused": 3,
-         "completion_rate": 0.6,
-         "questions": [{"id": "bedtime", "position": 1, "title": "...",
-                        "reached": 20, "answered": 19, "dropped": 1}, ...]}
-
-    ``started`` counts users with a session (current attempt), ``in_progress`` those not finished
-    (``paused`` of them paused). Per question: ``reached`` = answered it or are stuck on it now;
-    ``dropped`` = stuck on it (reached − answered). With branching, later questions may be
-    reached by fewer people without anyone dropping.
-    """
-    match = _match(survey, include_test_users, versions, filters)
-    states = await _aggregate(
-        db,
-        [
-            {"$match": match},
-            {
-                "$group": {
-                    "_id": {"state": "$state", "current": "$current"},
-                    "n": {"$sum": 1},
-                    "paused": {"$sum": {"$cond": [{"$eq": ["$paused", True]}, 1, 0]}},
-                }
-            },
-        ],
-    )
-    answered_rows = await _aggregate(
-        db,
-        [
-            {"$match": match},
-            {"$project": {"answers.q": 1}},
-            {"$unwind": "$answers"},
-            {"$group": {"_id": "$answers.q", "n": {"$sum": 1}}},
-        ],
-    )
-    answered = {row["_id"]: int(row["n"]) for row in answered_rows}
+    answered = {row["_id"]: int(row.get("answered", row.get("n", 0))) for row in per_question}
     started = finished = paused = 0
     stuck: dict[str, int] = {}
     for row in states:
@@ -494,6 +493,76 @@ async def funnel(
     }
 
 
+async def funnel(
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
+) -> dict[str, Any]:
+    """Starts versus completions, and where people stop::
+
+        {"started": 20, "finished": 12, "in_progress": 8, "paused": 3,
+         "completion_rate": 0.6,
+         "questions": [{"id": "bedtime", "position": 1, "title": "...",
+                        "reached": 20, "answered": 19, "dropped": 1}, ...]}
+
+    ``started`` counts users with a session (current attempt), ``in_progress`` those not finished
+    (``paused`` of them paused). Per question: ``reached`` = answered it or are stuck on it now;
+    ``dropped`` = stuck on it (reached − answered). With branching, later questions may be
+    reached by fewer people without anyone dropping.
+    """
+    match = {"$match": _match(survey, include_test_users, versions, filters)}
+    states = await _aggregate(db, [match, *_state_stages()])
+    answered_rows = await _aggregate(
+        db,
+        [
+            match,
+            {"$project": {"answers.q": 1}},
+            {"$unwind": "$answers"},
+            {"$group": {"_id": "$answers.q", "n": {"$sum": 1}}},
+        ],
+    )
+    return _shape_funnel(survey, states, answered_rows)
+
+
+def _completion_stages(timezone: str, since: dt.datetime | None) -> list[dict[str, Any]]:
+    stages: list[dict[str, Any]] = [_FINISHED]
+    if since is not None:
+        stages.append({"$match": {"finished_at": {"$gte": since}}})
+    stages.append(
+        {
+            "$group": {
+                "_id": {
+                    "$dateToString": {
+                        "format": "%Y-%m-%d",
+                        "date": "$finished_at",
+                        "timezone": timezone,
+                    }
+                },
+                "count": {"$sum": 1},
+            }
+        }
+    )
+    return stages
+
+
+def _shape_completions(rows: list[dict[str, Any]], fill: bool) -> list[dict[str, Any]]:
+    days = {row["_id"]: int(row["count"]) for row in rows if row["_id"]}
+    if not fill or not days:
+        return [{"date": day, "count": n} for day, n in sorted(days.items())]
+    first = dt.date.fromisoformat(min(days))
+    last = dt.date.fromisoformat(max(days))
+    out = []
+    day = first
+    while day <= last:
+        key = day.isoformat()
+        out.append({"date": key, "count": days.get(key, 0)})
+        day += dt.timedelta(days=1)
+    return out
+
+
 async def completions_over_time(
     db: Db,
     survey: Survey,
@@ -510,39 +579,34 @@ async def completions_over_time(
     Sorted by date; with ``fill`` the days without completions between the first and the last
     are included with ``count: 0`` (a chart's x axis). ``since`` limits to finishes at or after it.
     """
-    extra: dict[str, Any] = {"state": "finished"}
-    if since is not None:
-        extra["finished_at"] = {"$gte": since}
-    rows = await _aggregate(
-        db,
-        [
-            {"$match": _match(survey, include_test_users, versions, filters, **extra)},
-            {
-                "$group": {
-                    "_id": {
-                        "$dateToString": {
-                            "format": "%Y-%m-%d",
-                            "date": "$finished_at",
-                            "timezone": timezone,
-                        }
-                    },
-                    "count": {"$sum": 1},
-                }
-            },
-            {"$sort": {"_id": 1}},
-        ],
-    )
-    days = {row["_id"]: int(row["count"]) for row in rows if row["_id"]}
-    if not fill or not days:
-        return [{"date": day, "count": n} for day, n in sorted(days.items())]
-    first = dt.date.fromisoformat(min(days))
-    last = dt.date.fromisoformat(max(days))
-    out = []
-    day = first
-    while day <= last:
-        key = day.isoformat()
-        out.append({"date": key, "count": days.get(key, 0)})
-        day += dt.timedelta(days=1)
+    match = {"$match": _match(survey, include_test_users, versions, filters)}
+    rows = await _aggregate(db, [match, *_completion_stages(timezone, since)])
+    return _shape_completions(rows, fill)
+
+
+def _channel_stages() -> list[dict[str, Any]]:
+    return [
+        {
+            "$group": {
+                "_id": "$channel",
+                "started": {"$sum": 1},
+                "finished": {"$sum": {"$cond": [{"$eq": ["$state", "finished"]}, 1, 0]}},
+            }
+        }
+    ]
+
+
+def _shape_channels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = [
+        {
+            "channel": row["_id"],
+            "started": int(row["started"]),
+            "finished": int(row["finished"]),
+            "completion_rate": round(int(row["finished"]) / int(row["started"]), 4),
+        }
+        for row in rows
+    ]
+    out.sort(key=lambda r: (-r["started"], r["channel"] is None, str(r["channel"])))
     return out
 
 
@@ -558,30 +622,120 @@ async def channel_counts(
 
     [{"channel": "poster-a", "started": 12, "finished": 7, "completion_rate": 0.5833}, ...]
     """
-    rows = await _aggregate(
+    match = {"$match": _match(survey, include_test_users, versions, filters)}
+    return _shape_channels(await _aggregate(db, [match, *_channel_stages()]))
+
+
+async def report_numbers(
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
+    timezone: str = "Asia/Shanghai",
+) -> dict[str, Any]:
+    """Everything the survey page shows in two aggregations: ``{"questions": option_counts,
+    "scores": score_distribution, "bands": band_counts, "funnel": funnel, "completions":
+    completions_over_time, "channels": channel_counts}``, each as that function returns it.
+
+    On SecantusDB a pass over the sessions costs far more than grouping them (about 0.1 ms a
+    session to read, more to unwind; ``$facet`` is slower still), so: one pass groups the
+    sessions into a small cube (state, question waited on, paused, score, band, channel, day
+    finished) from which every session-level number is summed here; one more pass unwinds the
+    answers, grouped by question and the set of options chosen. ``bench/analysis.py``.
+    """
+    match = {"$match": _match(survey, include_test_users, versions, filters)}
+    day = {"$dateToString": {"format": "%Y-%m-%d", "date": "$finished_at", "timezone": timezone}}
+    cube = await _aggregate(
         db,
         [
-            {"$match": _match(survey, include_test_users, versions, filters)},
+            match,
             {
                 "$group": {
-                    "_id": "$channel",
-                    "started": {"$sum": 1},
-                    "finished": {"$sum": {"$cond": [{"$eq": ["$state", "finished"]}, 1, 0]}},
+                    "_id": {
+                        "state": "$state",
+                        "current": "$current",
+                        "paused": "$paused",
+                        "score": "$score",
+                        "band": "$result.band",
+                        "channel": "$channel",
+                        "day": day,
+                    },
+                    "n": {"$sum": 1},
                 }
             },
         ],
     )
-    out = [
-        {
-            "channel": row["_id"],
-            "started": int(row["started"]),
-            "finished": int(row["finished"]),
-            "completion_rate": round(int(row["finished"]) / int(row["started"]), 4),
-        }
-        for row in rows
-    ]
-    out.sort(key=lambda r: (-r["started"], r["channel"] is None, str(r["channel"])))
-    return out
+    answers = await _aggregate(
+        db,
+        [
+            match,
+            {"$project": {"answers.q": 1, "answers.value": 1, "answers.choices": 1}},
+            {"$unwind": "$answers"},
+            {
+                "$group": {
+                    "_id": {"q": "$answers.q", "c": "$answers.choices"},
+                    "n": {"$sum": 1},
+                    "sum": {"$sum": "$answers.value"},
+                    "min": {"$min": "$answers.value"},
+                    "max": {"$max": "$answers.value"},
+                }
+            },
+        ],
+    )
+    per_question: dict[str, dict[str, Any]] = {}
+    per_choice: dict[tuple[str, int], int] = {}
+    for row in answers:
+        q, chosen, n = row["_id"].get("q"), row["_id"].get("c"), int(row["n"])
+        entry = per_question.setdefault(
+            q, {"_id": q, "answered": 0, "sum": 0.0, "numbers": 0, "min": None, "max": None}
+        )
+        entry["answered"] += n
+        if isinstance(row.get("sum"), int | float) and not isinstance(row.get("min"), list):
+            entry["sum"] += row["sum"]
+            entry["numbers"] += n
+            for key, pick in (("min", min), ("max", max)):
+                value = row.get(key)
+                if isinstance(value, int | float):
+                    entry[key] = value if entry[key] is None else pick(entry[key], value)
+        for c in chosen if isinstance(chosen, list) else []:
+            per_choice[(q, int(c))] = per_choice.get((q, int(c)), 0) + n
+    for entry in per_question.values():
+        entry["avg"] = entry["sum"] / entry["numbers"] if entry["numbers"] else None
+    states: dict[tuple[Any, Any], dict[str, Any]] = {}
+    scores: dict[Any, int] = {}
+    bands: dict[Any, int] = {}
+    days: dict[Any, int] = {}
+    channels: dict[Any, dict[str, Any]] = {}
+    for row in cube:
+        key, n = row["_id"], int(row["n"])
+        state = key.get("state")
+        slot = states.setdefault(
+            (state, key.get("current")),
+            {"_id": {"state": state, "current": key.get("current")}, "n": 0, "paused": 0},
+        )
+        slot["n"] += n
+        slot["paused"] += n if key.get("paused") is True else 0
+        channel = channels.setdefault(
+            key.get("channel"), {"_id": key.get("channel"), "started": 0, "finished": 0}
+        )
+        channel["started"] += n
+        if state == "finished":
+            channel["finished"] += n
+            scores[key.get("score")] = scores.get(key.get("score"), 0) + n
+            bands[key.get("band")] = bands.get(key.get("band"), 0) + n
+            days[key.get("day")] = days.get(key.get("day"), 0) + n
+    question_rows = list(per_question.values())
+    choice_rows = [{"_id": {"q": q, "c": c}, "n": n} for (q, c), n in per_choice.items()]
+    return {
+        "questions": _shape_options(survey, question_rows, choice_rows),
+        "scores": _shape_scores([{"_id": k, "count": n} for k, n in scores.items()]),
+        "bands": _shape_bands(survey, [{"_id": k, "count": n} for k, n in bands.items()]),
+        "funnel": _shape_funnel(survey, list(states.values()), question_rows),
+        "completions": _shape_completions([{"_id": k, "count": n} for k, n in days.items()], True),
+        "channels": _shape_channels(list(channels.values())),
+    }
 
 
 async def crosstab_counts(

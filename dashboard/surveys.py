@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import csv
 import io
+import tempfile
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import tornado.web
 
-from service import reports
+from service import exports, reports
 from service.surveys import Survey
 
 from .base import ApiHandler, DashboardHandler
@@ -216,11 +218,47 @@ class ExportHandler(DashboardHandler):
         self.finish()
 
 
+class XlsxExportHandler(DashboardHandler):
+    """``export.xlsx``: codes, option texts and a codebook (``service.exports``), built in a
+    temporary file with constant memory, then sent in chunks."""
+
+    CHUNK = 64 * 1024
+
+    @tornado.web.authenticated
+    async def get(self, survey_id: str) -> None:
+        survey = find_survey(self, survey_id)
+        filters = filters_of(self, survey)
+        version = version_of(self)
+        with tempfile.TemporaryDirectory(prefix="export-") as folder:
+            path = Path(folder) / "export.xlsx"
+            await exports.write_xlsx(
+                self.db,
+                survey,
+                path,
+                include_test=self.get_query_argument("test", "0") in {"1", "true"},
+                versions=None if version is None else [version],
+                filters=filters,
+                timezone=self.config.timezone,
+            )
+            self.set_header(
+                "Content-Type",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            )
+            attachment(self, f"{survey.id}-responses.xlsx", f"{survey.title}-responses.xlsx")
+            self.set_header("Content-Length", str(path.stat().st_size))
+            with path.open("rb") as data:
+                while chunk := data.read(self.CHUNK):
+                    self.write(chunk)
+                    await self.flush()
+        self.finish()
+
+
 routes = [
     (r"/api/surveys", SurveysApi),
     (r"/api/surveys/([^/]+)", SurveyApi),
     (r"/api/surveys/([^/]+)/crosstab", CrosstabApi),
     (r"/api/surveys/([^/]+)/text/([^/]+)", TextAnswersApi),
     (r"/dashboard/surveys/([^/]+)/export\.csv", ExportHandler),
+    (r"/dashboard/surveys/([^/]+)/export\.xlsx", XlsxExportHandler),
     (r"/dashboard/surveys/([^/]+)/crosstab\.csv", CrosstabExport),
 ]

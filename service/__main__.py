@@ -19,6 +19,7 @@ CLI_MODULES = [
     "service.owners_cli",
     "service.api_cli",
     "service.surveys.cli",
+    "service.results_cli",
 ]
 
 

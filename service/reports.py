@@ -539,11 +539,17 @@ async def csv_rows(
     include_test: bool = False,
     finished_only: bool = False,
     filters: Filters | None = None,
+    versions: Sequence[int] | None = None,
 ) -> AsyncIterator[list[str]]:
     """The export's rows after ``csv_header``, one per user, streamed; every cell a string."""
     keys = [key for key, _ in store.response_columns(survey)]
     async for row in store.iter_responses(
-        db, survey, include_test_users=include_test, finished_only=finished_only, filters=filters
+        db,
+        survey,
+        include_test_users=include_test,
+        finished_only=finished_only,
+        filters=filters,
+        versions=versions,
     ):
         yield [csv_cell(row.get(key, "")) for key in keys]
 

@@ -210,3 +210,114 @@ async def test_csv_export_takes_the_filters(logged_in, seeded):
     body = finished.body.decode("utf-8-sig")
     assert len(body.strip().splitlines()) == 5
     assert "'=1+1" in body  # a formula-looking answer neutralised
+
+
+# -- XLSX -------------------------------------------------------------------------------------
+def read_xlsx(body: bytes) -> tuple[list[list[Any]], list[list[Any]]]:
+    import openpyxl
+
+    book = openpyxl.load_workbook(io.BytesIO(body), read_only=True)
+    try:
+        assert book.sheetnames == ["responses", "codebook"]
+        sheets = [
+            [list(r) for r in book[name].iter_rows(values_only=True)] for name in book.sheetnames
+        ]
+    finally:
+        book.close()
+    return sheets[0], sheets[1]
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_xlsx_export_codes_codebook_and_filters(logged_in, seeded):
+    response = await logged_in.get("/dashboard/surveys/lab/export.xlsx")
+    assert response.code == 200
+    assert response.headers["Content-Type"].startswith("application/vnd.openxmlformats")
+    assert "lab-responses.xlsx" in response.headers["Content-Disposition"]
+    responses, codebook = read_xlsx(response.body)
+    header = responses[0]
+    assert header[:8] == [
+        "openid",
+        "channel",
+        "version",
+        "state",
+        "started",
+        "finished",
+        "score",
+        "band",
+    ]
+    assert header[8:] == [
+        "Q1_1", "Q1_2", "Q1_3", "Q1_4",  # fruit: one 0/1 column per option
+        "Q2", "Q2_text",  # mood: the rating and its text
+        "Q3", "Q3_text",  # coffee: option number and text
+        "Q4",  # cups
+        "Q5",  # comment
+    ]  # fmt: skip
+    rows = {r[0]: dict(zip(header, r, strict=True)) for r in responses[1:]}
+    assert sorted(rows) == ["a", "b", "c", "d", "e"]
+    a = rows["a"]
+    assert (a["channel"], a["version"], a["state"], a["score"], a["band"]) == (
+        "poster-a", 1, "finished", 8, "high"
+    )  # fmt: skip
+    assert [a[f"Q1_{i}"] for i in range(1, 5)] == [1, 1, 0, 0]
+    assert (a["Q2"], a["Q3"], a["Q3_text"], a["Q4"], a["Q5"]) == (4, 1, "喝", 2, "挺好吃的苹果")
+    assert isinstance(a["started"], dt.datetime) and isinstance(a["finished"], dt.datetime)
+    d = rows["d"]  # in progress after two answers: the rest empty, not 0
+    assert d["state"] == "in_progress" and d["finished"] is None and d["Q3"] is None
+    assert [d[f"Q1_{i}"] for i in range(1, 5)] == [0, 1, 0, 0]
+    # Started 2026-11-20 15:30 UTC: written in TIMEZONE (Asia/Shanghai), 23:30.
+    assert rows["e"]["started"] == dt.datetime(2026, 11, 20, 23, 30)
+    assert rows["e"]["Q5"] == "'=1+1"  # a formula-looking answer neutralised
+    # The codebook: every column, every code with its meaning.
+    assert codebook[0] == ["column", "question id", "question", "kind", "code", "meaning"]
+    q3 = next(i for i, r in enumerate(codebook) if r[0] == "Q3")
+    assert codebook[q3][1:4] == ["coffee", "喝咖啡吗？", "single (单选)"]
+    assert (codebook[q3][4], codebook[q3][5]) == (1, "喝")
+    assert (codebook[q3 + 1][4], codebook[q3 + 1][5]) == (2, "不喝")
+    q2 = next(r for r in codebook if r[0] == "Q2")
+    assert (q2[4], q2[5]) == (1, "很差")
+    assert any(r[0] == "Q1_3" and r[2] == "喜欢哪些水果？: 橙子" for r in codebook)
+
+    filtered = await logged_in.get(
+        "/dashboard/surveys/lab/export.xlsx", channel="poster-b", state="finished"
+    )
+    only, _ = read_xlsx(filtered.body)
+    assert [r[0] for r in only[1:]] == ["c"]
+
+
+def test_results_command_line(tmp_path, settings, seeded, monkeypatch):
+    """``python -m service results`` against the service's database, as an operator runs it."""
+    import subprocess
+    import sys
+
+    for name in ("WECHAT_TOKEN", "SURVEYS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MONGODB_URI", settings.mongodb_uri)
+    monkeypatch.setenv("MONGODB_DB", settings.mongodb_db)
+    monkeypatch.setenv("DATA_DIR", str(settings.data_dir))
+    lab = write_surveys(tmp_path / "lab", lab=LAB_YAML) / "lab.yaml"
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "service", "--log-level", "WARNING", *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert cli("surveys", "publish", str(lab)).returncode == 0
+    out = tmp_path / "lab.xlsx"
+    done = cli("results", "lab", "--format", "xlsx", "-o", str(out), "--state", "finished")
+    assert done.returncode == 0, done.stderr
+    assert "4 session(s)" in done.stderr
+    responses, codebook = read_xlsx(out.read_bytes())
+    assert sorted(r[0] for r in responses[1:]) == ["a", "b", "c", "e"]
+    assert codebook[0][0] == "column"
+    csv_out = tmp_path / "lab.csv"
+    done = cli("results", "lab", "-o", str(csv_out), "--channel", "poster-a")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.reader(io.StringIO(csv_out.read_text(encoding="utf-8-sig"))))
+    assert sorted(r[0] for r in rows[1:]) == ["a", "b"]
+    bad = cli("results", "lab", "-o", str(csv_out), "--state", "bogus", "--band", "nope")
+    assert bad.returncode == 1 and "state:" in bad.stderr and "band:" in bad.stderr
+    assert cli("results", "nosuch", "-o", str(csv_out)).returncode == 1

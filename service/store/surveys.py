@@ -64,6 +64,7 @@ __all__ = [
     "in_progress_by_version",
     "insert_session",
     "iter_responses",
+    "iter_sessions",
     "option_counts",
     "report_numbers",
     "response_columns",
@@ -922,6 +923,30 @@ async def iter_responses(
             if answer.get("q") in row:
                 row[answer["q"]] = answer.get("label", answer.get("value", ""))
         yield row
+
+
+async def iter_sessions(
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
+    batch_size: int = 500,
+) -> AsyncIterator[dict[str, Any]]:
+    """The survey's session documents (current attempts) by start time, streamed in batches,
+    without the retry memory and earlier attempts: what an export reads, one at a time."""
+    cursor = (
+        db[COLLECTION]
+        .find(
+            _match(survey, include_test_users, versions, filters),
+            {"recent": 0, "history": 0},
+        )
+        .sort([("started_at", ASCENDING), ("_id", ASCENDING)])
+        .batch_size(batch_size)
+    )
+    async for doc in cursor:
+        yield doc
 
 
 async def delete_test_data(db: Db, survey_id: str | None = None) -> int:

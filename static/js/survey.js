@@ -262,6 +262,7 @@ async function load() {
   fillChoices(data);
   drawChannels(data.channels);
   exportLink.href = `/dashboard/surveys/${encodeURIComponent(surveyId)}/export.csv?${query()}`;
+  document.getElementById("export-xlsx").href = `/dashboard/surveys/${encodeURIComponent(surveyId)}/export.xlsx?${query()}`;
   await Promise.all([loadCrosstab(), loadTexts()]);
   document.querySelector("main").dataset.loaded = "1";
 }

@@ -20,6 +20,7 @@ CLI_MODULES = [
     "service.api_cli",
     "service.surveys.cli",
     "service.results_cli",
+    "service.qr_cli",
 ]
 
 

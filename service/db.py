@@ -41,6 +41,7 @@ STORE_MODULES = [
     "service.store.surveys",
     "service.store.survey_defs",
     "service.store.tokens",
+    "service.store.qr_codes",
 ]
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Protocol
+from typing import Any, Protocol
 
+from . import qr
 from .store import Db
 from .wechat import Message, Reply
 
@@ -47,6 +48,8 @@ class SurveyHook(Protocol):
     """What the router needs from the survey engine (``service.surveys``)."""
 
     def start_hint(self) -> str: ...
+
+    def get(self, survey_id: str) -> Any: ...
 
     async def handle_text(self, db: Db, message: Message, text: str) -> Reply | None: ...
 
@@ -110,6 +113,14 @@ class Bot:
 
     async def _event(self, message: Message) -> Reply:
         event = message.event
+        scene = qr.scene_of(message) if self.surveys is not None else ""
+        if scene and self.surveys is not None:
+            # One of our QR codes (service.qr): its survey starts; for subscribe, welcomed first.
+            started = await qr.start_from_scene(self.db, self.surveys, message, scene)
+            if started is not None and started.kind == "text":
+                if event == "scan":
+                    return started
+                return Reply.text(WELCOME_TEXT + "\n" + started.content)
         if event in ("subscribe", "subscribe_scan"):
             return Reply.text(self.welcome())
         if event == "click" and message.event_key and self.surveys is not None:

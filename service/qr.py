@@ -15,13 +15,23 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .clock import now as _now
-from .store import Db
+from .store import Db, users
 from .store import qr_codes as store
+from .store import surveys as sessions
+from .wechat import Message, Reply
 
-__all__ = ["MAX_TEMPORARY", "QrError", "create", "parse_duration", "scene_for"]
+__all__ = [
+    "MAX_TEMPORARY",
+    "QrError",
+    "create",
+    "parse_duration",
+    "scene_for",
+    "scene_of",
+    "start_from_scene",
+]
 
 MAX_TEMPORARY = dt.timedelta(days=30)
-CHANNEL = re.compile(r"^[\w.-]{1,40}$")  # letters (Chinese too), digits, _ . -
+CHANNEL = re.compile(r"^[\w-]{1,40}$")  # letters (Chinese too), digits, _ -
 _DURATION = re.compile(r"^(\d{1,7})([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -38,6 +48,43 @@ class _Api(Protocol):
     async def qrcode_image(self, ticket: str) -> bytes: ...
 
 
+class _Surveys(Protocol):
+    def get(self, survey_id: str) -> Any: ...
+
+    async def handle_text(self, db: Db, message: Message, text: str) -> Reply | None: ...
+
+
+def scene_of(message: Message) -> str:
+    """The scene of a QR code's event: ``qrscene_<scene>`` on subscribe, ``<scene>`` on SCAN;
+    "" for anything else."""
+    key = message.event_key
+    if message.event in ("subscribe", "subscribe_scan"):
+        return key.removeprefix("qrscene_") if key.startswith("qrscene_") else ""
+    return key if message.event == "scan" else ""
+
+
+async def start_from_scene(db: Db, surveys: _Surveys, message: Message, scene: str) -> Reply | None:
+    """A scan of one of our codes: count it, start its survey (the survey's own reply: intro and
+    first question) and record the channel on the session and the user (the first kept).
+    ``None`` for a scene we did not make, an expired code, or a survey no longer there."""
+    doc = await store.find(db, scene)
+    now = _now()
+    if doc is None:
+        return None
+    expires = doc.get("expires_at")
+    if expires is not None and expires.replace(tzinfo=expires.tzinfo or dt.UTC) <= now:
+        return None
+    survey = surveys.get(str(doc["survey"]))
+    await store.count_scan(db, scene, now)
+    await users.record_channel(db, message.openid, str(doc["channel"]), now)
+    if survey is None or not survey.keywords:
+        return None
+    reply = await surveys.handle_text(db, message, survey.keywords[0])
+    if reply is not None:
+        await sessions.set_channel(db, survey.id, message.openid, str(doc["channel"]))
+    return reply
+
+
 def parse_duration(text: str) -> dt.timedelta:
     """``30m``, ``6h``, ``2d``, ``90s`` → a timedelta (``QrError`` otherwise)."""
     match = _DURATION.match(text.strip())
@@ -49,7 +96,7 @@ def parse_duration(text: str) -> dt.timedelta:
 def scene_for(survey_id: str, channel: str) -> str:
     """The scene string of a survey's channel; ``QrError`` for a name WeChat or we refuse."""
     if not CHANNEL.match(channel):
-        raise QrError("channel: 1-40 letters, digits, _ . - (no spaces or colons)")
+        raise QrError("channel: 1-40 letters, digits, _ or - (no spaces, dots or colons)")
     scene = f"{survey_id}:{channel}"
     if len(scene.encode("utf-8")) > 64:
         raise QrError(f"survey id and channel together are over 64 bytes: {scene!r}")

@@ -77,6 +77,9 @@ class SlowSurvey:
     def start_hint(self) -> str:
         return ""
 
+    def get(self, survey_id: str) -> Any:
+        return None
+
     async def handle_text(self, db: Any, message: Message, text: str) -> Reply | None:
         if text != self.TRIGGER:
             return None

@@ -80,3 +80,92 @@ async def test_qr_create_saves_the_png_and_stores_the_code(cli, fake_wechat_api,
         ["baogan", "library", "0 scan(s)"],
         ["baogan", "canteen", "0 scan(s)"],
     ]
+
+
+# -- scans through the real /wechat -----------------------------------------------------------
+@pytest.fixture
+def app_extra(tmp_path):
+    from service.surveys import SHIPPED_DIR, SurveyEngine, load_dir
+
+    folder = tmp_path / "surveys"
+    folder.mkdir()
+    (folder / "baogan.yaml").write_bytes((SHIPPED_DIR / "baogan.yaml").read_bytes())
+    return {"surveys": SurveyEngine(load_dir(folder))}
+
+
+@pytest.fixture
+def codes(io_loop, db, fake_wechat_api, tmp_path):
+    """Two codes of the 爆肝度调查 made through the fake API: library (permanent), canteen (7 d)."""
+    from service.wechat_api import WeChatAPI
+    from tests.fake_wechat_api import FAKE_APP_ID, FAKE_APP_SECRET
+
+    async def make() -> None:
+        api = WeChatAPI(
+            db, app_id=FAKE_APP_ID, app_secret=FAKE_APP_SECRET, base_url=fake_wechat_api.base_url
+        )
+        try:
+            for channel, expires in (("library", None), ("canteen", dt.timedelta(days=7))):
+                await qr.create(
+                    api,
+                    db,
+                    survey_id="baogan",
+                    channel=channel,
+                    data_dir=tmp_path,
+                    expires=expires,
+                )
+        finally:
+            await api.close()
+
+    io_loop.run_sync(make, timeout=60)
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_qr_subscribe_and_scan_start_the_survey_with_the_channel(
+    send, wechat, db, app, codes
+):
+    from service.bot import WELCOME_TEXT
+
+    # A new follower from the library poster: welcomed, then the survey's first question.
+    event = wechat.event("u-lib", "subscribe", EventKey="qrscene_baogan:library", Ticket="T")
+    _, reply = await send(event)
+    text = reply["Content"]
+    assert text.startswith(WELCOME_TEXT + "\n") and "第 1/10 题" in text
+    session = await db.survey_sessions.find_one({"_id": "baogan:u-lib"})
+    assert session["state"] == "in_progress" and session["channel"] == "library"
+
+    # A follower scanning the canteen poster (SCAN: already following): the survey starts.
+    _, reply = await send(wechat.event("u-can", "SCAN", EventKey="baogan:canteen", Ticket="T"))
+    assert "第 1/10 题" in reply["Content"] and not reply["Content"].startswith(WELCOME_TEXT)
+    assert (await db.survey_sessions.find_one({"_id": "baogan:u-can"}))["channel"] == "canteen"
+
+    # u-lib scans the canteen code later: counted, but the first channel is kept.
+    _, reply = await send(
+        wechat.event("u-lib", "SCAN", EventKey="baogan:canteen", Ticket="T", create_time=1)
+    )
+    user = await db.users.find_one({"_id": "u-lib"})
+    assert user["channel"] == "library" and user["qr_scans"] == 2
+    assert user["channels"] == {"library": 1, "canteen": 1}
+    assert (await db.survey_sessions.find_one({"_id": "baogan:u-lib"}))["channel"] == "library"
+    scans = {d["_id"]: d["scans"] async for d in db.qr_codes.find()}
+    assert scans == {"baogan:library": 1, "baogan:canteen": 2}
+
+    # Unknown and expired scenes: the normal welcome, no survey.
+    _, reply = await send(wechat.event("u-x", "subscribe", EventKey="qrscene_nosuch:x"))
+    assert reply["Content"].startswith(WELCOME_TEXT) and "第 1/10 题" not in reply["Content"]
+    await db.qr_codes.update_one(
+        {"_id": "baogan:canteen"},
+        {"$set": {"expires_at": dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)}},
+    )
+    _, reply = await send(wechat.event("u-y", "subscribe", EventKey="qrscene_baogan:canteen"))
+    assert "第 1/10 题" not in reply["Content"]
+    assert await db.survey_sessions.find_one({"_id": "baogan:u-y"}) is None
+
+    # Results by channel: the survey report counts the sessions per channel.
+    from service import reports
+
+    survey = app.settings["surveys"].get("baogan")
+    report = await reports.survey_report(db, survey)
+    assert {c["channel"]: c["started"] for c in report["channels"]} == {
+        "library": 1,
+        "canteen": 1,
+    }

@@ -70,6 +70,7 @@ __all__ = [
     "response_columns",
     "score_distribution",
     "session_id",
+    "set_channel",
     "text_answers",
     "update_session",
     "user_sessions",
@@ -165,6 +166,14 @@ async def update_session(
     except DuplicateKeyError:
         return False
     return result.matched_count == 1
+
+
+async def set_channel(db: Db, survey_id: str, openid: str, channel: str) -> None:
+    """Record the QR channel a session came from; a channel already there is kept."""
+    await db[COLLECTION].update_one(
+        {"_id": session_id(survey_id, openid), "channel": {"$exists": False}},
+        {"$set": {"channel": channel}},
+    )
 
 
 # -- aggregates for the dashboard ----------------------------------------------------------------

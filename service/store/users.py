@@ -19,7 +19,7 @@ from pymongo.errors import PyMongoError
 
 from . import Db
 
-__all__ = ["COLLECTION", "UserStats", "ensure_indexes", "get"]
+__all__ = ["COLLECTION", "UserStats", "ensure_indexes", "get", "record_channel"]
 
 COLLECTION = "users"
 log = logging.getLogger(__name__)
@@ -29,6 +29,21 @@ async def ensure_indexes(db: Db) -> None:
     coll = db[COLLECTION]
     await coll.create_index([("last_seen", DESCENDING)], name="last_seen")
     await coll.create_index([("first_seen", DESCENDING)], name="first_seen")
+
+
+async def record_channel(db: Db, openid: str, channel: str, at: dt.datetime) -> None:
+    """A QR scan by a user: ``channel`` (the first one, kept), ``channels.<name>`` scans each,
+    ``qr_scans`` in all. The user document may not exist yet (their first event)."""
+    coll = db[COLLECTION]
+    await coll.update_one(
+        {"_id": openid},
+        {"$inc": {"qr_scans": 1, f"channels.{channel}": 1}, "$set": {"last_scan_at": at}},
+        upsert=True,
+    )
+    await coll.update_one(
+        {"_id": openid, "channel": {"$exists": False}},
+        {"$set": {"channel": channel, "channel_at": at}},
+    )
 
 
 async def get(db: Db, openid: str) -> dict[str, Any] | None:

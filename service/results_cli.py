@@ -27,6 +27,8 @@ __all__ = ["add_parser", "export_results"]
 
 log = logging.getLogger(__name__)
 
+EXPORT_SOCKET_TIMEOUT_MS = 15 * 60 * 1000
+
 
 class ResultsError(Exception):
     pass
@@ -34,7 +36,9 @@ class ResultsError(Exception):
 
 async def export_results(settings: Settings, args: argparse.Namespace) -> int:
     """Write the file; returns the rows written (``ResultsError`` for the caller's mistakes)."""
-    async with open_database(settings) as (_client, db):
+    # A batch tool: the embedded SecantusDB reads a large survey's sessions for a long time
+    # before the first batch (tens of seconds at 100,000), longer than the service's 10 s.
+    async with open_database(settings, socketTimeoutMS=EXPORT_SOCKET_TIMEOUT_MS) as (_client, db):
         catalog = SurveyCatalog(db, tz=settings.tzinfo)
         await catalog.refresh()
         survey = catalog.snapshot.current.get(args.id)

@@ -37,8 +37,14 @@ class ResultsError(Exception):
 async def export_results(settings: Settings, args: argparse.Namespace) -> int:
     """Write the file; returns the rows written (``ResultsError`` for the caller's mistakes)."""
     # A batch tool: the embedded SecantusDB reads a large survey's sessions for a long time
-    # before the first batch (tens of seconds at 100,000), longer than the service's 10 s.
-    async with open_database(settings, socketTimeoutMS=EXPORT_SOCKET_TIMEOUT_MS) as (_client, db):
+    # before the first batch (tens of seconds at 100,000), longer than the service's 10 s; and
+    # while it does, its heartbeat answers late (a 2-s heartbeat would reset the pool and
+    # cancel the read).
+    async with open_database(
+        settings,
+        socketTimeoutMS=EXPORT_SOCKET_TIMEOUT_MS,
+        connectTimeoutMS=EXPORT_SOCKET_TIMEOUT_MS,
+    ) as (_client, db):
         catalog = SurveyCatalog(db, tz=settings.tzinfo)
         await catalog.refresh()
         survey = catalog.snapshot.current.get(args.id)

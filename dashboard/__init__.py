@@ -9,7 +9,7 @@ import jinja2
 
 from service.config import Settings
 
-from . import api, auth, pages, simulator, survey_editor, surveys, ws
+from . import api, auth, pages, qr, simulator, survey_editor, surveys, ws
 from .base import StaticHandler
 from .i18n import Translations
 
@@ -24,6 +24,7 @@ routes: list[Any] = [
     *auth.routes,
     *pages.routes,
     *api.routes,
+    *qr.routes,
     *surveys.routes,
     *survey_editor.routes,
     *simulator.routes,

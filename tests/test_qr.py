@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -84,13 +85,18 @@ async def test_qr_create_saves_the_png_and_stores_the_code(cli, fake_wechat_api,
 
 # -- scans through the real /wechat -----------------------------------------------------------
 @pytest.fixture
-def app_extra(tmp_path):
+def app_extra(tmp_path, db, fake_wechat_api):
     from service.surveys import SHIPPED_DIR, SurveyEngine, load_dir
+    from service.wechat_api import WeChatAPI
+    from tests.fake_wechat_api import FAKE_APP_ID, FAKE_APP_SECRET
 
     folder = tmp_path / "surveys"
     folder.mkdir()
     (folder / "baogan.yaml").write_bytes((SHIPPED_DIR / "baogan.yaml").read_bytes())
-    return {"surveys": SurveyEngine(load_dir(folder))}
+    api = WeChatAPI(
+        db, app_id=FAKE_APP_ID, app_secret=FAKE_APP_SECRET, base_url=fake_wechat_api.base_url
+    )
+    return {"surveys": SurveyEngine(load_dir(folder)), "wechat_api": api}
 
 
 @pytest.fixture
@@ -169,3 +175,30 @@ async def test_qr_subscribe_and_scan_start_the_survey_with_the_channel(
         "library": 1,
         "canteen": 1,
     }
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_qr_codes_from_the_survey_page(logged_in, fake_wechat_api, db):
+    created = await logged_in.post_json("/api/surveys/baogan/qr", {"channel": "dorm"})
+    assert created.code == 201, created.body
+    body = json.loads(created.body)
+    assert body["scene"] == "baogan:dorm" and body["permanent"] is True and body["scans"] == 0
+    assert fake_wechat_api.calls_to("qrcode/create")[-1].json["action_name"] == (
+        "QR_LIMIT_STR_SCENE"
+    )
+    temporary = await logged_in.post_json(
+        "/api/surveys/baogan/qr", {"channel": "gate", "expires": "7d"}
+    )
+    assert temporary.code == 201 and json.loads(temporary.body)["expires_at"]
+    for bad, says in (
+        ({"channel": "dorm"}, "has a code already"),
+        ({"channel": "a b"}, "channel:"),
+    ):
+        refused = await logged_in.post_json("/api/surveys/baogan/qr", bad)
+        assert refused.code == 400 and says in json.loads(refused.body)["error"]
+    listing = await logged_in.get_json("/api/surveys/baogan/qr")
+    assert [(c["channel"], c["scans"]) for c in listing["items"]] == [("dorm", 0), ("gate", 0)]
+    png = await logged_in.get(listing["items"][0]["image"])
+    assert png.code == 200 and png.headers["Content-Type"] == "image/png"
+    assert png.body.startswith(b"\x89PNG")
+    assert (await logged_in.get("/dashboard/surveys/baogan/qr/nosuch.png")).code == 404

@@ -1,7 +1,7 @@
 // One survey's charts, drawn from the survey aggregates; they refresh when new answers arrive.
 
 import { baseOption, chart, emptyNote } from "./charts.js";
-import { debounce, el, fmt, formValues, getJSON, renderPager, syncFormWithURL, t, writeURL } from "./common.js";
+import { debounce, el, fmt, formValues, getJSON, postJSON, renderPager, syncFormWithURL, t, writeURL } from "./common.js";
 import { LiveFeed } from "./feed.js";
 
 const surveyId = document.querySelector("main").dataset.survey;
@@ -187,6 +187,30 @@ function drawChannels(channels) {
   document.getElementById("channel-rows").replaceChildren(...rows);
 }
 
+async function loadQr() {
+  const data = await getJSON(`${api}/qr`);
+  const rows = data.items.map((q) =>
+    el("tr", {}, el("td", {}, q.channel), el("td", { class: "num" }, fmt.number(q.scans)),
+      el("td", { class: "time" }, q.expires_at ? fmt.dateTime(q.expires_at) : t("Permanent")),
+      el("td", {}, el("a", { href: q.image }, t("Download PNG")))),
+  );
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 4, class: "empty" }, t("No data yet"))));
+  document.getElementById("qr-rows").replaceChildren(...rows);
+}
+
+document.getElementById("qr-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const error = document.getElementById("qr-error");
+  error.textContent = "";
+  try {
+    await postJSON(`${api}/qr`, formValues(event.target));
+    event.target.reset();
+    await loadQr();
+  } catch (e) {
+    error.textContent = e.message;
+  }
+});
+
 async function loadCrosstab() {
   const { rows, columns, show } = formValues(crosstabForm);
   const table = document.getElementById("crosstab-table");
@@ -263,7 +287,7 @@ async function load() {
   drawChannels(data.channels);
   exportLink.href = `/dashboard/surveys/${encodeURIComponent(surveyId)}/export.csv?${query()}`;
   document.getElementById("export-xlsx").href = `/dashboard/surveys/${encodeURIComponent(surveyId)}/export.xlsx?${query()}`;
-  await Promise.all([loadCrosstab(), loadTexts()]);
+  await Promise.all([loadCrosstab(), loadTexts(), loadQr()]);
   document.querySelector("main").dataset.loaded = "1";
 }
 

@@ -164,16 +164,19 @@ class SurveyExport(DashboardHandler):
 
     @tornado.web.authenticated
     async def get(self, survey_id: str) -> None:
+        from .surveys import filters_of
+
         survey = find_survey(self, survey_id)
         include_test = _flag(self, "test", False)
         finished_only = _flag(self, "finished", False)
+        filters = filters_of(self, survey)  # the survey page's filters (400 with every mistake)
         columns = Columns(self)
         questions = [f"Q{i} {q.text}" for i, q in enumerate(survey.questions, 1)]
         keys = [*SURVEY_COLUMNS, *(q.id for q in survey.questions)]
 
         async def rows() -> AsyncIterator[list[Any]]:
             yield columns.header(SURVEY_COLUMNS, questions)
-            async for row in store_responses(self, survey, include_test, finished_only):
+            async for row in store_responses(self, survey, include_test, finished_only, filters):
                 out = []
                 for key in keys:
                     value = row.get(key, "")
@@ -188,12 +191,20 @@ class SurveyExport(DashboardHandler):
 
 
 def store_responses(
-    handler: DashboardHandler, survey: Any, include_test: bool, finished_only: bool
+    handler: DashboardHandler,
+    survey: Any,
+    include_test: bool,
+    finished_only: bool,
+    filters: Any = None,
 ) -> AsyncIterator[dict[str, Any]]:
     from service.store import surveys as surveys_store
 
     return surveys_store.iter_responses(
-        handler.db, survey, include_test_users=include_test, finished_only=finished_only
+        handler.db,
+        survey,
+        include_test_users=include_test,
+        finished_only=finished_only,
+        filters=filters,
     )
 
 

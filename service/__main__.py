@@ -20,6 +20,8 @@ CLI_MODULES = [
     "service.api_cli",
     "service.surveys.cli",
     "service.replies_cli",
+    "service.results_cli",
+    "service.qr_cli",
 ]
 
 

@@ -15,8 +15,9 @@ import datetime as dt
 import logging
 import random
 import zoneinfo
-from typing import Protocol
+from typing import Any, Protocol
 
+from . import qr
 from .clock import now as _now
 from .config import DEFAULT_TIMEZONE
 from .privacy import PrivacyDesk
@@ -65,6 +66,7 @@ class SurveyHook(Protocol):
     def start_hint(self) -> str: ...
 
     def might_claim(self, openid: str, text: str) -> bool: ...
+    def get(self, survey_id: str) -> Any: ...
 
     async def handle_text(self, db: Db, message: Message, text: str) -> Reply | None: ...
 
@@ -211,6 +213,14 @@ class Bot:
 
     async def _event(self, book: ReplyBook, message: Message) -> Reply:
         event = message.event
+        scene = qr.scene_of(message) if self.surveys is not None else ""
+        if scene and self.surveys is not None:
+            # One of our QR codes (service.qr): its survey starts; for subscribe, welcomed first.
+            started = await qr.start_from_scene(self.db, self.surveys, message, scene)
+            if started is not None and started.kind == "text":
+                if event == "scan":
+                    return started
+                return Reply.text(WELCOME_TEXT + "\n" + started.content)
         if event in ("subscribe", "subscribe_scan"):
             return self.welcome(book)
         if event == "click" and message.event_key:

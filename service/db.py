@@ -43,6 +43,7 @@ STORE_MODULES = [
     "service.store.replies",
     "service.store.tokens",
     "service.store.privacy",
+    "service.store.qr_codes",
 ]
 
 
@@ -128,13 +129,15 @@ async def open_database(
     attach: bool = True,
     counter: CommandCounter | None = None,
     indexes: bool = True,
+    **client_options: Any,
 ) -> AsyncIterator[tuple[AsyncMongoClient[dict[str, Any]], Db]]:
     """Connect (to ``MONGODB_URI``, or the embedded server under ``DATA_DIR``) and ensure indexes
     (unless ``indexes`` is false: ``serve`` creates them itself, tolerating an outage).
 
     Embedded: with ``attach`` (command-line tools) a server already started by a running
     ``serve`` on the same ``DATA_DIR`` is used; otherwise (or when none runs) this process starts
-    one and stops it on exit.
+    one and stops it on exit. ``client_options`` go to the client (e.g. a batch tool's longer
+    ``socketTimeoutMS``).
     """
     embedded: EmbeddedDatabase | None = None
     uri = settings.mongodb_uri
@@ -148,7 +151,7 @@ async def open_database(
         else:
             log.info("using the embedded database of the running service (%s)", storage)
             uri = attached
-    client, db = connect(settings, uri, counter=counter)
+    client, db = connect(settings, uri, counter=counter, **client_options)
     try:
         if indexes:
             await ensure_indexes(db)

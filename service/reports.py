@@ -10,32 +10,44 @@ together per page:
 - ``survey_report``: all the charts of one survey;
 - ``progress``: where each user of a page is in every survey (the one progress shape);
 - ``wipe_test``: delete the simulator's survey sessions;
+- ``parse_filters``: the survey page's filters from its query arguments (every mistake listed);
+- ``crosstab``: two questions crossed, counts with row/column percentages and totals;
+- ``text_answers``: a page of one text question's answers, searchable;
 - ``csv_header`` / ``csv_rows``: the export, one row per user, cells safe for Excel.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import math
+import zoneinfo
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.store import dashboard as dashboard_store
 from service.store import surveys as store
+from service.store.surveys import Filters
 from service.surveys import Survey
 
 __all__ = [
+    "FilterError",
+    "Filters",
     "answers",
+    "crosstab",
     "csv_cell",
     "csv_header",
     "csv_rows",
     "definitions",
     "find",
+    "parse_filters",
     "progress",
     "progress_entry",
     "survey_list",
     "survey_report",
+    "text_answers",
     "titles",
     "totals",
     "trends",
@@ -106,6 +118,7 @@ async def survey_report(
     timezone: str = "Asia/Shanghai",
     version: int | None = None,
     history: Sequence[Survey] = (),
+    filters: Filters | None = None,
 ) -> dict[str, Any]:
     """Per-question counts, scores (with their range and average), bands, funnel, completions
     per day in ``timezone``.
@@ -115,7 +128,8 @@ async def survey_report(
     questions (``LookupError`` if there is no such version). Without, it counts all versions
     together by question id, with the newest questions; a question whose options changed
     between versions is counted over the versions where it is as in the newest only, and says
-    so (``"versions": [1, 3]``) — the per-version reports show the others.
+    so (``"versions": [1, 3]``) — the per-version reports show the others. ``filters`` (the
+    page's, ``parse_filters``) narrow every number of the report alike.
     """
     definition = survey
     versions: list[int] | None = None
@@ -126,12 +140,17 @@ async def survey_report(
                 raise LookupError(version)
             found = survey
         definition, versions = found, [version]
-    kw: dict[str, Any] = {"include_test_users": include_test, "versions": versions}
-    scores = await store.score_distribution(db, definition, **kw)
+    kw: dict[str, Any] = {
+        "include_test_users": include_test,
+        "versions": versions,
+        "filters": filters,
+    }
+    numbers = await store.report_numbers(db, definition, timezone=timezone, **kw)
+    scores = numbers["scores"]
     scored = sum(row["count"] for row in scores)
     points = sum(row["score"] * row["count"] for row in scores)
     low, high = definition.score_range() if definition.scored else (0, 0)
-    questions = await store.option_counts(db, definition, **kw)
+    questions = numbers["questions"]
     if version is None and len(history) > 1:
         questions = await _questions_across_versions(db, definition, history, questions, kw)
     return {
@@ -140,13 +159,15 @@ async def survey_report(
         "versions": [
             {"version": v.version, "title": v.title, "questions": v.total} for v in history
         ],
+        "filters": describe_filters(filters),
         "questions": questions,
         "scores": scores,
         "score_range": [low, high],
         "average_score": round(points / scored, 2) if scored else None,
-        "bands": await store.band_counts(db, definition, **kw),
-        "funnel": await store.funnel(db, definition, **kw),
-        "completions": await store.completions_over_time(db, definition, timezone=timezone, **kw),
+        "bands": numbers["bands"],
+        "channels": numbers["channels"],
+        "funnel": numbers["funnel"],
+        "completions": numbers["completions"],
     }
 
 
@@ -180,6 +201,266 @@ async def _questions_across_versions(
             if entry["id"] in ids:
                 by_id[entry["id"]] = {**entry, "versions": list(group)}
     return [by_id[entry["id"]] for entry in questions]
+
+
+class FilterError(ValueError):
+    """The survey page's filters had mistakes; ``errors`` lists every one."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def _local_midnight(day: dt.date, tz: zoneinfo.ZoneInfo) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tz).astimezone(dt.UTC)
+
+
+def parse_filters(
+    survey: Survey, get: Callable[[str], str], *, timezone: str = "Asia/Shanghai"
+) -> Filters:
+    """The filters of the survey page, its exports and the CLI from their arguments.
+
+    ``get(name)`` returns an argument's text ("" when absent): ``channel``, ``state`` (one of
+    ``store.STATES``), ``from`` and ``to`` (dates ``YYYY-MM-DD``, both included, in
+    ``timezone``, on the session's start), ``band`` (a band id of the survey), ``answered``
+    (``QID:N``, several joined by ``,``: chose option N of question QID). Raises
+    ``FilterError`` with every mistake.
+    """
+    errors: list[str] = []
+    tz = zoneinfo.ZoneInfo(timezone)
+    channel = get("channel").strip() or None
+    if channel is not None and len(channel.encode()) > 64:
+        errors.append("channel: at most 64 bytes")
+    state = get("state").strip() or None
+    if state is not None and state not in store.STATES:
+        errors.append(f"state: one of {', '.join(store.STATES)}")
+    bounds: dict[str, dt.datetime | None] = {"from": None, "to": None}
+    days: dict[str, dt.date] = {}
+    for name in bounds:
+        raw = get(name).strip()
+        if not raw:
+            continue
+        try:
+            days[name] = dt.date.fromisoformat(raw)
+        except ValueError:
+            errors.append(f"{name}: a date YYYY-MM-DD")
+    if "from" in days:
+        bounds["from"] = _local_midnight(days["from"], tz)
+    if "to" in days:
+        bounds["to"] = _local_midnight(days["to"] + dt.timedelta(days=1), tz)
+    if "from" in days and "to" in days and days["from"] > days["to"]:
+        errors.append("from: after to")
+    band = get("band").strip() or None
+    if band is not None and band not in {b.id for b in survey.bands}:
+        errors.append(f"band: no band {band!r} in this survey")
+    answered: list[tuple[str, int]] = []
+    for part in filter(None, (p.strip() for p in get("answered").split(","))):
+        qid, _, number = part.rpartition(":")
+        question = survey.question(qid) if qid else None
+        if question is None or question.kind not in ("single", "multiple", "rating"):
+            errors.append(f"answered: {part!r} is not QUESTION:OPTION of a choice or rating")
+            continue
+        if not number.isdigit() or len(number) > 6:
+            errors.append(f"answered: {part!r} needs an option number")
+            continue
+        value = int(number)
+        low, high = (
+            (1, len(question.options))
+            if question.kind != "rating"
+            else (question.scale_min, question.scale_max)
+        )
+        if not low <= value <= high:
+            errors.append(f"answered: {qid} has no option {value}")
+            continue
+        answered.append((qid, value))
+    if errors:
+        raise FilterError(errors)
+    return Filters(
+        channel=channel,
+        state=state,
+        started_from=bounds["from"],
+        started_before=bounds["to"],
+        band=band,
+        answered=tuple(answered),
+    )
+
+
+def describe_filters(filters: Filters | None) -> dict[str, Any]:
+    """The filters as JSON-ready data (what the page shows it counted)."""
+    if filters is None:
+        return {}
+    out = {k: v for k, v in dataclasses.asdict(filters).items() if v not in (None, (), [])}
+    if "answered" in out:
+        out["answered"] = [f"{q}:{n}" for q, n in filters.answered]
+    return out
+
+
+def _axis(question: Any, values: Iterable[Any]) -> tuple[list[dict[str, Any]], Callable[..., Any]]:
+    """The categories of one side of a cross-tab and a function from a stored code to one.
+
+    Choice questions: every option (``value`` its number); ratings: every value of the scale;
+    numbers: up to 6 equal bins over the answers' range (the question's bounds when set)."""
+    if question.kind in ("single", "multiple"):
+        cats = [{"value": i, "label": o.label} for i, o in enumerate(question.options, 1)]
+        return cats, lambda code: code
+    if question.kind == "rating":
+        cats = [
+            {"value": v, "label": str(v)} for v in range(question.scale_min, question.scale_max + 1)
+        ]
+        return cats, lambda code: code
+    numbers = [float(v) for v in values if isinstance(v, int | float)]
+    if not numbers:
+        return [], lambda code: None
+    low = question.min_value if question.min_value is not None else min(numbers)
+    high = question.max_value if question.max_value is not None else max(numbers)
+    low, high = min(low, min(numbers)), max(high, max(numbers))
+    count = 6 if high > low else 1
+    width = (high - low) / count if high > low else 1.0
+    if question.integer or all(n.is_integer() for n in numbers):
+        width = max(1.0, math.ceil(width))
+        count = max(1, math.ceil((high - low + 1) / width))
+    edges = [low + i * width for i in range(count + 1)]
+
+    def fmt(x: float) -> str:
+        return f"{x:g}"
+
+    def label(i: int) -> str:
+        a, b = edges[i], edges[i + 1]
+        if question.integer or all(n.is_integer() for n in numbers):
+            return f"{fmt(a)}–{fmt(b - 1)}" if b - 1 > a else fmt(a)
+        return f"{fmt(a)}–{fmt(b)}"
+
+    cats = [{"value": i + 1, "label": label(i)} for i in range(count)]
+
+    def bin_of(code: Any) -> int | None:
+        if not isinstance(code, int | float):
+            return None
+        i = int((float(code) - low) // width) if width else 0
+        return min(max(i, 0), count - 1) + 1
+
+    return cats, bin_of
+
+
+async def crosstab(
+    db: Db,
+    survey: Survey,
+    row_question: str,
+    column_question: str,
+    *,
+    include_test: bool = False,
+    versions: Sequence[int] | None = None,
+    filters: Filters | None = None,
+) -> dict[str, Any]:
+    """Two questions crossed (``LookupError`` for an unknown or text question)::
+
+        {"rows": {"id", "title", "categories": [{"value", "label"}]}, "columns": {...},
+         "counts": [[n, ...], ...],          # counts[i][j]: row category i, column category j
+         "row_totals": [...], "column_totals": [...], "total": n,
+         "row_percent": [[...]], "column_percent": [[...]],   # 0-100, one decimal
+         "respondents": n}                   # sessions that answered both
+
+    Multiple choice counts once per option chosen (totals are of answers, not people).
+    """
+    questions = []
+    for qid in (row_question, column_question):
+        question = survey.question(qid)
+        if question is None or question.kind == "text":
+            raise LookupError(qid)
+        questions.append(question)
+    raw = await store.crosstab_counts(
+        db,
+        survey,
+        row_question,
+        column_question,
+        include_test_users=include_test,
+        versions=versions,
+        filters=filters,
+    )
+    row_cats, row_of = _axis(questions[0], [c["a"] for c in raw["cells"]])
+    col_cats, col_of = _axis(questions[1], [c["b"] for c in raw["cells"]])
+    row_index = {c["value"]: i for i, c in enumerate(row_cats)}
+    col_index = {c["value"]: i for i, c in enumerate(col_cats)}
+    counts = [[0] * len(col_cats) for _ in row_cats]
+    for cell in raw["cells"]:
+        i = row_index.get(row_of(cell["a"]))
+        j = col_index.get(col_of(cell["b"]))
+        if i is not None and j is not None:
+            counts[i][j] += cell["n"]
+    row_totals = [sum(r) for r in counts]
+    column_totals = [sum(counts[i][j] for i in range(len(row_cats))) for j in range(len(col_cats))]
+
+    def pct(n: int, d: int) -> float:
+        return round(100 * n / d, 1) if d else 0.0
+
+    return {
+        "rows": {"id": questions[0].id, "title": questions[0].text, "categories": row_cats},
+        "columns": {"id": questions[1].id, "title": questions[1].text, "categories": col_cats},
+        "counts": counts,
+        "row_totals": row_totals,
+        "column_totals": column_totals,
+        "total": sum(row_totals),
+        "row_percent": [[pct(n, row_totals[i]) for n in r] for i, r in enumerate(counts)],
+        "column_percent": [[pct(n, column_totals[j]) for j, n in enumerate(r)] for r in counts],
+        "respondents": raw["respondents"],
+    }
+
+
+def crosstab_table(table: Mapping[str, Any]) -> list[list[str]]:
+    """A cross-tab as rows of cells for CSV: the counts with totals, then the row and column
+    percentages, each block headed by the column categories."""
+    cols = [c["label"] for c in table["columns"]["categories"]]
+    rows = [c["label"] for c in table["rows"]["categories"]]
+    head = f"{table['rows']['title']} \\ {table['columns']['title']}"
+    out: list[list[str]] = [[head, *cols, "合计 total"]]
+    for label, counts, total in zip(rows, table["counts"], table["row_totals"], strict=True):
+        out.append([label, *map(str, counts), str(total)])
+    out.append(["合计 total", *map(str, table["column_totals"]), str(table["total"])])
+    for name, key in (("行 % row %", "row_percent"), ("列 % column %", "column_percent")):
+        out.append([])
+        out.append([name, *cols])
+        for label, values in zip(rows, table[key], strict=True):
+            out.append([label, *(f"{v:.1f}" for v in values)])
+    return [[csv_cell(cell) for cell in row] for row in out]
+
+
+async def text_answers(
+    db: Db,
+    survey: Survey,
+    question_id: str,
+    *,
+    search: str = "",
+    page: int = 1,
+    per_page: int = 20,
+    include_test: bool = False,
+    versions: Sequence[int] | None = None,
+    filters: Filters | None = None,
+) -> dict[str, Any]:
+    """One page (1-based) of a text question's answers: ``{"question", "total", "page",
+    "pages", "per_page", "items"}`` (``LookupError`` for an unknown or non-text question)."""
+    question = survey.question(question_id)
+    if question is None or question.kind != "text":
+        raise LookupError(question_id)
+    page = max(1, page)
+    found = await store.text_answers(
+        db,
+        survey,
+        question_id,
+        search=search,
+        skip=(page - 1) * per_page,
+        limit=per_page,
+        include_test_users=include_test,
+        versions=versions,
+        filters=filters,
+    )
+    return {
+        "question": {"id": question.id, "title": question.text},
+        "search": search,
+        "total": found["total"],
+        "page": page,
+        "per_page": per_page,
+        "pages": max(1, math.ceil(found["total"] / per_page)),
+        "items": found["items"],
+    }
 
 
 def progress_entry(survey: Survey, doc: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -327,12 +608,23 @@ def csv_header(survey: Survey) -> list[str]:
 
 
 async def csv_rows(
-    db: Db, survey: Survey, *, include_test: bool = False, finished_only: bool = False
+    db: Db,
+    survey: Survey,
+    *,
+    include_test: bool = False,
+    finished_only: bool = False,
+    filters: Filters | None = None,
+    versions: Sequence[int] | None = None,
 ) -> AsyncIterator[list[str]]:
     """The export's rows after ``csv_header``, one per user, streamed; every cell a string."""
     keys = [key for key, _ in store.response_columns(survey)]
     async for row in store.iter_responses(
-        db, survey, include_test_users=include_test, finished_only=finished_only
+        db,
+        survey,
+        include_test_users=include_test,
+        finished_only=finished_only,
+        filters=filters,
+        versions=versions,
     ):
         yield [csv_cell(row.get(key, "")) for key in keys]
 

@@ -451,6 +451,42 @@ class WeChatAPI:
         )
         return result
 
+    async def create_qrcode(
+        self, scene: str, *, expire_seconds: int | None = None
+    ) -> dict[str, Any]:
+        """A parametric QR code for ``scene`` (``qrcode/create``): permanent
+        (``QR_LIMIT_STR_SCENE``) without ``expire_seconds``, else temporary (``QR_STR_SCENE``,
+        60 s to 30 days). Returns WeChat's answer: ``ticket``, ``url``, ``expire_seconds``."""
+        data: dict[str, Any] = {"action_info": {"scene": {"scene_str": scene}}}
+        if expire_seconds is None:
+            data["action_name"] = "QR_LIMIT_STR_SCENE"
+        else:
+            data["action_name"] = "QR_STR_SCENE"
+            data["expire_seconds"] = int(expire_seconds)
+        # Not idempotent: a retry after an uncertain send would make a second code (harmless but
+        # permanent codes are limited to 100,000 per account).
+        result: dict[str, Any] = await self._call(
+            "qrcode/create", lambda c: c.qrcode.create(data), idempotent=False
+        )
+        if not isinstance(result, dict) or not result.get("ticket"):
+            raise WeChatAPIError(None, f"no ticket in the answer: {result!r}", api="qrcode/create")
+        return result
+
+    async def qrcode_image(self, ticket: str) -> bytes:
+        """The PNG of a QR code (``showqrcode?ticket=``, through the configured API base; on
+        WeChat itself it is served by mp.weixin.qq.com, which the base then names)."""
+        url = f"{self.base_url}/cgi-bin/showqrcode"
+
+        def fetch(_client: _Client) -> bytes:
+            http: requests.Session = _client._http  # wechatpy's own requests.Session
+            response = http.get(url, params={"ticket": ticket}, timeout=self.timeout)
+            response.raise_for_status()
+            if not response.content.startswith(b"\x89PNG"):
+                raise WeChatAPIError(None, "showqrcode did not answer a PNG", api="showqrcode")
+            return bytes(response.content)
+
+        return await self._with_retries("showqrcode", fetch, token=None, idempotent=True)
+
     async def close(self) -> None:
         """Stop the worker threads and close their HTTP sessions (idempotent)."""
         self._closed = True

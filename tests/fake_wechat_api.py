@@ -14,6 +14,7 @@ It emulates the four calls the service makes, closely enough that wechatpy's cli
 Permanent material (``add_material``) is kept in ``materials``; a customer-service message naming
 a media_id the fake never issued is refused with 40007 (invalid media_id), as WeChat does.
 ``fail_next(path, 45009)`` is the daily quota running out.
+- ``POST /cgi-bin/qrcode/create``, ``GET /cgi-bin/showqrcode?ticket=..`` (parametric QR codes)
 
 Like WeChat it answers every error with HTTP 200 and ``{"errcode": .., "errmsg": ..}``; access
 tokens it did not issue (or revoked with :meth:`FakeWeChatAPI.revoke_tokens`) get 40001.
@@ -121,6 +122,7 @@ class FakeWeChatAPI:
         self._delays: dict[str, list[float]] = {}
         self._standing_delays: dict[str, float] = {}
         self._media_ids = itertools.count(1)
+        self.qrcodes: dict[str, dict[str, Any]] = {}  # ticket -> the qrcode/create request
 
     # -- controls -------------------------------------------------------------------------------
 
@@ -176,6 +178,7 @@ class FakeWeChatAPI:
                 (r"/cgi-bin/menu/get", _MenuGetHandler, {"fake": self}),
                 (r"/cgi-bin/material/batchget_material", _BatchGetHandler, {"fake": self}),
                 (r"/cgi-bin/material/get_materialcount", _MaterialCountHandler, {"fake": self}),
+                *qr_routes(self),
             ],
             log_function=lambda handler: None,
         )
@@ -421,3 +424,88 @@ class _MaterialCountHandler(_Handler):
             if material["type"] in count:
                 count[material["type"]] += 1
         return {f"{kind}_count": n for kind, n in count.items()}
+
+
+# -- parametric QR codes (reach12): qrcode/create and showqrcode ------------------------------
+# POST /cgi-bin/qrcode/create?access_token=..  {"action_name": "QR_LIMIT_STR_SCENE" |
+#   "QR_STR_SCENE", "expire_seconds": n (temporary only, at most 2592000), "action_info":
+#   {"scene": {"scene_str": "..."}}}  ->  {"ticket", "expire_seconds"?, "url"}
+# GET  /cgi-bin/showqrcode?ticket=..  -> the PNG (WeChat serves it from mp.weixin.qq.com)
+# A real PNG: 1x1 white pixel, the same bytes every time, distinct per ticket in a tEXt chunk.
+
+QR_ACTIONS = {"QR_SCENE", "QR_STR_SCENE", "QR_LIMIT_SCENE", "QR_LIMIT_STR_SCENE"}
+_PNG_HEAD = bytes.fromhex("89504e470d0a1a0a")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import zlib
+
+    body = kind + data
+    return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def fake_png(text: str) -> bytes:
+    """A valid 1x1 PNG carrying ``text`` (the ticket) in a tEXt chunk."""
+    import zlib
+
+    ihdr = (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])  # 1x1, 8-bit greyscale
+    pixels = zlib.compress(b"\x00\xff")
+    return (
+        _PNG_HEAD
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"tEXt", b"ticket\x00" + text.encode())
+        + _png_chunk(b"IDAT", pixels)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+class _QrCreateHandler(_Handler):
+    def answer(self, call: Call) -> dict[str, Any]:
+        data = self.json_body()
+        if not isinstance(data, dict) or data.get("action_name") not in QR_ACTIONS:
+            return _error(40097, "invalid args")
+        scene = ((data.get("action_info") or {}).get("scene")) or {}
+        name = str(data["action_name"])
+        if "STR" in name:
+            text = scene.get("scene_str")
+            if not isinstance(text, str) or not 1 <= len(text.encode()) <= 64:
+                return _error(40097, "invalid args: scene_str")
+        temporary = "LIMIT" not in name
+        expire = data.get("expire_seconds", 60)
+        if temporary and (not isinstance(expire, int) or not 60 <= expire <= 2592000):
+            return _error(40097, "invalid args: expire_seconds")
+        ticket = "gQ" + secrets.token_urlsafe(24)
+        self.fake.qrcodes[ticket] = data
+        answer: dict[str, Any] = {"ticket": ticket, "url": f"http://weixin.qq.com/q/{ticket[:20]}"}
+        if temporary:
+            answer["expire_seconds"] = expire
+        return answer
+
+
+class _ShowQrHandler(_Handler):
+    needs_token = False
+
+    async def get(self) -> None:
+        ticket = self.get_query_argument("ticket", "")
+        self.fake.calls.append(
+            Call(
+                method="GET",
+                path=self.request.path,
+                query={"ticket": ticket},
+                body=b"",
+                at=time.time(),
+            )
+        )
+        if ticket not in self.fake.qrcodes:
+            self.set_status(404)
+            self.finish("<html>not found</html>")
+            return
+        self.set_header("Content-Type", "image/png")
+        self.finish(fake_png(ticket))
+
+
+def qr_routes(fake: FakeWeChatAPI) -> list[Any]:
+    return [
+        (r"/cgi-bin/qrcode/create", _QrCreateHandler, {"fake": fake}),
+        (r"/cgi-bin/showqrcode", _ShowQrHandler, {"fake": fake}),
+    ]

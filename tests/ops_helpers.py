@@ -80,6 +80,9 @@ class SlowSurvey:
     def might_claim(self, openid: str, text: str) -> bool:
         return text == self.TRIGGER
 
+    def get(self, survey_id: str) -> Any:
+        return None
+
     async def handle_text(self, db: Any, message: Message, text: str) -> Reply | None:
         if text != self.TRIGGER:
             return None

@@ -224,7 +224,24 @@ def test_owner_logs_in_chats_in_the_simulator_and_sees_live_traffic_and_charts(
         wait_for(driver, lambda d, c=chart: d.execute_script(CANVAS_PIXELS, c) > 0)
     first_question = driver.find_element(By.CSS_SELECTOR, "#questions .card")
     assert "最近一个月" in first_question.text
+    # The cross-tab of the first two questions: the simulator's answers 2 × 3, with totals.
+    table = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#crosstab-table tbody tr"))
+    assert len(table) == 4 + 1  # four options of question 1, then the totals
+    assert table[1].find_elements(By.TAG_NAME, "td")[2].text == "1"
+    wait_for(driver, lambda d: d.execute_script(CANVAS_PIXELS, "#chart-crosstab") > 0)
     shot(driver, "05-survey")
+    # A filter narrows every number: "answered option 1 to question 1" leaves nobody.
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element(By.NAME, "answered")).select_by_value("bedtime:1")
+    driver.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, '[data-stat="started"]').text == "0")
+    assert "answered=bedtime%3A1" in driver.current_url
+    assert "answered=bedtime%3A1" in driver.find_element(By.ID, "export").get_attribute("href")
+    Select(driver.find_element(By.NAME, "answered")).select_by_value("bedtime:2")
+    driver.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, '[data-stat="started"]').text == "1")
+    shot(driver, "05b-survey-filtered")
 
     # Users list shows the progress; English works in the browser too.
     driver.get(server + "/dashboard/users?lang=en")
@@ -299,7 +316,7 @@ const lang = document.documentElement.lang;
 const allowed = new RegExp([
   "\\b(URL|Token|EncodingAESKey|AppID|AppSecret|WECHAT_[A-Z_]+|access_token|CSV|openid|IP",
   "|nginx|HTTPS?|XML|(?<=\\/)wechat|sim-[\\w-]*|deploy\\/menu\\.example\\.yaml|ms|Q\\d+",
-  "|YAML|media_id|key|[KM]B|bmp|png|jpe?g|gif|amr|mp3|mp4",
+  "|YAML|Excel|media_id|key|[KM]B|bmp|png|jpe?g|gif|amr|mp3|mp4",
   "|v?\\d+(\\.\\d+)*)\\b",
 ].join(""), "g");
 const skip = "script, style, code, pre, [data-content], [lang]:not(html), [hidden]";

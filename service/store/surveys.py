@@ -33,7 +33,9 @@ none recorded means version 1), all by default.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -50,10 +52,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLLECTION",
+    "NO_FILTERS",
+    "STATES",
+    "Filters",
     "SessionReader",
     "SessionWriter",
     "band_counts",
+    "channel_counts",
     "completions_over_time",
+    "crosstab_counts",
     "delete_test_data",
     "ensure_indexes",
     "funnel",
@@ -61,10 +68,14 @@ __all__ = [
     "in_progress_by_version",
     "insert_session",
     "iter_responses",
+    "iter_sessions",
     "option_counts",
+    "report_numbers",
     "response_columns",
     "score_distribution",
     "session_id",
+    "set_channel",
+    "text_answers",
     "update_session",
     "user_sessions",
 ]
@@ -88,6 +99,12 @@ async def ensure_indexes(db: Db) -> None:
         [("survey", ASCENDING), ("started_at", ASCENDING)], name="survey_started"
     )  # the export's order
     await coll.create_index("test_user", name="test_user")
+    # The survey page's filters (service.reports.parse_filters) that narrow most.
+    await coll.create_index(
+        [("survey", ASCENDING), ("channel", ASCENDING), ("state", ASCENDING)],
+        name="survey_channel_state",
+    )
+    await coll.create_index([("survey", ASCENDING), ("answers.q", ASCENDING)], name="survey_answer")
 
 
 def session_id(survey_id: str, openid: str) -> str:
@@ -274,6 +291,14 @@ class SessionWriter:
         return results
 
 
+async def set_channel(db: Db, survey_id: str, openid: str, channel: str) -> None:
+    """Record the QR channel a session came from; a channel already there is kept."""
+    await db[COLLECTION].update_one(
+        {"_id": session_id(survey_id, openid), "channel": {"$exists": False}},
+        {"$set": {"channel": channel}},
+    )
+
+
 # -- aggregates for the dashboard ----------------------------------------------------------------
 async def in_progress_by_version(
     db: Db, survey_id: str | None = None
@@ -300,17 +325,76 @@ async def in_progress_by_version(
 Versions = Sequence[int] | None
 
 
+STATES = ("finished", "in_progress", "paused", "screened_out", "quota_full", "expired")
+
+
+@dataclasses.dataclass(frozen=True)
+class Filters:
+    """Which sessions the survey page, its cross-tab, free-text list and exports count.
+
+    Every field is optional (``None``/empty: no condition), all of them together (AND):
+    ``channel`` (the QR channel recorded on the session), ``state`` (one of ``STATES``;
+    ``in_progress`` includes the paused ones, ``paused`` only those), ``started_from`` /
+    ``started_before`` (UTC instants; ``reports.parse_filters`` turns local dates in TIMEZONE
+    into them), ``band`` (the result band's id), ``answered`` (``(question id, option number)``
+    pairs: sessions whose answer to that question chose that option; for a rating, the value).
+    """
+
+    channel: str | None = None
+    state: str | None = None
+    started_from: dt.datetime | None = None
+    started_before: dt.datetime | None = None
+    band: str | None = None
+    answered: tuple[tuple[str, int], ...] = ()
+
+    def conditions(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self.channel:
+            out.append({"channel": self.channel})
+        if self.state == "paused":
+            out.append({"state": "in_progress", "paused": True})
+        elif self.state:
+            out.append({"state": self.state})
+        started: dict[str, Any] = {}
+        if self.started_from is not None:
+            started["$gte"] = self.started_from
+        if self.started_before is not None:
+            started["$lt"] = self.started_before
+        if started:
+            out.append({"started_at": started})
+        if self.band:
+            out.append({"result.band": self.band})
+        for question, option in self.answered:
+            out.append({"answers": {"$elemMatch": {"q": question, "choices": option}}})
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.conditions())
+
+
+NO_FILTERS = Filters()
+
+
 def _match(
-    survey: Survey, include_test_users: bool, versions: Versions = None, **extra: Any
+    survey: Survey,
+    include_test_users: bool,
+    versions: Versions = None,
+    filters: Filters | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """``versions``: only the sessions started on these versions of the survey (``None``: all);
-    sessions started before versions existed (no ``sv``) are version 1's."""
+    sessions started before versions existed (no ``sv``) are version 1's. ``filters``: the
+    page's filters, ANDed with ``extra`` (a filter on ``state`` and an aggregate's own
+    ``state="finished"`` both hold)."""
     match: dict[str, Any] = {"survey": survey.id, **extra}
     if not include_test_users:
         match["test_user"] = {"$ne": True}
     if versions is not None:
         wanted = sorted(set(versions))
         match["sv"] = {"$in": [*wanted, None]} if 1 in wanted else {"$in": wanted}
+    conditions = filters.conditions() if filters is not None else []
+    if conditions:
+        match = {"$and": [match, *conditions]}
     return match
 
 
@@ -319,55 +403,50 @@ async def _aggregate(db: Db, pipeline: list[dict[str, Any]]) -> list[dict[str, A
     return await cursor.to_list()
 
 
-async def option_counts(
-    db: Db,
-    survey: Survey,
-    *,
-    include_test_users: bool = False,
-    finished_only: bool = False,
-    versions: Versions = None,
-) -> list[dict[str, Any]]:
-    """How often each option was chosen, per question (current attempts; all or finished only).
+# -- the report's numbers: each a few stages and a shaping function, run alone or together --
+_FINISHED = {"$match": {"state": "finished"}}
+# What the report reads of a session; the rest (recent, history, answer labels) stays behind.
+_REPORT_FIELDS = {
+    "state": 1,
+    "paused": 1,
+    "current": 1,
+    "score": 1,
+    "result.band": 1,
+    "channel": 1,
+    "finished_at": 1,
+    "answers.q": 1,
+    "answers.value": 1,
+    "answers.choices": 1,
+}
 
-    Returns one entry per question, in survey order::
 
-        {"id": "bedtime", "position": 1, "title": "...", "kind": "single", "answered": 12,
-         "options": [{"value": 1, "label": "...", "count": 5}, ...],   # single/multiple/rating
-         "stats": {"count": 3, "avg": 7.5, "min": 6, "max": 9}}       # number questions only
-
-    Options never chosen are listed with ``count: 0``; for multiple choice the counts add up to
-    more than ``answered``. Rating questions list every value of the scale.
-    """
-    extra = {"state": "finished"} if finished_only else {}
-    base: list[dict[str, Any]] = [
-        {"$match": _match(survey, include_test_users, versions, **extra)},
-        {"$project": {"answers": 1}},
+def _per_question_stages() -> list[dict[str, Any]]:
+    return [
         {"$unwind": "$answers"},
+        {
+            "$group": {
+                "_id": "$answers.q",
+                "answered": {"$sum": 1},
+                "avg": {"$avg": "$answers.value"},
+                "min": {"$min": "$answers.value"},
+                "max": {"$max": "$answers.value"},
+            }
+        },
     ]
-    per_question = await _aggregate(
-        db,
-        [
-            *base,
-            {
-                "$group": {
-                    "_id": "$answers.q",
-                    "answered": {"$sum": 1},
-                    "avg": {"$avg": "$answers.value"},
-                    "min": {"$min": "$answers.value"},
-                    "max": {"$max": "$answers.value"},
-                }
-            },
-        ],
-    )
-    per_choice = await _aggregate(
-        db,
-        [
-            *base,
-            {"$match": {"answers.choices": {"$exists": True}}},
-            {"$unwind": "$answers.choices"},
-            {"$group": {"_id": {"q": "$answers.q", "c": "$answers.choices"}, "n": {"$sum": 1}}},
-        ],
-    )
+
+
+def _per_choice_stages() -> list[dict[str, Any]]:
+    return [
+        {"$unwind": "$answers"},
+        {"$match": {"answers.choices": {"$exists": True}}},
+        {"$unwind": "$answers.choices"},
+        {"$group": {"_id": {"q": "$answers.q", "c": "$answers.choices"}, "n": {"$sum": 1}}},
+    ]
+
+
+def _shape_options(
+    survey: Survey, per_question: list[dict[str, Any]], per_choice: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     answered = {row["_id"]: row for row in per_question}
     counts: dict[tuple[str, int], int] = {
         (row["_id"]["q"], int(row["_id"]["c"])): int(row["n"]) for row in per_choice
@@ -404,44 +483,67 @@ async def option_counts(
     return out
 
 
+async def option_counts(
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    finished_only: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
+) -> list[dict[str, Any]]:
+    """How often each option was chosen, per question (current attempts; all or finished only).
+
+    Returns one entry per question, in survey order::
+
+        {"id": "bedtime", "position": 1, "title": "...", "kind": "single", "answered": 12,
+         "options": [{"value": 1, "label": "...", "count": 5}, ...],   # single/multiple/rating
+         "stats": {"count": 3, "avg": 7.5, "min": 6, "max": 9}}       # number questions only
+
+    Options never chosen are listed with ``count: 0``; for multiple choice the counts add up to
+    more than ``answered``. Rating questions list every value of the scale.
+    """
+    extra = {"state": "finished"} if finished_only else {}
+    base: list[dict[str, Any]] = [
+        {"$match": _match(survey, include_test_users, versions, filters, **extra)},
+        {"$project": {"answers": 1}},
+    ]
+    per_question = await _aggregate(db, [*base, *_per_question_stages()])
+    per_choice = await _aggregate(db, [*base, *_per_choice_stages()])
+    return _shape_options(survey, per_question, per_choice)
+
+
+def _score_stages() -> list[dict[str, Any]]:
+    return [_FINISHED, {"$group": {"_id": "$score", "count": {"$sum": 1}}}, {"$sort": {"_id": 1}}]
+
+
+def _shape_scores(rows: list[dict[str, Any]]) -> list[dict[str, int]]:
+    rows = sorted((r for r in rows if r["_id"] is not None), key=lambda r: r["_id"])
+    return [{"score": row["_id"], "count": int(row["count"])} for row in rows]
+
+
 async def score_distribution(
-    db: Db, survey: Survey, *, include_test_users: bool = False, versions: Versions = None
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
 ) -> list[dict[str, int]]:
     """Finished attempts per total score: ``[{"score": 7, "count": 3}, ...]``, by score.
 
     Only scores that occurred are listed (the dashboard fills the axis from
     ``survey.score_range()`` if it wants every value).
     """
-    rows = await _aggregate(
-        db,
-        [
-            {"$match": _match(survey, include_test_users, versions, state="finished")},
-            {"$group": {"_id": "$score", "count": {"$sum": 1}}},
-            {"$sort": {"_id": 1}},
-        ],
-    )
-    return [
-        {"score": row["_id"], "count": int(row["count"])} for row in rows if row["_id"] is not None
-    ]
+    match = {"$match": _match(survey, include_test_users, versions, filters)}
+    return _shape_scores(await _aggregate(db, [match, *_score_stages()]))
 
 
-async def band_counts(
-    db: Db, survey: Survey, *, include_test_users: bool = False, versions: Versions = None
-) -> list[dict[str, Any]]:
-    """Finished attempts per result band, in the survey's band order, zeros included::
+def _band_stages() -> list[dict[str, Any]]:
+    return [_FINISHED, {"$group": {"_id": "$result.band", "count": {"$sum": 1}}}]
 
-        [{"band": "light", "title": "轻度熬夜", "min": 7, "max": 13, "count": 4}, ...]
 
-    A finished attempt whose band no longer exists in the definition is counted under
-    ``{"band": None, "title": "其他"}`` (listed only when non-zero).
-    """
-    rows = await _aggregate(
-        db,
-        [
-            {"$match": _match(survey, include_test_users, versions, state="finished")},
-            {"$group": {"_id": "$result.band", "count": {"$sum": 1}}},
-        ],
-    )
+def _shape_bands(survey: Survey, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     counts = {row["_id"]: int(row["count"]) for row in rows}
     out: list[dict[str, Any]] = [
         {"band": b.id, "title": b.title, "min": b.low, "max": b.high, "count": counts.pop(b.id, 0)}
@@ -453,45 +555,41 @@ async def band_counts(
     return out
 
 
-async def funnel(
-    db: Db, survey: Survey, *, include_test_users: bool = False, versions: Versions = None
-) -> dict[str, Any]:
-    """Starts versus completions, and where people stop::
+async def band_counts(
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
+) -> list[dict[str, Any]]:
+    """Finished attempts per result band, in the survey's band order, zeros included::
 
-        {"started": 20, "finished": 12, "in_progress": 8, "paused": 3,
-         "completion_rate": 0.6,
-         "questions": [{"id": "bedtime", "position": 1, "title": "...",
-                        "reached": 20, "answered": 19, "dropped": 1}, ...]}
+        [{"band": "light", "title": "轻度熬夜", "min": 7, "max": 13, "count": 4}, ...]
 
-    ``started`` counts users with a session (current attempt), ``in_progress`` those not finished
-    (``paused`` of them paused). Per question: ``reached`` = answered it or are stuck on it now;
-    ``dropped`` = stuck on it (reached − answered). With branching, later questions may be
-    reached by fewer people without anyone dropping.
+    A finished attempt whose band no longer exists in the definition is counted under
+    ``{"band": None, "title": "其他"}`` (listed only when non-zero).
     """
-    match = _match(survey, include_test_users, versions)
-    states = await _aggregate(
-        db,
-        [
-            {"$match": match},
-            {
-                "$group": {
-                    "_id": {"state": "$state", "current": "$current"},
-                    "n": {"$sum": 1},
-                    "paused": {"$sum": {"$cond": [{"$eq": ["$paused", True]}, 1, 0]}},
-                }
-            },
-        ],
-    )
-    answered_rows = await _aggregate(
-        db,
-        [
-            {"$match": match},
-            {"$project": {"answers.q": 1}},
-            {"$unwind": "$answers"},
-            {"$group": {"_id": "$answers.q", "n": {"$sum": 1}}},
-        ],
-    )
-    answered = {row["_id"]: int(row["n"]) for row in answered_rows}
+    match = {"$match": _match(survey, include_test_users, versions, filters)}
+    return _shape_bands(survey, await _aggregate(db, [match, *_band_stages()]))
+
+
+def _state_stages() -> list[dict[str, Any]]:
+    return [
+        {
+            "$group": {
+                "_id": {"state": "$state", "current": "$current"},
+                "n": {"$sum": 1},
+                "paused": {"$sum": {"$cond": [{"$eq": ["$paused", True]}, 1, 0]}},
+            }
+        }
+    ]
+
+
+def _shape_funnel(
+    survey: Survey, states: list[dict[str, Any]], per_question: list[dict[str, Any]]
+) -> dict[str, Any]:
+    answered = {row["_id"]: int(row.get("answered", row.get("n", 0))) for row in per_question}
     started = finished = paused = 0
     stuck: dict[str, int] = {}
     for row in states:
@@ -528,43 +626,62 @@ async def funnel(
     }
 
 
-async def completions_over_time(
+async def funnel(
     db: Db,
     survey: Survey,
     *,
     include_test_users: bool = False,
     versions: Versions = None,
-    since: dt.datetime | None = None,
-    timezone: str = "Asia/Shanghai",
-    fill: bool = True,
-) -> list[dict[str, Any]]:
-    """Completions per calendar day in ``timezone``: ``[{"date": "2026-11-27", "count": 3}, ...]``.
+    filters: Filters | None = None,
+) -> dict[str, Any]:
+    """Starts versus completions, and where people stop::
 
-    Sorted by date; with ``fill`` the days without completions between the first and the last
-    are included with ``count: 0`` (a chart's x axis). ``since`` limits to finishes at or after it.
+        {"started": 20, "finished": 12, "in_progress": 8, "paused": 3,
+         "completion_rate": 0.6,
+         "questions": [{"id": "bedtime", "position": 1, "title": "...",
+                        "reached": 20, "answered": 19, "dropped": 1}, ...]}
+
+    ``started`` counts users with a session (current attempt), ``in_progress`` those not finished
+    (``paused`` of them paused). Per question: ``reached`` = answered it or are stuck on it now;
+    ``dropped`` = stuck on it (reached − answered). With branching, later questions may be
+    reached by fewer people without anyone dropping.
     """
-    extra: dict[str, Any] = {"state": "finished"}
-    if since is not None:
-        extra["finished_at"] = {"$gte": since}
-    rows = await _aggregate(
+    match = {"$match": _match(survey, include_test_users, versions, filters)}
+    states = await _aggregate(db, [match, *_state_stages()])
+    answered_rows = await _aggregate(
         db,
         [
-            {"$match": _match(survey, include_test_users, versions, **extra)},
-            {
-                "$group": {
-                    "_id": {
-                        "$dateToString": {
-                            "format": "%Y-%m-%d",
-                            "date": "$finished_at",
-                            "timezone": timezone,
-                        }
-                    },
-                    "count": {"$sum": 1},
-                }
-            },
-            {"$sort": {"_id": 1}},
+            match,
+            {"$project": {"answers.q": 1}},
+            {"$unwind": "$answers"},
+            {"$group": {"_id": "$answers.q", "n": {"$sum": 1}}},
         ],
     )
+    return _shape_funnel(survey, states, answered_rows)
+
+
+def _completion_stages(timezone: str, since: dt.datetime | None) -> list[dict[str, Any]]:
+    stages: list[dict[str, Any]] = [_FINISHED]
+    if since is not None:
+        stages.append({"$match": {"finished_at": {"$gte": since}}})
+    stages.append(
+        {
+            "$group": {
+                "_id": {
+                    "$dateToString": {
+                        "format": "%Y-%m-%d",
+                        "date": "$finished_at",
+                        "timezone": timezone,
+                    }
+                },
+                "count": {"$sum": 1},
+            }
+        }
+    )
+    return stages
+
+
+def _shape_completions(rows: list[dict[str, Any]], fill: bool) -> list[dict[str, Any]]:
     days = {row["_id"]: int(row["count"]) for row in rows if row["_id"]}
     if not fill or not days:
         return [{"date": day, "count": n} for day, n in sorted(days.items())]
@@ -577,6 +694,299 @@ async def completions_over_time(
         out.append({"date": key, "count": days.get(key, 0)})
         day += dt.timedelta(days=1)
     return out
+
+
+async def completions_over_time(
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
+    since: dt.datetime | None = None,
+    timezone: str = "Asia/Shanghai",
+    fill: bool = True,
+) -> list[dict[str, Any]]:
+    """Completions per calendar day in ``timezone``: ``[{"date": "2026-11-27", "count": 3}, ...]``.
+
+    Sorted by date; with ``fill`` the days without completions between the first and the last
+    are included with ``count: 0`` (a chart's x axis). ``since`` limits to finishes at or after it.
+    """
+    match = {"$match": _match(survey, include_test_users, versions, filters)}
+    rows = await _aggregate(db, [match, *_completion_stages(timezone, since)])
+    return _shape_completions(rows, fill)
+
+
+def _channel_stages() -> list[dict[str, Any]]:
+    return [
+        {
+            "$group": {
+                "_id": "$channel",
+                "started": {"$sum": 1},
+                "finished": {"$sum": {"$cond": [{"$eq": ["$state", "finished"]}, 1, 0]}},
+            }
+        }
+    ]
+
+
+def _shape_channels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = [
+        {
+            "channel": row["_id"],
+            "started": int(row["started"]),
+            "finished": int(row["finished"]),
+            "completion_rate": round(int(row["finished"]) / int(row["started"]), 4),
+        }
+        for row in rows
+    ]
+    out.sort(key=lambda r: (-r["started"], r["channel"] is None, str(r["channel"])))
+    return out
+
+
+async def channel_counts(
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
+) -> list[dict[str, Any]]:
+    """Sessions per channel (the QR code they came from; ``None``: none), most started first::
+
+    [{"channel": "poster-a", "started": 12, "finished": 7, "completion_rate": 0.5833}, ...]
+    """
+    match = {"$match": _match(survey, include_test_users, versions, filters)}
+    return _shape_channels(await _aggregate(db, [match, *_channel_stages()]))
+
+
+async def report_numbers(
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
+    timezone: str = "Asia/Shanghai",
+) -> dict[str, Any]:
+    """Everything the survey page shows in two aggregations: ``{"questions": option_counts,
+    "scores": score_distribution, "bands": band_counts, "funnel": funnel, "completions":
+    completions_over_time, "channels": channel_counts}``, each as that function returns it.
+
+    On SecantusDB a pass over the sessions costs far more than grouping them (about 0.1 ms a
+    session to read, more to unwind; ``$facet`` is slower still), so: one pass groups the
+    sessions into a small cube (state, question waited on, paused, score, band, channel, day
+    finished) from which every session-level number is summed here; one more pass unwinds the
+    answers, grouped by question and the set of options chosen. ``bench/analysis.py``.
+    """
+    match = {"$match": _match(survey, include_test_users, versions, filters)}
+    day = {"$dateToString": {"format": "%Y-%m-%d", "date": "$finished_at", "timezone": timezone}}
+    cube = await _aggregate(
+        db,
+        [
+            match,
+            {
+                "$group": {
+                    "_id": {
+                        "state": "$state",
+                        "current": "$current",
+                        "paused": "$paused",
+                        "score": "$score",
+                        "band": "$result.band",
+                        "channel": "$channel",
+                        "day": day,
+                    },
+                    "n": {"$sum": 1},
+                }
+            },
+        ],
+    )
+    answers = await _aggregate(
+        db,
+        [
+            match,
+            {"$project": {"answers.q": 1, "answers.value": 1, "answers.choices": 1}},
+            {"$unwind": "$answers"},
+            {
+                "$group": {
+                    "_id": {"q": "$answers.q", "c": "$answers.choices"},
+                    "n": {"$sum": 1},
+                    "sum": {"$sum": "$answers.value"},
+                    "min": {"$min": "$answers.value"},
+                    "max": {"$max": "$answers.value"},
+                }
+            },
+        ],
+    )
+    per_question: dict[str, dict[str, Any]] = {}
+    per_choice: dict[tuple[str, int], int] = {}
+    for row in answers:
+        q, chosen, n = row["_id"].get("q"), row["_id"].get("c"), int(row["n"])
+        entry = per_question.setdefault(
+            q, {"_id": q, "answered": 0, "sum": 0.0, "numbers": 0, "min": None, "max": None}
+        )
+        entry["answered"] += n
+        if isinstance(row.get("sum"), int | float) and not isinstance(row.get("min"), list):
+            entry["sum"] += row["sum"]
+            entry["numbers"] += n
+            for key, pick in (("min", min), ("max", max)):
+                value = row.get(key)
+                if isinstance(value, int | float):
+                    entry[key] = value if entry[key] is None else pick(entry[key], value)
+        for c in chosen if isinstance(chosen, list) else []:
+            per_choice[(q, int(c))] = per_choice.get((q, int(c)), 0) + n
+    for entry in per_question.values():
+        entry["avg"] = entry["sum"] / entry["numbers"] if entry["numbers"] else None
+    states: dict[tuple[Any, Any], dict[str, Any]] = {}
+    scores: dict[Any, int] = {}
+    bands: dict[Any, int] = {}
+    days: dict[Any, int] = {}
+    channels: dict[Any, dict[str, Any]] = {}
+    for row in cube:
+        key, n = row["_id"], int(row["n"])
+        state = key.get("state")
+        slot = states.setdefault(
+            (state, key.get("current")),
+            {"_id": {"state": state, "current": key.get("current")}, "n": 0, "paused": 0},
+        )
+        slot["n"] += n
+        slot["paused"] += n if key.get("paused") is True else 0
+        channel = channels.setdefault(
+            key.get("channel"), {"_id": key.get("channel"), "started": 0, "finished": 0}
+        )
+        channel["started"] += n
+        if state == "finished":
+            channel["finished"] += n
+            scores[key.get("score")] = scores.get(key.get("score"), 0) + n
+            bands[key.get("band")] = bands.get(key.get("band"), 0) + n
+            days[key.get("day")] = days.get(key.get("day"), 0) + n
+    question_rows = list(per_question.values())
+    choice_rows = [{"_id": {"q": q, "c": c}, "n": n} for (q, c), n in per_choice.items()]
+    return {
+        "questions": _shape_options(survey, question_rows, choice_rows),
+        "scores": _shape_scores([{"_id": k, "count": n} for k, n in scores.items()]),
+        "bands": _shape_bands(survey, [{"_id": k, "count": n} for k, n in bands.items()]),
+        "funnel": _shape_funnel(survey, list(states.values()), question_rows),
+        "completions": _shape_completions([{"_id": k, "count": n} for k, n in days.items()], True),
+        "channels": _shape_channels(list(channels.values())),
+    }
+
+
+async def crosstab_counts(
+    db: Db,
+    survey: Survey,
+    row_question: str,
+    column_question: str,
+    *,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
+) -> dict[str, Any]:
+    """Sessions that answered both questions, counted per pair of codes, in MongoDB::
+
+        {"respondents": 12, "cells": [{"a": 1, "b": 3, "n": 4}, ...]}
+
+    A code is the option number (single, multiple), the value (rating, number); a multiple-
+    choice answer counts once for each option chosen, so the cells may add up to more than
+    ``respondents``. No ``$filter``/``$lookup`` (SecantusDB): the answers are unwound twice.
+    """
+    kinds = {}
+    for qid in (row_question, column_question):
+        question = survey.question(qid)
+        if question is None:
+            raise LookupError(qid)
+        kinds[qid] = question.kind
+    # Both answered; not ``$all`` on "answers.q": SecantusDB matches nothing with it.
+    match = {
+        "$and": [
+            _match(survey, include_test_users, versions, filters),
+            {"answers.q": row_question},
+            {"answers.q": column_question},
+        ]
+    }
+
+    def code(side: str, qid: str) -> tuple[list[dict[str, Any]], str]:
+        if kinds[qid] in ("single", "multiple", "rating"):
+            return [{"$unwind": f"${side}.choices"}], f"${side}.choices"
+        return [], f"${side}.value"
+
+    unwind_a, key_a = code("x", row_question)
+    unwind_b, key_b = code("y", column_question)
+    rows = await _aggregate(
+        db,
+        [
+            {"$match": match},
+            {"$project": {"x": "$answers", "y": "$answers"}},
+            {"$unwind": "$x"},
+            {"$match": {"x.q": row_question}},
+            {"$unwind": "$y"},
+            {"$match": {"y.q": column_question}},
+            *unwind_a,
+            *unwind_b,
+            {"$group": {"_id": {"a": key_a, "b": key_b}, "n": {"$sum": 1}}},
+        ],
+    )
+    counted = await _aggregate(db, [{"$match": match}, {"$count": "n"}])
+    return {
+        "respondents": int(counted[0]["n"]) if counted else 0,
+        "cells": [
+            {"a": row["_id"].get("a"), "b": row["_id"].get("b"), "n": int(row["n"])} for row in rows
+        ],
+    }
+
+
+async def text_answers(
+    db: Db,
+    survey: Survey,
+    question_id: str,
+    *,
+    search: str = "",
+    skip: int = 0,
+    limit: int = 20,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
+) -> dict[str, Any]:
+    """One page of the free-text answers to a question, newest session first::
+
+        {"total": 31, "items": [{"openid": "...", "text": "...", "at": datetime,
+                                 "state": "finished"}, ...]}
+
+    ``search``: a case-insensitive substring (taken literally, not as a pattern).
+    """
+    wanted: dict[str, Any] = {"q": question_id}
+    if search:
+        wanted["value"] = {"$regex": re.escape(search), "$options": "i"}
+    match = _match(survey, include_test_users, versions, filters, answers={"$elemMatch": wanted})
+    answer_match = {f"answers.{k}": v for k, v in wanted.items()}
+    rows = await _aggregate(
+        db,
+        [
+            {"$match": match},
+            {"$project": {"openid": 1, "state": 1, "started_at": 1, "answers": 1}},
+            {"$unwind": "$answers"},
+            {"$match": answer_match},
+            {"$sort": {"started_at": -1, "_id": 1}},
+            {
+                "$facet": {
+                    "total": [{"$count": "n"}],
+                    "items": [{"$skip": max(0, skip)}, {"$limit": max(1, limit)}],
+                }
+            },
+        ],
+    )
+    facet = rows[0] if rows else {"total": [], "items": []}
+    return {
+        "total": int(facet["total"][0]["n"]) if facet["total"] else 0,
+        "items": [
+            {
+                "openid": row.get("openid", ""),
+                "text": str(row["answers"].get("value", "")),
+                "at": row["answers"].get("at") or row.get("started_at"),
+                "state": row.get("state", ""),
+            }
+            for row in facet["items"]
+        ],
+    }
 
 
 def response_columns(survey: Survey) -> list[tuple[str, str]]:
@@ -605,6 +1015,7 @@ async def iter_responses(
     include_test_users: bool = False,
     finished_only: bool = False,
     versions: Versions = None,
+    filters: Filters | None = None,
     batch_size: int = 500,
 ) -> AsyncIterator[dict[str, Any]]:
     """One row per user (the current attempt), keyed like ``response_columns``; CSV-friendly.
@@ -618,7 +1029,10 @@ async def iter_responses(
     extra = {"state": "finished"} if finished_only else {}
     cursor = (
         db[COLLECTION]
-        .find(_match(survey, include_test_users, versions, **extra), {"recent": 0, "history": 0})
+        .find(
+            _match(survey, include_test_users, versions, filters, **extra),
+            {"recent": 0, "history": 0},
+        )
         .sort([("started_at", ASCENDING), ("_id", ASCENDING)])
         .batch_size(batch_size)
     )
@@ -641,6 +1055,30 @@ async def iter_responses(
             if answer.get("q") in row:
                 row[answer["q"]] = answer.get("label", answer.get("value", ""))
         yield row
+
+
+async def iter_sessions(
+    db: Db,
+    survey: Survey,
+    *,
+    include_test_users: bool = False,
+    versions: Versions = None,
+    filters: Filters | None = None,
+    batch_size: int = 500,
+) -> AsyncIterator[dict[str, Any]]:
+    """The survey's session documents (current attempts) by start time, streamed in batches,
+    without the retry memory and earlier attempts: what an export reads, one at a time."""
+    cursor = (
+        db[COLLECTION]
+        .find(
+            _match(survey, include_test_users, versions, filters),
+            {"recent": 0, "history": 0},
+        )
+        .sort([("started_at", ASCENDING), ("_id", ASCENDING)])
+        .batch_size(batch_size)
+    )
+    async for doc in cursor:
+        yield doc
 
 
 async def delete_test_data(db: Db, survey_id: str | None = None) -> int:

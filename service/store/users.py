@@ -27,7 +27,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from . import Db, is_outage
 from . import messages as messages_store
 
-__all__ = ["COLLECTION", "UserStats", "ensure_indexes", "get"]
+__all__ = ["COLLECTION", "UserStats", "ensure_indexes", "get", "record_channel"]
 
 COLLECTION = "users"
 log = logging.getLogger(__name__)
@@ -49,6 +49,21 @@ async def ensure_indexes(db: Db) -> None:
     # Only messages not yet counted carry the field: a small index, whatever the collection's size.
     await db[messages_store.COLLECTION].create_index(
         [("uncounted", ASCENDING)], name="uncounted", sparse=True
+    )
+
+
+async def record_channel(db: Db, openid: str, channel: str, at: dt.datetime) -> None:
+    """A QR scan by a user: ``channel`` (the first one, kept), ``channels.<name>`` scans each,
+    ``qr_scans`` in all. The user document may not exist yet (their first event)."""
+    coll = db[COLLECTION]
+    await coll.update_one(
+        {"_id": openid},
+        {"$inc": {"qr_scans": 1, f"channels.{channel}": 1}, "$set": {"last_scan_at": at}},
+        upsert=True,
+    )
+    await coll.update_one(
+        {"_id": openid, "channel": {"$exists": False}},
+        {"$set": {"channel": channel, "channel_at": at}},
     )
 
 

@@ -159,6 +159,7 @@ class _Validator:
             "keywords",
             "intro",
             "outro",
+            "privacy",
             "questions",
             "results",
             "allow_retake",
@@ -307,6 +308,7 @@ class _Validator:
             self.error(("closes_at",), "closes_at must be after opens_at")
         intro = self._str(top, "intro", ())
         outro = self._str(top, "outro", ())
+        privacy = self._str(top, "privacy", ())
         allow_retake = self._bool(top, "allow_retake", (), False)
         is_open = self._bool(top, "open", (), True)
         if len(self.doc.issues) > errors_before or not questions:
@@ -318,6 +320,7 @@ class _Validator:
             questions=tuple(questions),
             intro=intro,
             outro=outro,
+            privacy=privacy,
             bands=bands,
             dimensions=self.dimensions,
             allow_retake=allow_retake,

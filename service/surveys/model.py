@@ -154,6 +154,8 @@ class Survey:
     questions: tuple[Question, ...]
     intro: str = ""
     outro: str = ""
+    # What is collected and why, who sees it, how to have it deleted: shown before question 1.
+    privacy: str = ""
     bands: tuple[Band, ...] = ()
     dimensions: tuple[Dimension, ...] = ()
     allow_retake: bool = False

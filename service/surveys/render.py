@@ -18,12 +18,12 @@ REPLY_HEADROOM = 300
 
 
 def start_text(survey: Survey) -> str:
-    if survey.intro:
-        return survey.intro
-    return (
+    """The intro (or a default one), then the survey's privacy notice when it has one."""
+    intro = survey.intro or (
         f"欢迎参加「{survey.title}」！共 {survey.total} 题，按提示回复即可作答。\n"
         f"中途回复「退出」可暂停，再发「{survey.keywords[0]}」接着答。"
     )
+    return f"{intro}\n\n{survey.privacy}" if survey.privacy else intro
 
 
 def question_text(survey: Survey, question: Question) -> str:

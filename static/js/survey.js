@@ -1,7 +1,7 @@
 // One survey's charts, drawn from the survey aggregates; they refresh when new answers arrive.
 
 import { baseOption, chart, emptyNote, fitRows, narrow, wrappedLabels } from "./charts.js";
-import { debounce, el, fmt, getJSON, t } from "./common.js";
+import { debounce, el, fmt, formValues, getJSON, postJSON, renderPager, syncFormWithURL, t, writeURL } from "./common.js";
 import { LiveFeed } from "./feed.js";
 
 const surveyId = document.querySelector("main").dataset.survey;
@@ -13,7 +13,13 @@ const funnelChart = chart(document.getElementById("chart-funnel"));
 const timeChart = chart(document.getElementById("chart-time"));
 const scoresChart = chart(document.getElementById("chart-scores"));
 const bandsChart = chart(document.getElementById("chart-bands"));
+const crosstabChart = chart(document.getElementById("chart-crosstab"));
 const questionCharts = new Map();
+const filtersForm = document.getElementById("filters");
+const crosstabForm = document.getElementById("crosstab-form");
+const textsForm = document.getElementById("texts-form");
+const filterError = document.getElementById("filter-error");
+const api = `/api/surveys/${encodeURIComponent(surveyId)}`;
 
 function short(text, n = 14) {
   return text.length > n ? text.slice(0, n) + "…" : text;
@@ -125,12 +131,151 @@ function drawQuestion(q) {
   );
 }
 
+/** The page's filters (and the test-user switch): every request of this page sends them. */
+const initial = new URLSearchParams(location.search);
 function params() {
-  return { test: includeTest.checked ? "1" : "0" };
+  const values = formValues(filtersForm);
+  // Before the first answer fills the selects, a shared link's filters come from the URL.
+  if (!choicesFilled) for (const s of filtersForm.querySelectorAll("select[data-fill]")) values[s.name] ||= initial.get(s.name) || "";
+  return { ...values, test: includeTest.checked ? "1" : "0" };
+}
+
+function query(extra = {}) {
+  const out = new URLSearchParams();
+  for (const [k, v] of Object.entries({ ...params(), ...extra })) if (v !== "" && v !== undefined) out.set(k, v);
+  return out.toString();
+}
+
+/** Fill a select (keeping its first "all" option and its current value) with [value, label]. */
+function fill(name, items, { keepFirst = true } = {}) {
+  for (const select of document.querySelectorAll(`select[data-fill="${name}"]`)) {
+    const current = select.value || new URLSearchParams(location.search).get(select.name) || "";
+    const first = keepFirst ? select.options[0] : null;
+    select.replaceChildren(...(first ? [first] : []), ...items.map(([value, label]) => el("option", { value }, label)));
+    if ([...select.options].some((o) => o.value === current)) select.value = current;
+  }
+}
+
+let choicesFilled = false;
+function fillChoices(data) {
+  fill("versions", data.versions.map((v) => [String(v.version), t("Version %(v)s", { v: v.version })]));
+  fill("channels", data.channels.filter((c) => c.channel).map((c) => [c.channel, c.channel]));
+  if (choicesFilled) return;
+  choicesFilled = true;
+  fill("bands", data.bands.filter((b) => b.band).map((b) => [b.band, b.title]));
+  const answers = [];
+  for (const q of data.questions) {
+    if (q.kind === "number" || q.kind === "text") continue;
+    for (const o of q.options) answers.push([`${q.id}:${o.value}`, `Q${q.position} ${short(q.title, 10)} = ${o.value}. ${short(o.label, 10)}`]);
+  }
+  fill("answers", answers);
+  const crossable = data.questions.filter((q) => q.kind !== "text").map((q) => [q.id, `Q${q.position} ${short(q.title, 18)}`]);
+  fill("crossable", crossable, { keepFirst: false });
+  const columns = crosstabForm.elements.columns;
+  if (columns.options.length > 1 && columns.value === crosstabForm.elements.rows.value) columns.selectedIndex = 1;
+  const texts = data.questions.filter((q) => q.kind === "text").map((q) => [q.id, `Q${q.position} ${short(q.title, 18)}`]);
+  fill("texts", texts, { keepFirst: false });
+  document.getElementById("texts-card").hidden = texts.length === 0;
+}
+
+function drawChannels(channels) {
+  const rows = channels.map((c) =>
+    el(
+      "tr",
+      {},
+      el("td", {}, c.channel ?? t("(no channel)")),
+      el("td", { class: "num" }, fmt.number(c.started)),
+      el("td", { class: "num" }, fmt.number(c.finished)),
+      el("td", { class: "num" }, fmt.percent(c.completion_rate)),
+    ),
+  );
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 4, class: "empty" }, t("No data yet"))));
+  document.getElementById("channel-rows").replaceChildren(...rows);
+}
+
+async function loadQr() {
+  const data = await getJSON(`${api}/qr`);
+  const rows = data.items.map((q) =>
+    el("tr", {}, el("td", {}, q.channel), el("td", { class: "num" }, fmt.number(q.scans)),
+      el("td", { class: "time" }, q.expires_at ? fmt.dateTime(q.expires_at) : t("Permanent")),
+      el("td", {}, el("a", { href: q.image }, t("Download PNG")))),
+  );
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 4, class: "empty" }, t("No data yet"))));
+  document.getElementById("qr-rows").replaceChildren(...rows);
+}
+
+document.getElementById("qr-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const error = document.getElementById("qr-error");
+  error.textContent = "";
+  try {
+    await postJSON(`${api}/qr`, formValues(event.target));
+    event.target.reset();
+    await loadQr();
+  } catch (e) {
+    error.textContent = e.message;
+  }
+});
+
+async function loadCrosstab() {
+  const { rows, columns, show } = formValues(crosstabForm);
+  const table = document.getElementById("crosstab-table");
+  if (!rows || !columns) return;
+  document.getElementById("crosstab-export").href =
+    `/dashboard/surveys/${encodeURIComponent(surveyId)}/crosstab.csv?${query({ rows, columns })}`;
+  const data = await getJSON(`${api}/crosstab`, { ...params(), rows, columns });
+  const cols = data.columns.categories;
+  const cell = (i, j) => (show === "counts" ? fmt.number(data.counts[i][j]) : `${data[show][i][j].toFixed(1)}%`);
+  table.replaceChildren(
+    el("thead", {}, el("tr", {}, el("th", { "data-content": true }, `${short(data.rows.title, 12)} \\ ${short(data.columns.title, 12)}`),
+      ...cols.map((c) => el("th", { class: "num", "data-content": true }, c.label)), el("th", { class: "num" }, t("Total")))),
+    el("tbody", {},
+      ...data.rows.categories.map((r, i) =>
+        el("tr", {}, el("th", { "data-content": true }, r.label), ...cols.map((_, j) => el("td", { class: "num" }, cell(i, j))),
+          el("td", { class: "num" }, fmt.number(data.row_totals[i])))),
+      el("tr", {}, el("th", {}, t("Total")), ...data.column_totals.map((n) => el("td", { class: "num" }, fmt.number(n))),
+        el("td", { class: "num" }, fmt.number(data.total)))),
+  );
+  crosstabChart.setOption(
+    baseOption({
+      title: emptyNote(data.total > 0),
+      legend: { bottom: 0, type: "scroll" },
+      xAxis: { type: "category", data: data.rows.categories.map((r) => short(r.label, 8)) },
+      yAxis: { type: "value", minInterval: 1 },
+      series: cols.map((c, j) => ({
+        name: c.label, type: "bar", stack: "all", barMaxWidth: 32,
+        data: data.rows.categories.map((_, i) => (show === "row_percent" ? data.row_percent[i][j] : data.counts[i][j])),
+      })),
+    }),
+    true,
+  );
+}
+
+async function loadTexts(page = 1) {
+  const { question, q } = formValues(textsForm);
+  if (!question) return;
+  const data = await getJSON(`${api}/text/${encodeURIComponent(question)}`, { ...params(), q, page });
+  const rows = data.items.map((item) =>
+    el("tr", {}, el("td", { class: "time" }, fmt.dateTime(item.at)),
+      el("td", {}, el("a", { href: `/dashboard/users/${encodeURIComponent(item.openid)}` }, item.openid)),
+      el("td", { class: "text" }, item.text)),
+  );
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 3, class: "empty" }, t("No data yet"))));
+  document.getElementById("text-rows").replaceChildren(...rows);
+  document.getElementById("texts-total").textContent = t("Answers: %(n)s", { n: data.total });
+  renderPager(document.getElementById("texts-pager"), data, (p) => loadTexts(p).catch(console.error));
 }
 
 async function load() {
-  const data = await getJSON(`/api/surveys/${encodeURIComponent(surveyId)}`, params());
+  let data;
+  try {
+    data = await getJSON(api, params());
+    filterError.textContent = "";
+  } catch (error) {
+    if (error.status !== 400) throw error;
+    filterError.textContent = error.message;
+    return;
+  }
   const f = data.funnel;
   const stat = (key, value) => {
     document.querySelector(`[data-stat="${key}"]`).textContent = value;
@@ -144,7 +289,11 @@ async function load() {
   drawScores(data.scores, data.score_range);
   drawBands(data.bands);
   for (const q of data.questions) drawQuestion(q);
-  exportLink.href = `/dashboard/surveys/${encodeURIComponent(surveyId)}/export.csv?test=${params().test}`;
+  fillChoices(data);
+  drawChannels(data.channels);
+  exportLink.href = `/dashboard/surveys/${encodeURIComponent(surveyId)}/export.csv?${query()}`;
+  document.getElementById("export-xlsx").href = `/dashboard/surveys/${encodeURIComponent(surveyId)}/export.xlsx?${query()}`;
+  await Promise.all([loadCrosstab(), loadTexts(), loadQr()]);
   document.querySelector("main").dataset.loaded = "1";
 }
 
@@ -152,6 +301,24 @@ const reload = debounce(() => load().catch(console.error), 1500);
 includeTest.addEventListener("change", () => {
   load().catch(console.error);
 });
+
+syncFormWithURL(filtersForm);
+filtersForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  writeURL(formValues(filtersForm));
+  load().catch(console.error);
+});
+document.getElementById("clear-filters").addEventListener("click", () => {
+  filtersForm.reset();
+  writeURL({});
+  load().catch(console.error);
+});
+crosstabForm.addEventListener("change", () => loadCrosstab().catch(console.error));
+textsForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  loadTexts(1).catch(console.error);
+});
+textsForm.elements.question.addEventListener("change", () => loadTexts(1).catch(console.error));
 
 await load();
 // Answers arrive as messages: refresh the charts shortly after any text from a user.

@@ -211,7 +211,7 @@ def test_times_and_other_kinds():
         "questions[1]: number min 10 is greater than max 1",
         "questions[2].max_length: max_length must be between 1 and 1000",
         "questions[3].options: unknown key 'options' (allowed: hint, id, kind, max_length, "
-        "next, text)",
+        "next, optional, screen_out_if, screen_out_text, show_if, text)",
     ]
 
 

@@ -25,6 +25,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..config import DEFAULT_TIMEZONE, ConfigError
 from ..wechat import TEXT_LIMIT_BYTES
+from .logic import Condition, check_condition, check_placeholders
 from .model import COMMAND_WORDS, END, KINDS, Band, Dimension, Option, Question, Survey
 from .render import REPLY_HEADROOM, fits, question_text, start_text
 
@@ -97,6 +98,7 @@ class _Doc:
         self.file = file
         self.issues: list[Issue] = []
         self.marks: dict[Path_, tuple[int, int]] = {}
+        self.quoted: set[Path_] = set()  # scalars written in quotes (their text starts one later)
         self.data: Any = None
         self.fatal = False  # the YAML itself could not be read
         loader = yaml.SafeLoader(text)
@@ -134,12 +136,21 @@ class _Doc:
         if isinstance(node, SequenceNode):
             return [self._walk(loader, item, (*path, i)) for i, item in enumerate(node.value)]
         assert isinstance(node, ScalarNode)  # noqa: S101 - the three YAML node kinds
+        if node.style in ("'", '"'):
+            self.quoted.add(path)
         return loader.construct_object(node, deep=True)
 
     def where(self, path: Path_) -> tuple[int, int]:
         while path and path not in self.marks:
             path = path[:-1]
         return self.marks.get(path, (0, 0))
+
+    def error_at(self, path: Path_, offset: int, message: str) -> None:
+        """A mistake ``offset`` characters into the one-line scalar at ``path``."""
+        line, column = self.where(path)
+        if line:
+            column += offset + (1 if path in self.quoted else 0)
+        self.issues.append(Issue(self.file, line, column, _path_str(path), message))
 
     def error(self, path: Path_, message: str, node: Node | None = None) -> None:
         if node is not None:
@@ -174,6 +185,9 @@ class _Validator:
         "number": {"min", "max", "integer", "unit", "next"},
         "text": {"max_length", "next"},
     }
+    COMMON_KEYS = frozenset(
+        {"id", "kind", "text", "hint", "show_if", "optional", "screen_out_if", "screen_out_text"}
+    )
     OPTION_KEYS = frozenset({"text", "score", "dims", "next"})
     BAND_KEYS = frozenset({"id", "min", "max", "title", "comment"})
 
@@ -182,6 +196,7 @@ class _Validator:
         self.tz = tz  # the zone of times written without an offset
         self.dimension_ids: set[str] = set()
         self.dimensions: tuple[Dimension, ...] = ()
+        self.kinds: dict[str, str] = {}  # question id -> kind, in order
 
     def error(self, path: Path_, message: str) -> None:
         self.doc.error(path, message)
@@ -307,6 +322,12 @@ class _Validator:
             self.error(("closes_at",), "closes_at must be after opens_at")
         intro = self._str(top, "intro", ())
         outro = self._str(top, "outro", ())
+        self._placeholders(top, "outro", (), self.kinds)
+        results = top.get("results")
+        raw_bands = results.get("bands") if isinstance(results, dict) else None
+        for i, band in enumerate(raw_bands if isinstance(raw_bands, list) else ()):
+            if isinstance(band, dict):
+                self._placeholders(band, "comment", ("results", "bands", i), self.kinds)
         allow_retake = self._bool(top, "allow_retake", (), False)
         is_open = self._bool(top, "open", (), True)
         if len(self.doc.issues) > errors_before or not questions:
@@ -451,9 +472,13 @@ class _Validator:
             self.error(("questions",), "a survey needs at least one question")
             return []
         ids: dict[str, int] = {}
+        self.kinds = {}
         for i, item in enumerate(items):
             if isinstance(item, dict) and isinstance(item.get("id"), str | int):
                 qid = str(item["id"]).strip()
+                if qid not in ids:
+                    kind = item.get("kind", "single")
+                    self.kinds[qid] = kind if isinstance(kind, str) else "?"
                 if qid in ids:
                     self.error(
                         ("questions", i, "id"),
@@ -496,14 +521,31 @@ class _Validator:
         if kind not in KINDS:
             self.error((*path, "kind"), f"unknown kind {kind!r} (one of: {', '.join(KINDS)})")
             return None
-        self._keys(item, {"id", "kind", "text", "hint"} | self.QUESTION_KEYS[kind], path)
+        self._keys(item, self.COMMON_KEYS | self.QUESTION_KEYS[kind], path)
         common: dict[str, Any] = {
             "id": qid,
             "kind": kind,
             "text": text,
             "hint": self._str(item, "hint", path),
             "next": self._jump(item, path, index, ids),
+            "optional": self._bool(item, "optional", path, False),
+            "screen_out_text": self._str(item, "screen_out_text", path),
         }
+        earlier = {q: k for q, k in self.kinds.items() if ids.get(q, index) < index}
+        later = [q for q, i in ids.items() if i > index]
+        if "show_if" in item and index == 0:
+            self.error((*path, "show_if"), "the first question is always asked")
+        else:
+            common["show_if"] = self._condition(item, "show_if", path, earlier, [qid, *later])
+        common["screen_out_if"] = self._condition(
+            item, "screen_out_if", path, {**earlier, qid: kind}, later
+        )
+        if item.get("screen_out_if") is not None and not common["screen_out_text"]:
+            self.error(path, "screen_out_if needs a screen_out_text (what the user is told)")
+        if common["screen_out_text"] and "screen_out_if" not in item:
+            self.error((*path, "screen_out_text"), "screen_out_text without screen_out_if")
+        for key in ("text", "hint"):
+            self._placeholders(item, key, path, earlier, [qid, *later])
         if kind in ("single", "multiple"):
             options = self._options(item, path, index, ids, kind)
             common["options"] = options
@@ -554,6 +596,46 @@ class _Validator:
             common["max_length"] = length or 200
         return Question(**common)
 
+    def _condition(
+        self,
+        item: dict[str, Any],
+        key: str,
+        path: Path_,
+        earlier: dict[str, str],
+        later: Iterable[str],
+    ) -> Condition | None:
+        raw = item.get(key)
+        if raw is None:
+            return None
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            self.error((*path, key), f'{key!r} must be an expression like "bedtime >= 3"')
+            return None
+        source = str(raw)
+        if "\n" in source.strip():
+            self.error((*path, key), f"{key!r} must be written on one line")
+            return None
+        condition, problems = check_condition(
+            source, earlier, later, (d.id for d in self.dimensions)
+        )
+        lead = len(source) - len(source.lstrip())
+        for problem in problems:
+            self.doc.error_at((*path, key), lead + problem.column, problem.message)
+        return condition
+
+    def _placeholders(
+        self,
+        item: dict[str, Any],
+        key: str,
+        path: Path_,
+        earlier: Iterable[str],
+        later: Iterable[str] = (),
+    ) -> None:
+        raw = item.get(key)
+        if not isinstance(raw, str):
+            return
+        for problem in check_placeholders(raw, earlier, later):
+            self.error((*path, key), problem)
+
     def _options(
         self, item: dict[str, Any], path: Path_, index: int, ids: dict[str, int], kind: str
     ) -> tuple[Option, ...]:
@@ -584,6 +666,7 @@ class _Validator:
             if option is None:
                 continue
             self._keys(option, self.OPTION_KEYS, opath)
+            self._placeholders(option, "text", opath, [q for q, n in ids.items() if n < index])
             label = self._str(option, "text", opath, required=True)
             folded = normalize_keyword(label)
             if label and folded in labels:

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 from ..clock import iso
+from .logic import Condition, answer_env, shown_answers
 
 __all__ = [
+    "BACK_WORDS",
     "COMMAND_WORDS",
     "END",
     "EXIT_WORDS",
     "KINDS",
     "RESTART_WORDS",
+    "SKIP_WORDS",
     "Band",
     "Dimension",
     "Option",
@@ -32,7 +35,9 @@ END = "end"  # the jump target that ends the survey
 # The words the engine reads as commands (``normalize_keyword`` form); no survey keyword may be one.
 EXIT_WORDS = frozenset({"退出", "quit", "exit", "暂停"})
 RESTART_WORDS = frozenset({"重新开始", "restart"})
-COMMAND_WORDS = EXIT_WORDS | RESTART_WORDS
+BACK_WORDS = frozenset({"上一题", "返回", "back"})
+SKIP_WORDS = frozenset({"跳过", "skip"})
+COMMAND_WORDS = EXIT_WORDS | RESTART_WORDS | BACK_WORDS | SKIP_WORDS
 KINDS = ("single", "multiple", "rating", "number", "text")
 KIND_NAMES = {
     "single": "单选",
@@ -76,6 +81,11 @@ class Question:
     unit: str = ""
     # text
     max_length: int = 200
+    # logic
+    show_if: Condition | None = None  # asked only when this holds (else skipped, unanswered)
+    optional: bool = False  # 「跳过」/skip leaves it unanswered
+    screen_out_if: Condition | None = None  # once answered: end the survey, screened out
+    screen_out_text: str = ""
 
     @property
     def kind_name(self) -> str:
@@ -188,6 +198,40 @@ class Survey:
         """1-based position of a question (``第 k/n 题``)."""
         return self._positions[qid] + 1
 
+    @property
+    def kinds(self) -> Mapping[str, str]:
+        return {q.id: q.kind for q in self.questions}
+
+    def env(self, answers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The names the conditions see after ``answers``."""
+        return answer_env(answers, self.kinds, (d.id for d in self.dimensions))
+
+    def shown(self, answers: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        """The piped text of each answer (``{question_id}`` in texts)."""
+        labels = {q.id: [o.label for o in q.options] for q in self.questions if q.options}
+        return shown_answers(answers, labels)
+
+    def next_shown(
+        self,
+        question: Question,
+        answers: Sequence[Mapping[str, Any]],
+        choices: Iterable[int] = (),
+    ) -> str | None:
+        """The next question to ask after ``question`` (answered: ``answers`` includes it):
+        its jump, or the next in order, passing over those whose ``show_if`` does not hold."""
+        target = self.next_after(question, choices)
+        env: dict[str, Any] | None = None
+        while target is not None:
+            candidate = self.question(target)
+            assert candidate is not None  # noqa: S101 - jumps are validated at load time
+            if candidate.show_if is None:
+                return target
+            env = env if env is not None else self.env(answers)
+            if candidate.show_if.holds(env):
+                return target
+            target = self.next_after(candidate)
+        return None
+
     def next_after(self, question: Question, choices: Iterable[int] = ()) -> str | None:
         """The id of the question after ``question`` given the chosen options; None at the end."""
         target: str | None = None
@@ -212,14 +256,16 @@ class Survey:
         low: dict[str | None, int] = {None: 0}
         high: dict[str | None, int] = {None: 0}
         for q in reversed(self.questions):
+            after = self.next_after(q)
             if q.kind == "single":
                 los = [o.score + low[self.next_after(q, [i])] for i, o in enumerate(q.options, 1)]
                 his = [o.score + high[self.next_after(q, [i])] for i, o in enumerate(q.options, 1)]
                 low[q.id], high[q.id] = min(los), max(his)
             else:
                 q_low, q_high = q.score_range()
-                after = self.next_after(q)
                 low[q.id], high[q.id] = q_low + low[after], q_high + high[after]
+            if q.show_if is not None or q.optional:  # passed over, or skipped: nothing added
+                low[q.id], high[q.id] = min(low[q.id], low[after]), max(high[q.id], high[after])
         return low[self.first.id], high[self.first.id]
 
     def band_for(self, score: int) -> Band | None:

@@ -34,7 +34,8 @@ from ..store import surveys as store
 from ..wechat import Message, Reply
 from .catalog import Snapshot, SurveyCatalog, seeds_for
 from .loader import load_dir, normalize_keyword
-from .model import EXIT_WORDS, RESTART_WORDS, Question, Survey
+from .logic import pipe
+from .model import BACK_WORDS, EXIT_WORDS, RESTART_WORDS, SKIP_WORDS, Question, Survey
 from .parsing import Answer, Invalid, parse_answer
 from .render import question_text, start_text
 
@@ -46,6 +47,10 @@ __all__ = ["EXIT_WORDS", "RESTART_WORDS", "SurveyEngine", "live_engine", "load_e
 log = logging.getLogger(__name__)
 
 ALREADY_TAKEN = "已经参加过本项活动，不要试图重新开始"
+CANNOT_SKIP = "这道题是必答题，不能跳过。"
+FIRST_ALREADY = "这已经是第一题了。"
+# States of a session that ended (``finished`` counts as a completion; the others apart).
+ENDED = frozenset({"finished", "screened_out", "quota_full"})
 BUSY = "同时收到了你的好几条消息，请稍等片刻再回复一次。"
 MAX_ATTEMPTS = 6
 
@@ -134,7 +139,7 @@ class SurveyEngine:
             return None
         folded = normalize_keyword(text)
         keyword = snap.keywords.get(folded)
-        command = "exit" if folded in EXIT_WORDS else "restart" if folded in RESTART_WORDS else ""
+        command = _command(folded)
         for attempt in range(MAX_ATTEMPTS):
             sessions = await store.user_sessions(db, message.openid)
             for doc in sessions:
@@ -214,6 +219,11 @@ class SurveyEngine:
                 return _Plan(self._with_hint("你还没有参加过调查。"))
             survey = snap.current[latest["survey"]]
             return self._keyword(snap, message, survey, latest, now, restart=True)
+        if command == "back":
+            latest = next((d for d in sessions if d["survey"] in snap.current), None)
+            if latest is not None and latest.get("state") in ENDED:
+                title = snap.current[latest["survey"]].title
+                return _Plan(f"「{title}」已经结束，答案不能再修改。感谢参与！")
         return None
 
     def _keyword(
@@ -239,16 +249,19 @@ class SurveyEngine:
         if doc is None:
             if restart:
                 return _Plan(self._with_hint("你还没有参加过调查。"))
-            reply = start_text(survey) + "\n\n" + question_text(survey, survey.first)
+            reply = start_text(survey) + "\n\n" + question_text(survey, survey.first, {})
             return _Plan(reply, [self._insert(message, survey, reply, now)])
-        if doc.get("state") == "finished":
+        if doc.get("state") in ENDED:
             if not survey.allow_retake:
+                if doc.get("state") != "finished":  # screened out, or a full quota: told again
+                    return _Plan(str((doc.get("ended") or {}).get("text") or ALREADY_TAKEN))
                 return _Plan(ALREADY_TAKEN + "\n\n" + self._result_block(started_on, doc))
             attempt = int(doc.get("attempt", 1)) + 1
             previous = (doc.get("result") or {}).get("title")
             lead = f"这是你第 {attempt} 次参加「{survey.title}」"
             lead += f"，上次的结果是「{previous}」。" if previous else "。"
-            reply = f"{lead}\n\n{start_text(survey)}\n\n{question_text(survey, survey.first)}"
+            first = question_text(survey, survey.first, {})
+            reply = f"{lead}\n\n{start_text(survey)}\n\n{first}"
             return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
         # In progress but paused (or set aside): resume on the version it started on, or start
         # over (on the newest) when asked and allowed.
@@ -258,10 +271,12 @@ class SurveyEngine:
                     f"「{survey.title}」不支持重新开始。回复「{survey.keywords[0]}」"
                     f"从第 {self._position(started_on, doc)} 题继续作答。"
                 )
-            reply = f"好的，「{survey.title}」从头开始。\n\n" + question_text(survey, survey.first)
+            reply = f"好的，「{survey.title}」从头开始。\n\n" + question_text(
+                survey, survey.first, {}
+            )
             return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
         question = self._current(started_on, doc)
-        reply = f"欢迎回来！继续「{started_on.title}」。\n\n" + question_text(started_on, question)
+        reply = f"欢迎回来！继续「{started_on.title}」。\n\n" + _ask(started_on, question, doc)
         return _Plan(
             reply,
             [
@@ -316,15 +331,16 @@ class SurveyEngine:
             if not newest.allow_retake:
                 return _Plan(
                     f"「{survey.title}」不支持重新开始，请继续作答。\n\n"
-                    + question_text(survey, question)
+                    + _ask(survey, question, doc)
                 )
-            reply = f"好的，「{newest.title}」从头开始。\n\n" + question_text(newest, newest.first)
+            reply = f"好的，「{newest.title}」从头开始。\n\n" + question_text(
+                newest, newest.first, {}
+            )
             return _Plan(reply, [self._restart(message, newest, doc, reply, now)])
         if keyword is not None:
             if keyword.id == survey.id:
                 return _Plan(
-                    f"你正在参加「{survey.title}」，接着答就好。\n\n"
-                    + question_text(survey, question)
+                    f"你正在参加「{survey.title}」，接着答就好。\n\n" + _ask(survey, question, doc)
                 )
             return _Plan(
                 f"你正在参加「{survey.title}」（第 {survey.position(question.id)}/{survey.total} "
@@ -332,12 +348,44 @@ class SurveyEngine:
             )
         if message.is_event:
             return None  # a menu click that is not a keyword is not an answer
+        if command == "back":
+            return self._back(message, survey, doc, question)
+        if command == "skip":
+            if not question.optional:
+                return _Plan(f"{CANNOT_SKIP}\n\n" + _ask(survey, question, doc))
+            return self._answer(message, survey, doc, question, None, now)
         parsed = parse_answer(text, question)
         if isinstance(parsed, Invalid):
+            how = "回复「跳过」可跳过此题，" if question.optional else ""
             return _Plan(
-                f"{parsed.message}回复「退出」可暂停。\n\n" + question_text(survey, question)
+                f"{parsed.message}{how}回复「退出」可暂停。\n\n" + _ask(survey, question, doc)
             )
         return self._answer(message, survey, doc, question, parsed, now)
+
+    def _back(
+        self, message: Message, survey: Survey, doc: dict[str, Any], question: Question
+    ) -> _Plan:
+        """「上一题」: forget the last answer (and its score) and ask that question again; the
+        conditions are evaluated afresh from there."""
+        answers = list(doc.get("answers") or [])
+        if not answers:
+            return _Plan(f"{FIRST_ALREADY}\n\n" + _ask(survey, question, doc))
+        last = answers.pop()
+        previous = survey.question(str(last.get("q")))
+        if previous is None:  # not in this version (a hand-edited session): stay here
+            return _Plan(f"{FIRST_ALREADY}\n\n" + _ask(survey, question, doc))
+        reply = "好的，回到上一题。\n\n" + question_text(survey, previous, survey.shown(answers))
+        return _Plan(
+            reply,
+            [
+                self._update(
+                    message,
+                    doc,
+                    reply,
+                    set_fields={"current": previous.id, "answers": answers},
+                )
+            ],
+        )
 
     def _answer(
         self,
@@ -345,15 +393,29 @@ class SurveyEngine:
         survey: Survey,
         doc: dict[str, Any],
         question: Question,
-        answer: Answer,
+        answer: Answer | None,
         now: dt.datetime,
     ) -> _Plan:
-        entry = {"q": question.id, **answer.document(), "at": now, "key": message.key}
-        following = survey.next_after(question, answer.choices)
+        """An answer to ``question`` (``None``: skipped) and where it leads: a screen-out, the
+        next question whose condition holds, or the end."""
+        if answer is None:
+            document: dict[str, Any] = {"value": None, "label": "", "score": 0, "skipped": True}
+        else:
+            document = answer.document()
+        entry = {"q": question.id, **document, "at": now, "key": message.key}
+        answers = [*(doc.get("answers") or []), entry]
+        if (
+            answer is not None
+            and question.screen_out_if is not None
+            and question.screen_out_if.holds(survey.env(answers))
+        ):
+            reason = {"q": question.id, "if": question.screen_out_if.source}
+            return self._end(message, doc, entry, "screened_out", question.screen_out_text, reason)
+        following = survey.next_shown(question, answers, answer.choices if answer else ())
         if following is not None:
             nxt = survey.question(following)
             assert nxt is not None  # noqa: S101 - jumps are validated at load time
-            reply = question_text(survey, nxt)
+            reply = question_text(survey, nxt, survey.shown(answers))
             return _Plan(
                 reply,
                 [
@@ -366,7 +428,6 @@ class SurveyEngine:
                     )
                 ],
             )
-        answers = [*(doc.get("answers") or []), entry]
         result = survey.result(answers)
         stored = {"score": result.score, "result": result.document(), "finished_at": now}
         reply = self._finish_text(survey, {**doc, **stored, "answers": answers})
@@ -378,6 +439,39 @@ class SurveyEngine:
                     doc,
                     reply,
                     set_fields={"state": "finished", "current": None, "paused": False, **stored},
+                    unset_fields=("active_user",),
+                    answer=entry,
+                )
+            ],
+        )
+
+    def _end(
+        self,
+        message: Message,
+        doc: Mapping[str, Any],
+        entry: Mapping[str, Any],
+        state: str,
+        text: str,
+        reason: Mapping[str, Any],
+    ) -> _Plan:
+        """End the attempt without a result: screened out, or its quota full (counted apart from
+        completions); the text and the reason are kept with the session."""
+        reply = text
+        ended = {"state": state, "text": reply, **reason}
+        return _Plan(
+            reply,
+            [
+                self._update(
+                    message,
+                    doc,
+                    reply,
+                    set_fields={
+                        "state": state,
+                        "ended": ended,
+                        "current": None,
+                        "paused": False,
+                        "finished_at": _now(),
+                    },
                     unset_fields=("active_user",),
                     answer=entry,
                 )
@@ -521,7 +615,7 @@ class SurveyEngine:
             band = next((b for b in survey.bands if b.id == result.get("band")), None)
             comment = band.comment if band is not None else result.get("comment")
             if comment:
-                lines.append(comment)
+                lines.append(pipe(comment, survey.shown(doc.get("answers") or [])))
         for dimension in survey.dimensions:
             info = (result.get("dims") or {}).get(dimension.id) or {}
             line = f"{dimension.title}：{info.get('score', 0)} 分"
@@ -539,7 +633,7 @@ class SurveyEngine:
         if survey.scored:
             parts.append(self._result_block(survey, doc))
         if survey.outro:
-            parts.append(survey.outro)
+            parts.append(pipe(survey.outro, survey.shown(doc.get("answers") or [])))
         return "\n\n".join(parts)
 
     def _unavailable(self, survey: Survey, status: str) -> str:
@@ -550,6 +644,21 @@ class SurveyEngine:
         if status == "archived":
             return f"「{survey.title}」已经结束，感谢关注。"
         return f"「{survey.title}」暂未开放，感谢关注。"
+
+
+def _command(folded: str) -> str:
+    if folded in EXIT_WORDS:
+        return "exit"
+    if folded in RESTART_WORDS:
+        return "restart"
+    if folded in BACK_WORDS:
+        return "back"
+    return "skip" if folded in SKIP_WORDS else ""
+
+
+def _ask(survey: Survey, question: Question, doc: Mapping[str, Any]) -> str:
+    """``question`` as sent, its placeholders filled from the session's answers so far."""
+    return question_text(survey, question, survey.shown(doc.get("answers") or []))
 
 
 def load_engine(settings: Settings | None = None, folder: Path | None = None) -> SurveyEngine:

@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
+from service import reports
+from service.reports import progress_entry
+from service.store import surveys as store
 from service.surveys import SHIPPED_DIR, SurveyEngine, load_dir
 from service.surveys.loader import parse_survey
-from tests.survey_helpers import Chat, TracingCounter, write_surveys
+from tests.survey_helpers import Chat, TracingCounter, talk, write_surveys
 
 LOGIC_YAML = """\
     id: logic
@@ -50,12 +53,27 @@ LOGIC_YAML = """\
     outro: 谢谢！
 """
 
+QUOTA_YAML = """\
+    id: quota
+    title: 名额问卷
+    keywords: [名额问卷]
+    quotas:
+      - {id: owls, when: "bedtime == 2", max: 3, text: 这一组的名额已满，谢谢参与！}
+    questions:
+      - id: bedtime
+        text: 几点睡？
+        options: [早, 晚]
+      - id: more
+        kind: text
+        text: 说点什么吧
+"""
+
 LONG = "因为" + "好吃" * 30  # 62 characters
 
 
 @pytest.fixture
 def app_extra(tmp_path: Any) -> dict[str, Any]:
-    folder = write_surveys(tmp_path / "surveys", logic=LOGIC_YAML)
+    folder = write_surveys(tmp_path / "surveys", logic=LOGIC_YAML, quota=QUOTA_YAML)
     return {"surveys": SurveyEngine(load_dir(folder))}
 
 
@@ -304,3 +322,107 @@ async def test_round_trips_of_skip_and_back(send, wechat, db, app, db_counter):
         mark = db_counter.mark()
         await user.say(text)
         assert db_counter.since(mark) == step, text
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_screened_out_counted_apart(send, wechat, db, app):
+    done = chat(send, wechat, "adult")
+    for text in ("逻辑问卷", "1", "1", "跳过", "30"):
+        await done.say(text)
+    minor = chat(send, wechat, "teen")
+    for text in ("逻辑问卷", "1", "2", "不告诉你", "15"):
+        await minor.say(text)
+    waiting = chat(send, wechat, "slow")
+    await waiting.say("逻辑问卷")
+
+    survey, _ = parse_survey(textwrap.dedent(LOGIC_YAML))
+    assert survey is not None
+    funnel = await store.funnel(db, survey)
+    assert {k: funnel[k] for k in ("started", "finished", "in_progress", "screened_out")} == {
+        "started": 3,
+        "finished": 1,
+        "in_progress": 1,
+        "screened_out": 1,
+    }
+    assert funnel["quota_full"] == 0 and funnel["completion_rate"] == round(1 / 3, 4)
+    rows = {row["openid"]: row async for row in store.iter_responses(db, survey)}
+    assert rows["teen"]["state"] == "screened_out" and rows["teen"]["ended"] == "age < 18"
+    assert rows["teen"]["why"] == "不告诉你" and rows["teen"]["last"] == ""
+    assert rows["adult"]["state"] == "finished" and rows["adult"]["ended"] == ""
+    assert rows["adult"]["why"] == "" and rows["adult"]["coffee"] == ""
+    assert [r["score"] for r in await store.score_distribution(db, survey)] == [0]
+    entry = progress_entry(survey, await session(db, "teen"))
+    assert entry["state"] == "screened_out" and entry["reason"] == "age < 18"
+    listed = await reports.survey_list(db, [survey])
+    assert (listed[0]["finished"], listed[0]["screened_out"]) == (1, 1)
+
+
+def test_quota_mistakes():
+    text = textwrap.dedent("""\
+        id: q
+        title: Q
+        keywords: [Q]
+        quotas:
+          - {id: a, when: "nope == 1", max: 0, text: x}
+          - {id: a, max: 2, text: y}
+          - {id: c, when: "1 == 1", max: 2}
+        questions:
+          - {id: b, text: t, options: [x, y]}
+        """)
+    survey, issues = parse_survey(text, "q.yaml")
+    assert survey is None
+    assert [str(i) for i in issues] == [
+        "q.yaml:5:20: quotas[0].when: unknown question id 'nope'",
+        "q.yaml:5:37: quotas[0].max: a quota's max must be at least 1",
+        "q.yaml:6:5: quotas[1]: 'when' is required (which answers the quota counts)",
+        "q.yaml:6:10: quotas[1].id: duplicate quota id 'a'",
+        "q.yaml:7:5: quotas[2]: 'text' is required",
+        "q.yaml:7:19: quotas[2].when: a quota's condition must use a question's answer",
+    ]
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_quota_exact_under_concurrent_users_in_two_engines(send, wechat, db, app, db_counter):
+    """Six users answer into a quota of three at once, half through /wechat and half through a
+    second engine on the same database (as a second process would): exactly three admitted."""
+    other = SurveyEngine(app.settings["surveys"].all_surveys())
+    users = [chat(send, wechat, f"owl-{i}") for i in range(3)]
+    for user in users:
+        await user.say("名额问卷")
+    for i in range(3):
+        await talk(other, db, wechat, f"far-owl-{i}", "名额问卷")
+
+    mark = db_counter.mark()
+    replies = await asyncio.gather(
+        *(user.say("2") for user in users),
+        *(talk(other, db, wechat, f"far-owl-{i}", "2") for i in range(3)),
+    )
+    admitted = [r for r in replies if r.startswith("第 2/2 题")]
+    full = [r for r in replies if r == "这一组的名额已满，谢谢参与！"]
+    assert (len(admitted), len(full)) == (3, 3), replies
+    counter = await db.survey_quotas.find_one({"_id": "quota:owls"})
+    assert counter["n"] == 3 and len(set(counter["members"])) == 3
+    assert await db.survey_sessions.count_documents({"state": "quota_full"}) == 3
+    assert db_counter.since(mark).count(("update", "survey_quotas")) == 6
+
+    # Another match later: told the quota is full; a user outside the quota goes on.
+    late = chat(send, wechat, "late-owl")
+    await late.say("名额问卷")
+    xml = late.xml("晚", msg_id=wechat.new_msg_id())
+    retries = await asyncio.gather(*(late.post(xml) for _ in range(3)))
+    assert set(retries) == {"这一组的名额已满，谢谢参与！"}
+    doc = await db.survey_sessions.find_one({"_id": "quota:late-owl"})
+    assert doc["state"] == "quota_full" and doc["ended"]["quota"] == "owls"
+    assert await late.say("名额问卷") == "这一组的名额已满，谢谢参与！"
+    early = chat(send, wechat, "lark-q")
+    await early.say("名额问卷")
+    mark = db_counter.mark()
+    assert (await early.say("1")).startswith("第 2/2 题")
+    assert ("update", "survey_quotas") not in db_counter.since(mark)  # not a match: no claim
+    assert (await db.survey_quotas.find_one({"_id": "quota:owls"}))["n"] == 3
+
+    quota_survey = app.settings["surveys"].get("quota")
+    funnel = await store.funnel(db, quota_survey)
+    assert (funnel["quota_full"], funnel["in_progress"]) == (4, 4)
+    report = await reports.survey_report(db, quota_survey)
+    assert report["quotas"] == [{"id": "owls", "when": "bedtime == 2", "max": 3, "count": 3}]

@@ -63,6 +63,8 @@ class _Plan:
 
     reply: str | None
     writes: list[Write] = dataclasses.field(default_factory=list)
+    # Quota claims to make first: (claim, the plan instead when the quota is full).
+    claims: list[tuple[Write, _Plan]] = dataclasses.field(default_factory=list)
 
 
 class SurveyEngine:
@@ -149,6 +151,10 @@ class SurveyEngine:
             plan = self._decide(snap, message, text, keyword, command, sessions)
             if plan is None:
                 return None
+            for claim, instead in plan.claims:
+                if not await claim(db):
+                    plan = instead  # the quota is full
+                    break
             if await self._apply(db, plan):
                 return Reply.text(plan.reply) if plan.reply is not None else None
             log.info("survey write lost a race (attempt %d); reading again", attempt + 1)
@@ -183,6 +189,8 @@ class SurveyEngine:
                 plan = self._in_survey(snap, message, text, keyword, command, survey, doc)
                 if plan is not None:
                     plan.writes[:0] = pre
+                    for _, instead in plan.claims:
+                        instead.writes[:0] = pre
                 return plan
             # The survey closed (or disappeared) mid-way: set the session aside.
             pre.append(self._deactivate(doc, now))
@@ -411,6 +419,7 @@ class SurveyEngine:
         ):
             reason = {"q": question.id, "if": question.screen_out_if.source}
             return self._end(message, doc, entry, "screened_out", question.screen_out_text, reason)
+        claims = self._claims(message, survey, doc, question, entry, answers) if answer else []
         following = survey.next_shown(question, answers, answer.choices if answer else ())
         if following is not None:
             nxt = survey.question(following)
@@ -427,6 +436,7 @@ class SurveyEngine:
                         answer=entry,
                     )
                 ],
+                claims,
             )
         result = survey.result(answers)
         stored = {"score": result.score, "result": result.document(), "finished_at": now}
@@ -443,7 +453,38 @@ class SurveyEngine:
                     answer=entry,
                 )
             ],
+            claims,
         )
+
+    def _claims(
+        self,
+        message: Message,
+        survey: Survey,
+        doc: Mapping[str, Any],
+        question: Question,
+        entry: Mapping[str, Any],
+        answers: Sequence[Mapping[str, Any]],
+    ) -> list[tuple[Write, _Plan]]:
+        """The quotas this answer decides and matches: each a counter to claim (one conditional
+        update, made only here) and the plan when it is full."""
+        deciding = [q for q in survey.quotas if q.decided_by == question.id]
+        if not deciding:
+            return []
+        env = survey.env(answers)
+        test = bool(doc.get("test_user")) or doc.get("sv") == 0
+        member = f"{doc['_id']}#{int(doc.get('attempt', 1))}"
+        out: list[tuple[Write, _Plan]] = []
+        for quota in deciding:
+            if not quota.when.holds(env):
+                continue
+            counter = store.quota_counter_id(survey.id, quota.id, test=test)
+
+            async def claim(db: Db, counter: str = counter, limit: int = quota.limit) -> bool:
+                return await store.claim_quota(db, counter, member, limit)
+
+            full = self._end(message, doc, entry, "quota_full", quota.text, {"quota": quota.id})
+            out.append((claim, full))
+        return out
 
     def _end(
         self,

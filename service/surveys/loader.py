@@ -26,7 +26,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ..config import DEFAULT_TIMEZONE, ConfigError
 from ..wechat import TEXT_LIMIT_BYTES
 from .logic import Condition, check_condition, check_placeholders
-from .model import COMMAND_WORDS, END, KINDS, Band, Dimension, Option, Question, Survey
+from .model import COMMAND_WORDS, END, KINDS, Band, Dimension, Option, Question, Quota, Survey
 from .render import REPLY_HEADROOM, fits, question_text, start_text
 
 __all__ = [
@@ -176,6 +176,7 @@ class _Validator:
             "open",
             "opens_at",
             "closes_at",
+            "quotas",
         }
     )
     QUESTION_KEYS: ClassVar[dict[str, set[str]]] = {
@@ -316,6 +317,7 @@ class _Validator:
         self.dimensions = self._dimensions(top)
         questions = self._questions(top)
         bands = self._results_bands(top)
+        quotas = self._quotas(top)
         opens_at = self._time(top, "opens_at", ())
         closes_at = self._time(top, "closes_at", ())
         if opens_at and closes_at and opens_at >= closes_at:
@@ -341,6 +343,7 @@ class _Validator:
             outro=outro,
             bands=bands,
             dimensions=self.dimensions,
+            quotas=quotas,
             allow_retake=allow_retake,
             open=is_open,
             opens_at=opens_at,
@@ -350,6 +353,41 @@ class _Validator:
         self._check_coverage(survey)
         self._check_sizes(survey)
         return None if len(self.doc.issues) > errors_before else survey
+
+    def _quotas(self, top: dict[str, Any]) -> tuple[Quota, ...]:
+        if top.get("quotas") is None:
+            return ()
+        items = self._list(top["quotas"], ("quotas",), "quotas")
+        out: list[Quota] = []
+        ids: set[str] = set()
+        order = list(self.kinds)
+        for i, raw in enumerate(items or []):
+            path: Path_ = ("quotas", i)
+            item = self._mapping(raw, path, "a quota")
+            if item is None:
+                continue
+            self._keys(item, {"id", "when", "max", "text"}, path)
+            quota_id = self._str(item, "id", path, required=True)
+            if quota_id and not SLUG.match(quota_id):
+                self.error((*path, "id"), f"quota id {quota_id!r} must be a simple slug")
+            if quota_id in ids:
+                self.error((*path, "id"), f"duplicate quota id {quota_id!r}")
+            ids.add(quota_id)
+            limit = self._int(item, "max", path, required=True)
+            if limit is not None and limit < 1:
+                self.error((*path, "max"), "a quota's max must be at least 1")
+            text = self._str(item, "text", path, required=True)
+            if "when" not in item:
+                self.error(path, "'when' is required (which answers the quota counts)")
+                continue
+            when = self._condition(item, "when", path, self.kinds, ())
+            if when is not None and not when.names:
+                self.error((*path, "when"), "a quota's condition must use a question's answer")
+            if when is None or not when.names or limit is None or not quota_id or not text:
+                continue
+            decided_by = max(when.names, key=order.index)
+            out.append(Quota(quota_id, when, limit, text, decided_by))
+        return tuple(out)
 
     def _keywords(self, top: dict[str, Any]) -> tuple[str, ...]:
         raw = top.get("keywords")

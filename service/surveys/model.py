@@ -27,6 +27,7 @@ __all__ = [
     "Dimension",
     "Option",
     "Question",
+    "Quota",
     "Result",
     "Survey",
 ]
@@ -114,6 +115,18 @@ class Question:
 
 
 @dataclasses.dataclass(frozen=True)
+class Quota:
+    """At most ``limit`` users whose answers match ``when``; decided when ``decided_by`` (the
+    last question ``when`` names) is answered. A full quota ends the survey for new matches."""
+
+    id: str
+    when: Condition
+    limit: int
+    text: str
+    decided_by: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Band:
     """A score range ``[low, high]`` (inclusive) and what it means."""
 
@@ -166,6 +179,7 @@ class Survey:
     outro: str = ""
     bands: tuple[Band, ...] = ()
     dimensions: tuple[Dimension, ...] = ()
+    quotas: tuple[Quota, ...] = ()
     allow_retake: bool = False
     open: bool = True
     opens_at: dt.datetime | None = None

@@ -1,7 +1,8 @@
 """Message -> reply: the one router every inbound message goes through.
 
 Order, as in the seed tutorial, with the survey engine in front of the greeting:
-text → a survey when it claims the message, else "你好" in one of six languages; image → the
+text (and a voice message WeChat has recognized: its ``Recognition`` text) → a survey when it
+claims the message, else "你好" in one of six languages; image → the
 configured image (or a text saying it arrived); subscribe → a welcome that says how to start the
 survey; CLICK menu keys → like a typed keyword; unsubscribe and other silent events → ``success``;
 anything else → "对不起，不能识别您发的内容！".
@@ -89,6 +90,9 @@ class Bot:
     async def reply(self, message: Message) -> Reply:
         if message.msg_type == "text":
             return await self._text(message, message.content)
+        if message.msg_type == "voice" and message.recognition:
+            # 语音识别 on: what was heard is answered like typed text (surveys, keywords).
+            return await self._text(message, message.recognition)
         if message.msg_type == "image":
             media_id = await self.image.current()
             if media_id:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from service import reports
+from service.bot import UNKNOWN_TEXT
 from service.reports import progress_entry
 from service.store import surveys as store
 from service.surveys import SHIPPED_DIR, SurveyEngine, load_dir
@@ -426,3 +427,33 @@ async def test_quota_exact_under_concurrent_users_in_two_engines(send, wechat, d
     assert (funnel["quota_full"], funnel["in_progress"]) == (4, 4)
     report = await reports.survey_report(db, quota_survey)
     assert report["quotas"] == [{"id": "owls", "when": "bedtime == 2", "max": 3, "count": 3}]
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("mode", ["plain", "aes"])
+async def test_voice_answers_with_recognition(send, wechat, db, app, mode):
+    """A voice message's Recognition is read like typed text (its trailing 。 dropped); without
+    one, a voice message gets today's polite reply and answers nothing."""
+    user = chat(send, wechat, f"talker-{mode}", mode)
+
+    async def speak(heard: str | None) -> str:
+        fields = {"MediaId": "media-v", "Format": "amr"}
+        if heard is not None:
+            fields["Recognition"] = heard
+        return await user.post(wechat.message_xml(user.openid, "voice", **fields))
+
+    assert "第 1/6 题" in await speak("逻辑问卷。")
+    assert (await speak("四。")).startswith("第 2/6 题（数字）：你选了「两点以后」。")
+    assert await speak(None) == UNKNOWN_TEXT
+    assert await speak("") == UNKNOWN_TEXT
+    assert "请回复 0 到 10 之间的数字" in await speak("我也不知道。")
+    assert (await speak("3。")).startswith("第 3/6 题")
+    doc = await session(db, user.openid)
+    assert [(a["q"], a["value"]) for a in doc["answers"]] == [("bedtime", 4), ("coffee", 3)]
+    heard = [
+        m["fields"].get("Recognition")
+        async for m in db.messages.find({"openid": user.openid, "type": "voice"})
+    ]
+    assert sorted(heard, key=str) == sorted(
+        ["逻辑问卷。", "四。", None, "", "我也不知道。", "3。"], key=str
+    )

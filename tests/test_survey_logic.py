@@ -249,8 +249,10 @@ async def test_condition_false_skip_and_back_over_hidden_question(send, wechat, 
     assert (await user.say("back")).startswith("好的，回到上一题。\n\n第 1/6 题")
     assert (await user.say("1")).startswith("第 3/6 题")
     assert (await user.say("2")).startswith("第 4/6 题（填空）：你喜欢香蕉。")
-    invalid = await user.say(" ")
-    assert "回复「跳过」可跳过此题，回复「退出」可暂停。" in invalid
+    for _ in range(2):
+        assert (await user.say("  ")).startswith("请直接回复文字")
+    third = await user.say("  ")
+    assert "已经连续 3 次没能识别你的回答。回复「跳过」跳过这道题，或回复「退出」暂停，" in third
     assert (await user.say("跳过")).startswith("第 5/6 题")
     # Back over a skipped question: it is asked again, its (empty) answer forgotten.
     assert (await user.say("返回")).startswith(
@@ -457,3 +459,18 @@ async def test_voice_answers_with_recognition(send, wechat, db, app, mode):
     assert sorted(heard, key=str) == sorted(
         ["逻辑问卷。", "四。", None, "", "我也不知道。", "3。"], key=str
     )
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_three_invalid_answers_in_a_row_say_how_to_pause(send, wechat, db, app):
+    user = chat(send, wechat, "fumbler")
+    await user.say("逻辑问卷")
+    assert "已经连续" not in await user.say("9")
+    assert "已经连续" not in await user.say("8")
+    xml = user.xml("7", msg_id=wechat.new_msg_id())
+    third = await user.post(xml)
+    assert "已经连续 3 次没能识别你的回答。回复「退出」暂停，之后再发「逻辑问卷」接着答。" in third
+    assert "跳过" not in third  # a required question
+    # A valid answer starts the count again.
+    await user.say("1")
+    assert "已经连续" not in await user.say("9")

@@ -19,6 +19,7 @@ of one user can never both apply to the same question.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import logging
@@ -51,6 +52,8 @@ CANNOT_SKIP = "这道题是必答题，不能跳过。"
 FIRST_ALREADY = "这已经是第一题了。"
 # States of a session that ended (``finished`` counts as a completion; the others apart).
 ENDED = frozenset({"finished", "screened_out", "quota_full"})
+INVALID_STRIKES = 3  # invalid answers in a row before the reply says how to pause (and skip)
+INVALID_MEMORY = 10_000  # sessions whose invalid answers this process remembers
 BUSY = "同时收到了你的好几条消息，请稍等片刻再回复一次。"
 MAX_ATTEMPTS = 6
 
@@ -91,6 +94,10 @@ class SurveyEngine:
         self._fixed = Snapshot.of(surveys)
         self.tz = tz if tz is not None else zoneinfo.ZoneInfo(DEFAULT_TIMEZONE)
         self.test_prefix = test_prefix
+        # (session id, version) -> keys of invalid answers to the question at that version.
+        self._invalid: collections.OrderedDict[tuple[str, int], set[str]] = (
+            collections.OrderedDict()
+        )
 
     @property
     def snapshot(self) -> Snapshot:
@@ -364,11 +371,27 @@ class SurveyEngine:
             return self._answer(message, survey, doc, question, None, now)
         parsed = parse_answer(text, question)
         if isinstance(parsed, Invalid):
-            how = "回复「跳过」可跳过此题，" if question.optional else ""
-            return _Plan(
-                f"{parsed.message}{how}回复「退出」可暂停。\n\n" + _ask(survey, question, doc)
-            )
+            lead = f"{parsed.message}回复「退出」可暂停。"
+            if self._strikes(doc, message) >= INVALID_STRIKES:
+                skip = "回复「跳过」跳过这道题，或" if question.optional else ""
+                lead = (
+                    f"{parsed.message}\n已经连续 {INVALID_STRIKES} 次没能识别你的回答。{skip}"
+                    f"回复「退出」暂停，之后再发「{survey.keywords[0]}」接着答。"
+                )
+            return _Plan(f"{lead}\n\n" + _ask(survey, question, doc))
         return self._answer(message, survey, doc, question, parsed, now)
+
+    def _strikes(self, doc: Mapping[str, Any], message: Message) -> int:
+        """Invalid answers in a row to the question now asked: counted in this process's memory
+        per session version (a valid answer moves the version on, so the count starts again;
+        a retry of one message counts once). A hint only, so no database write for it."""
+        key = (str(doc["_id"]), int(doc.get("v", 0)))
+        seen = self._invalid.pop(key, None) or set()
+        seen.add(message.key)
+        self._invalid[key] = seen
+        while len(self._invalid) > INVALID_MEMORY:
+            self._invalid.popitem(last=False)
+        return len(seen)
 
     def _back(
         self, message: Message, survey: Survey, doc: dict[str, Any], question: Question

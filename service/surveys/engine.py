@@ -14,7 +14,13 @@ Per message, the engine
    nothing lost a race with another message of the same user: read again and decide again.
 
 So a survey answer costs two round trips (read + conditional write), and two concurrent messages
-of one user can never both apply to the same question.
+of one user can never both apply to the same question. Going back (上一题), skipping (跳过), a
+screen-out and a full quota are transitions like an answer: one conditional write, retried
+messages answered from ``recent``. The one exception is the answer that decides a quota it
+matches: its claim on the quota's counter (``store.claim_quota``) comes first, one more round trip.
+
+The survey logic (``show_if``, piping, ``screen_out_if``, quotas; ``service/surveys/logic.py``)
+is evaluated in memory against the version the session started on.
 """
 
 from __future__ import annotations
@@ -689,7 +695,10 @@ class SurveyEngine:
         if not lines:
             finished = doc.get("finished_at")
             when = f"于 {self._local(finished)} " if isinstance(finished, dt.datetime) else ""
-            lines.append(f"你已{when}完成全部 {survey.total} 题。")
+            if any(q.show_if is not None or q.optional for q in survey.questions):
+                lines.append(f"你已{when}完成「{survey.title}」。")  # not every question is asked
+            else:
+                lines.append(f"你已{when}完成全部 {survey.total} 题。")
         return "\n".join(lines)
 
     def _finish_text(self, survey: Survey, doc: Mapping[str, Any]) -> str:

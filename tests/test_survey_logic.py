@@ -474,3 +474,38 @@ async def test_three_invalid_answers_in_a_row_say_how_to_pause(send, wechat, db,
     # A valid answer starts the count again.
     await user.say("1")
     assert "已经连续" not in await user.say("9")
+
+
+def test_dims_score_functions_and_the_sandbox():
+    text = textwrap.dedent("""\
+        id: d
+        title: D
+        keywords: [D]
+        questions:
+          - id: a
+            kind: multiple
+            text: t
+            options: [{text: x, score: 2, dims: {taste: 3}}, {text: y, score: 1}]
+          - id: b
+            kind: text
+            text: t
+            show_if: "dims.taste >= 3 and score > 1 and not (2 in a) and min(len(a), 5) == 1"
+          - {id: c, kind: text, text: t, show_if: "a == [1, 2] or b in ['好', '行']"}
+        results:
+          bands: [{min: 0, max: 3, title: T}]
+          dimensions: [{id: taste, title: 口味}]
+        """)
+    survey, issues = parse_survey(text)
+    assert not issues and survey is not None
+    b, c = survey.question("b"), survey.question("c")
+    assert b is not None and b.show_if is not None and c is not None and c.show_if is not None
+    one = {"q": "a", "choices": [1], "value": [1], "score": 2, "dims": {"taste": 3}}
+    assert b.show_if.holds(survey.env([one]))
+    assert not b.show_if.holds(survey.env([{**one, "choices": [1, 2]}]))
+    assert c.show_if.holds(survey.env([{**one, "choices": [1, 2]}]))
+    assert c.show_if.holds(survey.env([one, {"q": "b", "value": "行"}]))
+    assert not c.show_if.holds(survey.env([one, {"q": "b", "skipped": True, "value": None}]))
+    # Nothing outside the allow-list gets through the loader.
+    for bad in ("__import__('os')", "a.__class__", "[x for x in a]", "a if a else b", "b[0]"):
+        _, found = parse_survey(text.replace("a == [1, 2] or b in ['好', '行']", bad))
+        assert found, bad

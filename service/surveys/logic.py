@@ -263,7 +263,7 @@ def _check_types(node: ast.Compare, kinds: Mapping[str, str]) -> list[Expression
         if isinstance(op, ast.In | ast.NotIn):
             if b == "num":
                 out.append(ExpressionIssue(right.col_offset, IN_NEEDS))
-            elif b == "list" and a in ("str", "list"):
+            elif _kind_of(right, kinds) == "multiple" and a in ("str", "list"):
                 out.append(
                     ExpressionIssue(
                         left.col_offset, "a multiple-choice answer holds option numbers"

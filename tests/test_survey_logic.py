@@ -509,3 +509,21 @@ def test_dims_score_functions_and_the_sandbox():
     for bad in ("__import__('os')", "a.__class__", "[x for x in a]", "a if a else b", "b[0]"):
         _, found = parse_survey(text.replace("a == [1, 2] or b in ['好', '行']", bad))
         assert found, bad
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_screened_out_may_retake_when_allowed(db, wechat):
+    text = textwrap.dedent(LOGIC_YAML).replace(
+        "keywords: [逻辑问卷]", "keywords: [逻辑问卷]\nallow_retake: true"
+    )
+    survey, issues = parse_survey(text)
+    assert not issues and survey is not None
+    engine = SurveyEngine([survey])
+    said = await talk(engine, db, wechat, "kid", "逻辑问卷", "1", "1", "跳过", "12")
+    assert said == "本调查只面向 18 岁以上的同学，谢谢！"
+    again = await talk(engine, db, wechat, "kid", "逻辑问卷")
+    assert again.startswith("这是你第 2 次参加「逻辑问卷」。") and "第 1/6 题" in again
+    doc = await session(db, "kid")
+    assert doc["state"] == "in_progress" and "ended" not in doc and doc["answers"] == []
+    assert doc["history"][-1]["state"] == "screened_out"
+    assert doc["history"][-1]["ended"]["if"] == "age < 18"

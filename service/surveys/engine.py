@@ -615,6 +615,7 @@ class SurveyEngine:
                 "result",
                 "started_at",
                 "finished_at",
+                "ended",
             )
         }
         return self._update(
@@ -631,7 +632,7 @@ class SurveyEngine:
                 "attempt": int(doc.get("attempt", 1)) + 1,
                 "started_at": now,
             },
-            unset_fields=("score", "result", "finished_at", "paused_at"),
+            unset_fields=("score", "result", "finished_at", "paused_at", "ended"),
             archive=archive,
         )
 

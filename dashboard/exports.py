@@ -34,6 +34,9 @@ STATE_LABELS = {
     "in_progress": "In progress",
     "paused": "Paused",
     "finished": "Finished",
+    "screened_out": "Screened out",
+    "quota_full": "Quota full",
+    "expired": "Expired",
 }
 SURVEY_COLUMNS = {
     "openid": "openid",
@@ -43,6 +46,7 @@ SURVEY_COLUMNS = {
     "finished_at": "Finished at",
     "score": "Score",
     "result": "Result",
+    "ended": "Ended because",
 }
 USER_COLUMNS = {
     "openid": "openid",

@@ -5,7 +5,8 @@ owner's reply rules top to bottom (``service.replies``, in memory), then the def
 (the seed's "你好" in one of six languages unless the owner set another). An image → the owner's
 image reply, by default the configured image (or a text saying it arrived); subscribe → the
 welcome, with the hint of how to start the open surveys; CLICK menu keys → like a typed keyword
-(surveys, then rules); unsubscribe and other silent events → ``success``; anything else → the
+(surveys, then rules); a voice message WeChat has recognized (its ``Recognition`` text) → like
+typed text; unsubscribe and other silent events → ``success``; anything else → the
 "unknown" reply (「对不起，不能识别您发的内容！」 by default).
 """
 
@@ -139,6 +140,9 @@ class Bot:
         book = await self.book()
         if message.msg_type == "text":
             return await self._text(book, message, message.content)
+        if message.msg_type == "voice" and message.recognition:
+            # 语音识别 on: what was heard is answered like typed text (surveys, keywords, rules).
+            return await self._text(book, message, message.recognition)
         if message.msg_type == "image":
             if book.image is not None:
                 return await self._spec(book, book.image, message)
@@ -194,14 +198,20 @@ class Bot:
         if self.replies is not None and not self.replies.loaded:
             return None  # the owner's replies never loaded: do not guess
         book = self.replies.snapshot if self.replies is not None else self._builtin
-        if message.msg_type == "text" or (message.event == "click" and message.event_key):
-            text = message.content if message.msg_type == "text" else message.event_key
+        heard = message.msg_type == "voice" and message.recognition
+        if message.msg_type == "text" or heard or (message.event == "click" and message.event_key):
+            if message.msg_type == "text":
+                text = message.content
+            elif heard:
+                text = message.recognition
+            else:
+                text = message.event_key
             if self.privacy.claims(text):
                 return None
             if self.surveys is not None and self.surveys.might_claim(message.openid, text.strip()):
                 return None
             rule = book.match(text, _now().astimezone(self.tz))
-            fallback = book.default if message.msg_type == "text" else book.unknown
+            fallback = book.unknown if message.is_event else book.default
             spec = rule.reply if rule is not None else fallback
             if spec is None:
                 return Reply.text(self.greeting())

@@ -86,6 +86,8 @@ async def survey_list(
                 **survey.describe(),
                 "started": funnel["started"],
                 "finished": funnel["finished"],
+                "screened_out": funnel["screened_out"],
+                "quota_full": funnel["quota_full"],
                 "completion_rate": funnel["completion_rate"],
             }
         )
@@ -168,7 +170,20 @@ async def survey_report(
         "channels": numbers["channels"],
         "funnel": numbers["funnel"],
         "completions": numbers["completions"],
+        "quotas": await _quotas(db, definition),
     }
+
+
+async def _quotas(db: Db, survey: Survey) -> list[dict[str, Any]]:
+    """Each quota of the definition with the users admitted so far (all versions, real users):
+    ``[{"id": "night-owls", "when": "bedtime == 4", "max": 100, "count": 37}]``."""
+    if not survey.quotas:
+        return []
+    counts = await store.quota_counts(db, survey.id)
+    return [
+        {"id": q.id, "when": q.when.source, "max": q.limit, "count": counts.get(q.id, 0)}
+        for q in survey.quotas
+    ]
 
 
 async def _questions_across_versions(
@@ -471,6 +486,8 @@ def progress_entry(survey: Survey, doc: Mapping[str, Any] | None) -> dict[str, A
          "answered": 3, "attempt": 1, "started_at": ...}
         {..., "state": "finished", "score": 17, "band": "moderate", "result_title": "中度爆肝",
          "answered": 10, "attempt": 1, "started_at": ..., "finished_at": ...}
+        {..., "state": "screened_out" | "quota_full", "reason": "age < 18" | "night-owls",
+         "answered": 3, "attempt": 1, "started_at": ..., "finished_at": ...}
 
     ``title`` is the survey's; ``position`` is 1-based (``第 4/10 题``), ``None`` when the
     question being asked is no longer in the definition.
@@ -496,6 +513,14 @@ def progress_entry(survey: Survey, doc: Mapping[str, Any] | None) -> dict[str, A
             score=doc.get("score"),
             band=result.get("band"),
             result_title=result.get("title"),
+        )
+        return entry
+    if doc.get("state") in ("screened_out", "quota_full"):
+        ended = doc.get("ended") or {}
+        entry.update(
+            state=doc["state"],
+            finished_at=doc.get("finished_at"),
+            reason=ended.get("quota") or ended.get("if"),
         )
         return entry
     current = doc.get("current")

@@ -240,6 +240,17 @@ class Message:
         return str(self.fields.get("Content", "")) if self.msg_type == "text" else ""
 
     @property
+    def recognition(self) -> str:
+        """What WeChat's speech recognition (语音识别, when the account has it on) heard in a voice
+        message, without the full stop it adds at the end; "" otherwise."""
+        if self.msg_type != "voice":
+            return ""
+        value = self.fields.get("Recognition")
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            return ""
+        return str(value).strip().rstrip("。.").strip()
+
+    @property
     def event_key(self) -> str:
         value = self.fields.get("EventKey", "")
         return value if isinstance(value, str) else ""

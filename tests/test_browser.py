@@ -483,8 +483,8 @@ def test_owner_writes_tries_and_publishes_a_survey_on_a_phone(server: str, brows
     # Try it in the simulator (as a test user), then publish it.
     driver.find_element(By.ID, "try-draft").click()
     wait_for(driver, lambda d: "/dashboard/simulator" in d.current_url)
-    text = wait_for(driver, lambda d: d.find_element(By.ID, "sim-text"))
-    assert text.get_attribute("value") == "pets"
+    # simulator.js fills the box once it has loaded: wait for that, not just for the element.
+    wait_for(driver, lambda d: d.find_element(By.ID, "sim-text").get_attribute("value") == "pets")
     driver.find_element(By.ID, "sim-send").click()
     wait_for(
         driver,

@@ -185,8 +185,12 @@ async def test_users_list_search_and_filters(logged_in, seeded):
     assert by_id["bob"]["subscribed"] is True
     assert by_id["dave"]["subscribed"] is False
     assert by_id["sim-x"]["test_user"] is True
-    assert [s["state"] for s in by_id["alice"]["surveys"]] == ["not_started"]
-    assert data["survey_titles"] == [{"id": "baogan", "title": "爆肝度调查"}]
+    # Both shipped surveys (爆肝度调查, 咖啡因摄入调查), neither started.
+    assert [s["state"] for s in by_id["alice"]["surveys"]] == ["not_started"] * 2
+    assert data["survey_titles"] == [
+        {"id": "baogan", "title": "爆肝度调查"},
+        {"id": "caffeine", "title": "咖啡因摄入调查"},
+    ]
     assert (await logged_in.get_json("/api/users", q="ALI"))["total"] == 1
     assert (await logged_in.get_json("/api/users", subscribed="1"))["total"] == 1
     assert (await logged_in.get_json("/api/users", test="0"))["total"] == 5
@@ -250,7 +254,9 @@ def survey_data(io_loop, send, wechat, app):
 @pytest.mark.gen_test(timeout=60)
 async def test_survey_list_and_charts(logged_in, survey_data):
     listing = await logged_in.get_json("/api/surveys")
-    (baogan,) = listing["items"]
+    by_id = {item["id"]: item for item in listing["items"]}
+    assert set(by_id) == {"baogan", "caffeine"}  # the two shipped surveys
+    baogan = by_id["baogan"]
     assert (baogan["id"], baogan["started"], baogan["finished"]) == ("baogan", 3, 2)
     assert baogan["questions"] == 10
 
@@ -296,7 +302,7 @@ async def test_csv_export_has_bom_one_row_per_user_one_column_per_question(logge
     assert response.body.startswith(b"\xef\xbb\xbf")
     rows = list(csv.reader(io.StringIO(response.body.decode("utf-8-sig"))))
     header, body = rows[0], rows[1:]
-    assert header[:7] == [
+    assert header[:8] == [
         "openid",
         "state",
         "attempt",
@@ -304,14 +310,15 @@ async def test_csv_export_has_bom_one_row_per_user_one_column_per_question(logge
         "finished_at",
         "score",
         "result",
+        "ended",
     ]
-    assert header[7].startswith("Q1 最近一个月") and len(header) == 7 + 10
+    assert header[8].startswith("Q1 最近一个月") and len(header) == 8 + 10
     assert sorted(r[0] for r in body) == ["u-high", "u-low", "u-mid"]
     low = next(r for r in body if r[0] == "u-low")
     assert low[1] == "finished" and low[5] == "0" and low[6] == "作息模范生"
-    assert low[7] == "晚上 11 点以前"
+    assert low[8] == "晚上 11 点以前" and low[7] == ""
     mid = next(r for r in body if r[0] == "u-mid")
-    assert mid[1] == "in_progress" and mid[10] == ""  # question 4 not answered
+    assert mid[1] == "in_progress" and mid[11] == ""  # question 4 not answered
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00", low[4])  # TIMEZONE
     with_test = await logged_in.get("/dashboard/surveys/baogan/export.csv", test="1")
     assert len(with_test.body.decode("utf-8-sig").strip().splitlines()) == 5

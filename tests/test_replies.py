@@ -171,6 +171,25 @@ async def test_survey_keywords_and_sessions_come_before_rules(app, send, wechat)
     assert "第 1/10 题" in started["Content"]
 
 
+@pytest.mark.gen_test(timeout=60)
+async def test_a_recognized_voice_message_reaches_the_rules(app, send, wechat):
+    """语音识别 on: what WeChat heard goes through the rules like typed text; without a
+    Recognition a voice message gets the unknown-content reply."""
+    await publish(app, RULES)
+
+    async def speak(heard: str | None) -> dict[str, Any]:
+        fields = {"MediaId": "media-v", "Format": "amr"}
+        if heard is not None:
+            fields["Recognition"] = heard
+        response, reply = await send(wechat.message_xml("v1", "voice", **fields))
+        assert response.code == 200
+        return reply
+
+    assert (await speak("菜单。"))["Content"].startswith("1. 爆肝度调查")
+    assert (await speak("价格是多少？"))["MsgType"] == "news"
+    assert (await speak(None))["Content"] == "这个我看不懂"
+
+
 def window(now: dt.datetime, *, inside: bool) -> str:
     """A one-hour window in the owner's zone that does or does not contain ``now``."""
     start = now - dt.timedelta(minutes=30) if inside else now + dt.timedelta(hours=2)

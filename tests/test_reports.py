@@ -122,7 +122,7 @@ async def test_wipe_test_data_and_csv_rows(engine, db, wechat):
     # A free-text answer that Excel would run as a formula.
     await talk(engine, db, wechat, "u9", "实验问卷", "1", "4", "2", "=1+2")
     header = reports.csv_header(lab)
-    assert header[:7] == [
+    assert header[:8] == [
         "openid",
         "state",
         "attempt",
@@ -130,8 +130,9 @@ async def test_wipe_test_data_and_csv_rows(engine, db, wechat):
         "finished_at",
         "score",
         "result",
+        "ended",
     ]
-    assert header[7] == "Q1 喜欢哪些水果？"
+    assert header[8] == "Q1 喜欢哪些水果？"
     rows = {row[0]: row async for row in reports.csv_rows(db, lab)}
     assert set(rows) == {"u7", "u8", "u9"}
     assert all(

@@ -101,6 +101,8 @@ async def test_aggregates_on_seeded_users(engine, db, wechat):
         "finished": 3,
         "in_progress": 3,
         "paused": 2,
+        "screened_out": 0,
+        "quota_full": 0,
         "completion_rate": 0.5,
     }
     steps = [(q["id"], q["reached"], q["answered"], q["dropped"]) for q in funnel["questions"]]
@@ -177,7 +179,7 @@ async def test_progress_responses_and_wiping_test_data(engine, db, wechat):
     }
 
     columns = store.response_columns(baogan)
-    assert [key for key, _ in columns][:7] == [
+    assert [key for key, _ in columns][:8] == [
         "openid",
         "state",
         "attempt",
@@ -185,8 +187,9 @@ async def test_progress_responses_and_wiping_test_data(engine, db, wechat):
         "finished_at",
         "score",
         "result",
+        "ended",
     ]
-    assert columns[7] == ("bedtime", "Q1 最近一个月，你通常几点睡觉？")
+    assert columns[8] == ("bedtime", "Q1 最近一个月，你通常几点睡觉？")
     rows = [row async for row in store.iter_responses(db, baogan)]
     assert [r["openid"] for r in rows] == ["u1", "u2", "u3", "u4", "u5", "u6"]
     assert all(list(r) == [key for key, _ in columns] for r in rows)

@@ -34,7 +34,8 @@ async def test_write_check_publish_and_answer(logged_in, app, db, send, wechat):
     assert info["text"] == broken and info["versions"] == [] and info["survey"] is None
     code, refused = await post(logged_in, "/api/survey-editor/pets/publish", {"text": broken})
     assert code == 422 and refused["issues"] == saved["issues"]
-    assert await db.survey_versions.count_documents({}) == 1  # only the imported 爆肝度调查
+    # Only the imported shipped surveys (爆肝度调查, 咖啡因摄入调查).
+    assert await db.survey_versions.count_documents({}) == 2
 
     # Another survey's id in the text is a mistake at the id's line.
     code, checked = await post(logged_in, "/api/survey-editor/dogs/check", {"text": PETS_V1})
@@ -63,7 +64,8 @@ async def test_write_check_publish_and_answer(logged_in, app, db, send, wechat):
         PETS_V2
     )
     listing = await logged_in.get_json("/api/survey-editor")
-    assert {i["id"]: i["version"] for i in listing["items"]} == {"baogan": 1, "pets": 2}
+    versions = {i["id"]: i["version"] for i in listing["items"]}
+    assert versions == {"baogan": 1, "caffeine": 1, "pets": 2}
 
 
 @pytest.mark.gen_test(timeout=90)

@@ -41,7 +41,7 @@ def issues_of(text: str, name: str = "broken.yaml") -> list[str]:
 
 def test_shipped_baogan_survey():
     surveys = load_dir()
-    assert [s.id for s in surveys] == ["baogan"]
+    assert [s.id for s in surveys] == ["baogan", "caffeine"]
     survey = surveys[0]
     assert survey.title == "爆肝度调查" and survey.keywords == ("爆肝度调查",)
     assert 8 <= survey.total <= 10
@@ -211,7 +211,7 @@ def test_times_and_other_kinds():
         "questions[1]: number min 10 is greater than max 1",
         "questions[2].max_length: max_length must be between 1 and 1000",
         "questions[3].options: unknown key 'options' (allowed: hint, id, kind, max_length, "
-        "next, text)",
+        "next, optional, screen_out_if, screen_out_text, show_if, text)",
     ]
 
 
@@ -297,7 +297,7 @@ async def test_make_app_loads_surveys_dir_or_the_shipped_folder(settings, db, tm
         custom, shipped = (app.settings["surveys"] for app in apps)
         assert sorted(s.id for s in custom.all_surveys()) == ["lab", "ok"]
         assert apps[0].settings["bot"].surveys is custom
-        assert [s.id for s in shipped.all_surveys()] == ["baogan"]
+        assert [s.id for s in shipped.all_surveys()] == ["baogan", "caffeine"]
     finally:
         for app in apps:
             await app.settings["process"].close()
@@ -330,7 +330,7 @@ def test_cli_list_files(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("SURVEYS_DIR", raising=False)
     assert main(["surveys", "list", "--files"]) == 0
     out = capsys.readouterr().out
-    assert f"1 survey(s) in {SHIPPED_DIR}:" in out
+    assert f"2 survey(s) in {SHIPPED_DIR}:" in out
     assert "baogan" in out and "「爆肝度调查」 10 question(s), open, no retakes" in out
 
     folder = write_surveys(tmp_path / "s", lab=LAB_YAML, good=GOOD)

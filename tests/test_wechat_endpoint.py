@@ -87,7 +87,7 @@ async def test_forged_msg_signature_in_safe_mode_is_403(http_client, base_url, w
 # -- every message type, every mode ----------------------------------------------------------
 
 MESSAGES = {
-    "voice": dict(MediaId="media-v", Format="amr", Recognition="今天天气"),
+    "voice": dict(MediaId="media-v", Format="amr"),  # no Recognition: 语音识别 off
     "video": dict(MediaId="media-vid", ThumbMediaId="thumb"),
     "shortvideo": dict(MediaId="media-sv", ThumbMediaId="thumb"),
     "location": dict(Location_X="38.9", Location_Y="121.6", Scale="15", Label="金石滩"),

@@ -3,14 +3,17 @@
 Document (``_id`` = ``"<survey id>:<openid>"``)::
 
     survey, openid, test_user
-    state         "in_progress" | "finished"
+    state         "in_progress" | "finished" | "screened_out" | "quota_full" (the last two end
+                  an attempt without a result and are counted apart from completions)
+    ended         {state, text, q, if} for a screen-out, {state, text, quota} for a full quota
     paused        True after 退出/quit (or when the survey closed mid-way)
     active_user   = openid while the user is answering this survey, absent otherwise; a unique
                   sparse index makes "at most one survey in progress per user" hold under races
     current       id of the question being asked (None when finished)
     sv            the version of the survey the attempt started on (absent: 1); the attempt
                   is finished on it, a retake starts on the newest
-    answers       [{q, value, label, choices?, score, dims?, at, key}] of the current attempt
+    answers       [{q, value, label, choices?, score, dims?, skipped?, at, key}] of the current
+                  attempt (``skipped: True``, value None: an optional question skipped)
     score, result {band, title, comment, dims}   when finished
     attempt       1, 2, ... (retakes); earlier attempts are kept in ``history`` (last 10)
     started_at, updated_at, finished_at, paused_at
@@ -591,12 +594,16 @@ def _shape_funnel(
 ) -> dict[str, Any]:
     answered = {row["_id"]: int(row.get("answered", row.get("n", 0))) for row in per_question}
     started = finished = paused = 0
+    ended = {"screened_out": 0, "quota_full": 0}
     stuck: dict[str, int] = {}
     for row in states:
         n = int(row["n"])
         started += n
-        if row["_id"].get("state") == "finished":
+        state = row["_id"].get("state")
+        if state == "finished":
             finished += n
+        elif state in ended:
+            ended[state] += n
         else:
             paused += int(row["paused"])
             current = row["_id"].get("current")
@@ -619,8 +626,9 @@ def _shape_funnel(
     return {
         "started": started,
         "finished": finished,
-        "in_progress": started - finished,
+        "in_progress": started - finished - sum(ended.values()),
         "paused": paused,
+        **ended,
         "completion_rate": round(finished / started, 4) if started else 0.0,
         "questions": questions,
     }
@@ -636,13 +644,14 @@ async def funnel(
 ) -> dict[str, Any]:
     """Starts versus completions, and where people stop::
 
-        {"started": 20, "finished": 12, "in_progress": 8, "paused": 3,
-         "completion_rate": 0.6,
+        {"started": 20, "finished": 12, "in_progress": 6, "paused": 3,
+         "screened_out": 1, "quota_full": 1, "completion_rate": 0.6,
          "questions": [{"id": "bedtime", "position": 1, "title": "...",
                         "reached": 20, "answered": 19, "dropped": 1}, ...]}
 
-    ``started`` counts users with a session (current attempt), ``in_progress`` those not finished
-    (``paused`` of them paused). Per question: ``reached`` = answered it or are stuck on it now;
+    ``started`` counts users with a session (current attempt), ``in_progress`` those still
+    answering (``paused`` of them paused); ``screened_out`` and ``quota_full`` ended without a
+    result and are not completions. Per question: ``reached`` = answered it or are stuck on it now;
     ``dropped`` = stuck on it (reached − answered). With branching, later questions may be
     reached by fewer people without anyone dropping.
     """
@@ -1003,6 +1012,7 @@ def response_columns(survey: Survey) -> list[tuple[str, str]]:
         ("finished_at", "finished_at"),
         ("score", "score"),
         ("result", "result"),
+        ("ended", "ended"),
     ]
     columns += [(q.id, f"Q{i} {q.text}") for i, q in enumerate(survey.questions, 1)]
     return columns
@@ -1023,7 +1033,9 @@ async def iter_responses(
     Values are plain: strings, ints/floats, ISO 8601 times (UTC, ``service.clock.iso``; None
     when unset) or ``""``. A question's cell is
     the option text(s) (several joined by ``；``), the rating or number, or the free text;
-    ``""`` when not answered. ``state`` is ``in_progress``, ``paused`` or ``finished``. Rows are
+    ``""`` when not answered (or skipped). ``state`` is ``in_progress``, ``paused``,
+    ``finished``, ``screened_out`` or ``quota_full`` (``ended`` says why: the screen-out's
+    condition or the quota's id). Rows are
     ordered by start time and streamed in batches, so a large survey never sits in memory.
     """
     extra = {"state": "finished"} if finished_only else {}
@@ -1048,6 +1060,7 @@ async def iter_responses(
             "finished_at": _iso(doc.get("finished_at")),
             "score": doc.get("score") if doc.get("score") is not None else "",
             "result": (doc.get("result") or {}).get("title") or "",
+            "ended": _ended(doc.get("ended")),
         }
         for question in survey.questions:
             row[question.id] = ""
@@ -1081,6 +1094,58 @@ async def iter_sessions(
         yield doc
 
 
+def _ended(ended: Any) -> str:
+    """Why an attempt ended without a result, for the CSV: ``age < 18`` or ``quota night-owls``."""
+    if not isinstance(ended, Mapping):
+        return ""
+    if ended.get("quota"):
+        return f"quota {ended['quota']}"
+    return str(ended.get("if") or "")
+
+
+# -- quotas ----------------------------------------------------------------------------------------
+# Collection ``survey_quotas``: one counter per quota, ``_id`` = ``"<survey>:<quota>"`` (with
+# ``:test`` for the simulator's users), ``n`` admitted so far and ``members`` (who: a session id and
+# attempt), so a re-decided answer of the same attempt is admitted again, never counted twice.
+QUOTAS = "survey_quotas"
+
+
+def quota_counter_id(survey_id: str, quota_id: str, *, test: bool = False) -> str:
+    return f"{survey_id}:{quota_id}{':test' if test else ''}"
+
+
+async def claim_quota(db: Db, counter_id: str, member: str, limit: int) -> bool:
+    """Admit ``member`` to a quota of at most ``limit``; False when it is full.
+
+    One conditional update (upserted on the first claim): it matches only while ``n < limit``
+    and ``member`` is not in yet, so concurrent claims in any number of processes never admit
+    more than ``limit``. Only when it does not match (full, or ``member`` already admitted by an
+    earlier try of the same step) is the counter read, to tell the two apart.
+    """
+    coll = journaled(db, QUOTAS)
+    try:
+        result = await coll.update_one(
+            {"_id": counter_id, "n": {"$lt": limit}, "members": {"$ne": member}},
+            {"$inc": {"n": 1}, "$push": {"members": member}},
+            upsert=True,
+        )
+    except DuplicateKeyError:
+        doc = await db[QUOTAS].find_one({"_id": counter_id, "members": member}, {"_id": 1})
+        return doc is not None
+    return result.matched_count == 1 or result.upserted_id is not None
+
+
+async def quota_counts(db: Db, survey_id: str) -> dict[str, int]:
+    """Users admitted to each quota of a survey (test users left out): ``{quota id: n}``."""
+    prefix = f"{survey_id}:"
+    out: dict[str, int] = {}
+    async for doc in db[QUOTAS].find({"_id": {"$regex": f"^{survey_id}:"}}, {"n": 1}):
+        name = str(doc["_id"])[len(prefix) :]
+        if not name.endswith(":test"):
+            out[name] = int(doc.get("n") or 0)
+    return out
+
+
 async def delete_test_data(db: Db, survey_id: str | None = None) -> int:
     """Delete the survey sessions of test users (all surveys, or one); returns how many."""
     query: dict[str, Any] = {
@@ -1089,4 +1154,6 @@ async def delete_test_data(db: Db, survey_id: str | None = None) -> int:
     if survey_id is not None:
         query["survey"] = survey_id
     result = await db[COLLECTION].delete_many(query)
+    prefix = f"^{survey_id}:" if survey_id is not None else "^"
+    await db[QUOTAS].delete_many({"_id": {"$regex": f"{prefix}.*:test$"}})
     return int(result.deleted_count)

@@ -14,7 +14,13 @@ Per message, the engine
    nothing lost a race with another message of the same user: read again and decide again.
 
 So a survey answer costs two round trips (read + conditional write), and two concurrent messages
-of one user can never both apply to the same question.
+of one user can never both apply to the same question. Going back (上一题), skipping (跳过), a
+screen-out and a full quota are transitions like an answer: one conditional write, retried
+messages answered from ``recent``. The one exception is the answer that decides a quota it
+matches: its claim on the quota's counter (``store.claim_quota``) comes first, one more round trip.
+
+The survey logic (``show_if``, piping, ``screen_out_if``, quotas; ``service/surveys/logic.py``)
+is evaluated in memory against the version the session started on.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from ..store import surveys as store
 from ..wechat import Message, Reply
 from .catalog import Snapshot, SurveyCatalog, seeds_for
 from .loader import load_dir, normalize_keyword
-from .model import EXIT_WORDS, RESTART_WORDS, Question, Survey
+from .logic import pipe
+from .model import BACK_WORDS, EXIT_WORDS, RESTART_WORDS, SKIP_WORDS, Question, Survey
 from .parsing import Answer, Invalid, parse_answer
 from .render import question_text, start_text
 
@@ -48,6 +55,12 @@ __all__ = ["EXIT_WORDS", "RESTART_WORDS", "SurveyEngine", "live_engine", "load_e
 log = logging.getLogger(__name__)
 
 ALREADY_TAKEN = "已经参加过本项活动，不要试图重新开始"
+CANNOT_SKIP = "这道题是必答题，不能跳过。"
+FIRST_ALREADY = "这已经是第一题了。"
+# States of a session that ended (``finished`` counts as a completion; the others apart).
+ENDED = frozenset({"finished", "screened_out", "quota_full"})
+INVALID_STRIKES = 3  # invalid answers in a row before the reply says how to pause (and skip)
+INVALID_MEMORY = 10_000  # sessions whose invalid answers this process remembers
 BUSY = "同时收到了你的好几条消息，请稍等片刻再回复一次。"
 MAX_ATTEMPTS = 6
 # Users whose survey state this process remembers for answering during an outage.
@@ -64,6 +77,8 @@ class _Plan:
 
     reply: str | None
     writes: list[Write] = dataclasses.field(default_factory=list)
+    # Quota claims to make first: (claim, the plan instead when the quota is full).
+    claims: list[tuple[Write, _Plan]] = dataclasses.field(default_factory=list)
 
 
 class SurveyEngine:
@@ -97,6 +112,10 @@ class SurveyEngine:
         # trip each.
         self._sessions = store.SessionReader()
         self._writes = store.SessionWriter()
+        # (session id, version) -> keys of invalid answers to the question at that version.
+        self._invalid: collections.OrderedDict[tuple[str, int], set[str]] = (
+            collections.OrderedDict()
+        )
 
     @property
     def snapshot(self) -> Snapshot:
@@ -143,7 +162,7 @@ class SurveyEngine:
         if not self.surveys:
             return False
         folded = normalize_keyword(text)
-        if folded in self.snapshot.keywords or folded in EXIT_WORDS or folded in RESTART_WORDS:
+        if folded in self.snapshot.keywords or _command(folded):
             return True
         known = self._last_state.get(openid)
         if known is not None:
@@ -164,7 +183,7 @@ class SurveyEngine:
             return None
         folded = normalize_keyword(text)
         keyword = snap.keywords.get(folded)
-        command = "exit" if folded in EXIT_WORDS else "restart" if folded in RESTART_WORDS else ""
+        command = _command(folded)
         return await self._handle(db, snap, message, text, keyword, command)
 
     async def handle_survey(self, db: Db, message: Message, survey_id: str) -> Reply | None:
@@ -203,6 +222,10 @@ class SurveyEngine:
             plan = self._decide(snap, message, text, keyword, command, sessions)
             if plan is None:
                 return None
+            for claim, instead in plan.claims:
+                if not await claim(db):
+                    plan = instead  # the quota is full
+                    break
             if plan.writes:
                 # Their survey state is changing: count them as in a survey (during an outage the
                 # careful answer is the apology, not a greeting to what may be an answer).
@@ -241,6 +264,8 @@ class SurveyEngine:
                 plan = self._in_survey(snap, message, text, keyword, command, survey, doc)
                 if plan is not None:
                     plan.writes[:0] = pre
+                    for _, instead in plan.claims:
+                        instead.writes[:0] = pre
                 return plan
             # The survey closed (or disappeared) mid-way: set the session aside.
             pre.append(self._deactivate(doc, now))
@@ -277,6 +302,11 @@ class SurveyEngine:
                 return _Plan(self._with_hint("你还没有参加过调查。"))
             survey = snap.current[latest["survey"]]
             return self._keyword(snap, message, survey, latest, now, restart=True)
+        if command == "back":
+            latest = next((d for d in sessions if d["survey"] in snap.current), None)
+            if latest is not None and latest.get("state") in ENDED:
+                title = snap.current[latest["survey"]].title
+                return _Plan(f"「{title}」已经结束，答案不能再修改。感谢参与！")
         return None
 
     def _keyword(
@@ -302,16 +332,19 @@ class SurveyEngine:
         if doc is None:
             if restart:
                 return _Plan(self._with_hint("你还没有参加过调查。"))
-            reply = start_text(survey) + "\n\n" + question_text(survey, survey.first)
+            reply = start_text(survey) + "\n\n" + question_text(survey, survey.first, {})
             return _Plan(reply, [self._insert(message, survey, reply, now)])
-        if doc.get("state") == "finished":
+        if doc.get("state") in ENDED:
             if not survey.allow_retake:
+                if doc.get("state") != "finished":  # screened out, or a full quota: told again
+                    return _Plan(str((doc.get("ended") or {}).get("text") or ALREADY_TAKEN))
                 return _Plan(ALREADY_TAKEN + "\n\n" + self._result_block(started_on, doc))
             attempt = int(doc.get("attempt", 1)) + 1
             previous = (doc.get("result") or {}).get("title")
             lead = f"这是你第 {attempt} 次参加「{survey.title}」"
             lead += f"，上次的结果是「{previous}」。" if previous else "。"
-            reply = f"{lead}\n\n{start_text(survey)}\n\n{question_text(survey, survey.first)}"
+            first = question_text(survey, survey.first, {})
+            reply = f"{lead}\n\n{start_text(survey)}\n\n{first}"
             return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
         # In progress but paused (or set aside): resume on the version it started on, or start
         # over (on the newest) when asked and allowed.
@@ -321,10 +354,12 @@ class SurveyEngine:
                     f"「{survey.title}」不支持重新开始。回复「{survey.keywords[0]}」"
                     f"从第 {self._position(started_on, doc)} 题继续作答。"
                 )
-            reply = f"好的，「{survey.title}」从头开始。\n\n" + question_text(survey, survey.first)
+            reply = f"好的，「{survey.title}」从头开始。\n\n" + question_text(
+                survey, survey.first, {}
+            )
             return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
         question = self._current(started_on, doc)
-        reply = f"欢迎回来！继续「{started_on.title}」。\n\n" + question_text(started_on, question)
+        reply = f"欢迎回来！继续「{started_on.title}」。\n\n" + _ask(started_on, question, doc)
         return _Plan(
             reply,
             [
@@ -379,15 +414,16 @@ class SurveyEngine:
             if not newest.allow_retake:
                 return _Plan(
                     f"「{survey.title}」不支持重新开始，请继续作答。\n\n"
-                    + question_text(survey, question)
+                    + _ask(survey, question, doc)
                 )
-            reply = f"好的，「{newest.title}」从头开始。\n\n" + question_text(newest, newest.first)
+            reply = f"好的，「{newest.title}」从头开始。\n\n" + question_text(
+                newest, newest.first, {}
+            )
             return _Plan(reply, [self._restart(message, newest, doc, reply, now)])
         if keyword is not None:
             if keyword.id == survey.id:
                 return _Plan(
-                    f"你正在参加「{survey.title}」，接着答就好。\n\n"
-                    + question_text(survey, question)
+                    f"你正在参加「{survey.title}」，接着答就好。\n\n" + _ask(survey, question, doc)
                 )
             return _Plan(
                 f"你正在参加「{survey.title}」（第 {survey.position(question.id)}/{survey.total} "
@@ -395,12 +431,60 @@ class SurveyEngine:
             )
         if message.is_event:
             return None  # a menu click that is not a keyword is not an answer
+        if command == "back":
+            return self._back(message, survey, doc, question)
+        if command == "skip":
+            if not question.optional:
+                return _Plan(f"{CANNOT_SKIP}\n\n" + _ask(survey, question, doc))
+            return self._answer(message, survey, doc, question, None, now)
         parsed = parse_answer(text, question)
         if isinstance(parsed, Invalid):
-            return _Plan(
-                f"{parsed.message}回复「退出」可暂停。\n\n" + question_text(survey, question)
-            )
+            lead = f"{parsed.message}回复「退出」可暂停。"
+            if self._strikes(doc, message) >= INVALID_STRIKES:
+                skip = "回复「跳过」跳过这道题，或" if question.optional else ""
+                lead = (
+                    f"{parsed.message}\n已经连续 {INVALID_STRIKES} 次没能识别你的回答。{skip}"
+                    f"回复「退出」暂停，之后再发「{survey.keywords[0]}」接着答。"
+                )
+            return _Plan(f"{lead}\n\n" + _ask(survey, question, doc))
         return self._answer(message, survey, doc, question, parsed, now)
+
+    def _strikes(self, doc: Mapping[str, Any], message: Message) -> int:
+        """Invalid answers in a row to the question now asked: counted in this process's memory
+        per session version (a valid answer moves the version on, so the count starts again;
+        a retry of one message counts once). A hint only, so no database write for it."""
+        key = (str(doc["_id"]), int(doc.get("v", 0)))
+        seen = self._invalid.pop(key, None) or set()
+        seen.add(message.key)
+        self._invalid[key] = seen
+        while len(self._invalid) > INVALID_MEMORY:
+            self._invalid.popitem(last=False)
+        return len(seen)
+
+    def _back(
+        self, message: Message, survey: Survey, doc: dict[str, Any], question: Question
+    ) -> _Plan:
+        """「上一题」: forget the last answer (and its score) and ask that question again; the
+        conditions are evaluated afresh from there."""
+        answers = list(doc.get("answers") or [])
+        if not answers:
+            return _Plan(f"{FIRST_ALREADY}\n\n" + _ask(survey, question, doc))
+        last = answers.pop()
+        previous = survey.question(str(last.get("q")))
+        if previous is None:  # not in this version (a hand-edited session): stay here
+            return _Plan(f"{FIRST_ALREADY}\n\n" + _ask(survey, question, doc))
+        reply = "好的，回到上一题。\n\n" + question_text(survey, previous, survey.shown(answers))
+        return _Plan(
+            reply,
+            [
+                self._update(
+                    message,
+                    doc,
+                    reply,
+                    set_fields={"current": previous.id, "answers": answers},
+                )
+            ],
+        )
 
     def _answer(
         self,
@@ -408,15 +492,30 @@ class SurveyEngine:
         survey: Survey,
         doc: dict[str, Any],
         question: Question,
-        answer: Answer,
+        answer: Answer | None,
         now: dt.datetime,
     ) -> _Plan:
-        entry = {"q": question.id, **answer.document(), "at": now, "key": message.key}
-        following = survey.next_after(question, answer.choices)
+        """An answer to ``question`` (``None``: skipped) and where it leads: a screen-out, the
+        next question whose condition holds, or the end."""
+        if answer is None:
+            document: dict[str, Any] = {"value": None, "label": "", "score": 0, "skipped": True}
+        else:
+            document = answer.document()
+        entry = {"q": question.id, **document, "at": now, "key": message.key}
+        answers = [*(doc.get("answers") or []), entry]
+        if (
+            answer is not None
+            and question.screen_out_if is not None
+            and question.screen_out_if.holds(survey.env(answers))
+        ):
+            reason = {"q": question.id, "if": question.screen_out_if.source}
+            return self._end(message, doc, entry, "screened_out", question.screen_out_text, reason)
+        claims = self._claims(message, survey, doc, question, entry, answers) if answer else []
+        following = survey.next_shown(question, answers, answer.choices if answer else ())
         if following is not None:
             nxt = survey.question(following)
             assert nxt is not None  # noqa: S101 - jumps are validated at load time
-            reply = question_text(survey, nxt)
+            reply = question_text(survey, nxt, survey.shown(answers))
             return _Plan(
                 reply,
                 [
@@ -428,8 +527,8 @@ class SurveyEngine:
                         answer=entry,
                     )
                 ],
+                claims,
             )
-        answers = [*(doc.get("answers") or []), entry]
         result = survey.result(answers)
         stored = {"score": result.score, "result": result.document(), "finished_at": now}
         reply = self._finish_text(survey, {**doc, **stored, "answers": answers})
@@ -441,6 +540,70 @@ class SurveyEngine:
                     doc,
                     reply,
                     set_fields={"state": "finished", "current": None, "paused": False, **stored},
+                    unset_fields=("active_user",),
+                    answer=entry,
+                )
+            ],
+            claims,
+        )
+
+    def _claims(
+        self,
+        message: Message,
+        survey: Survey,
+        doc: Mapping[str, Any],
+        question: Question,
+        entry: Mapping[str, Any],
+        answers: Sequence[Mapping[str, Any]],
+    ) -> list[tuple[Write, _Plan]]:
+        """The quotas this answer decides and matches: each a counter to claim (one conditional
+        update, made only here) and the plan when it is full."""
+        deciding = [q for q in survey.quotas if q.decided_by == question.id]
+        if not deciding:
+            return []
+        env = survey.env(answers)
+        test = bool(doc.get("test_user")) or doc.get("sv") == 0
+        member = f"{doc['_id']}#{int(doc.get('attempt', 1))}"
+        out: list[tuple[Write, _Plan]] = []
+        for quota in deciding:
+            if not quota.when.holds(env):
+                continue
+            counter = store.quota_counter_id(survey.id, quota.id, test=test)
+
+            async def claim(db: Db, counter: str = counter, limit: int = quota.limit) -> bool:
+                return await store.claim_quota(db, counter, member, limit)
+
+            full = self._end(message, doc, entry, "quota_full", quota.text, {"quota": quota.id})
+            out.append((claim, full))
+        return out
+
+    def _end(
+        self,
+        message: Message,
+        doc: Mapping[str, Any],
+        entry: Mapping[str, Any],
+        state: str,
+        text: str,
+        reason: Mapping[str, Any],
+    ) -> _Plan:
+        """End the attempt without a result: screened out, or its quota full (counted apart from
+        completions); the text and the reason are kept with the session."""
+        reply = text
+        ended = {"state": state, "text": reply, **reason}
+        return _Plan(
+            reply,
+            [
+                self._update(
+                    message,
+                    doc,
+                    reply,
+                    set_fields={
+                        "state": state,
+                        "ended": ended,
+                        "current": None,
+                        "paused": False,
+                        "finished_at": _now(),
+                    },
                     unset_fields=("active_user",),
                     answer=entry,
                 )
@@ -514,6 +677,7 @@ class SurveyEngine:
                 "result",
                 "started_at",
                 "finished_at",
+                "ended",
             )
         }
         return self._update(
@@ -530,7 +694,7 @@ class SurveyEngine:
                 "attempt": int(doc.get("attempt", 1)) + 1,
                 "started_at": now,
             },
-            unset_fields=("score", "result", "finished_at", "paused_at"),
+            unset_fields=("score", "result", "finished_at", "paused_at", "ended"),
             archive=archive,
         )
 
@@ -584,7 +748,7 @@ class SurveyEngine:
             band = next((b for b in survey.bands if b.id == result.get("band")), None)
             comment = band.comment if band is not None else result.get("comment")
             if comment:
-                lines.append(comment)
+                lines.append(pipe(comment, survey.shown(doc.get("answers") or [])))
         for dimension in survey.dimensions:
             info = (result.get("dims") or {}).get(dimension.id) or {}
             line = f"{dimension.title}：{info.get('score', 0)} 分"
@@ -594,7 +758,10 @@ class SurveyEngine:
         if not lines:
             finished = doc.get("finished_at")
             when = f"于 {self._local(finished)} " if isinstance(finished, dt.datetime) else ""
-            lines.append(f"你已{when}完成全部 {survey.total} 题。")
+            if any(q.show_if is not None or q.optional for q in survey.questions):
+                lines.append(f"你已{when}完成「{survey.title}」。")  # not every question is asked
+            else:
+                lines.append(f"你已{when}完成全部 {survey.total} 题。")
         return "\n".join(lines)
 
     def _finish_text(self, survey: Survey, doc: Mapping[str, Any]) -> str:
@@ -602,7 +769,7 @@ class SurveyEngine:
         if survey.scored:
             parts.append(self._result_block(survey, doc))
         if survey.outro:
-            parts.append(survey.outro)
+            parts.append(pipe(survey.outro, survey.shown(doc.get("answers") or [])))
         return "\n\n".join(parts)
 
     def _unavailable(self, survey: Survey, status: str) -> str:
@@ -613,6 +780,21 @@ class SurveyEngine:
         if status == "archived":
             return f"「{survey.title}」已经结束，感谢关注。"
         return f"「{survey.title}」暂未开放，感谢关注。"
+
+
+def _command(folded: str) -> str:
+    if folded in EXIT_WORDS:
+        return "exit"
+    if folded in RESTART_WORDS:
+        return "restart"
+    if folded in BACK_WORDS:
+        return "back"
+    return "skip" if folded in SKIP_WORDS else ""
+
+
+def _ask(survey: Survey, question: Question, doc: Mapping[str, Any]) -> str:
+    """``question`` as sent, its placeholders filled from the session's answers so far."""
+    return question_text(survey, question, survey.shown(doc.get("answers") or []))
 
 
 def load_engine(settings: Settings | None = None, folder: Path | None = None) -> SurveyEngine:

@@ -25,7 +25,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..config import DEFAULT_TIMEZONE, ConfigError
 from ..wechat import TEXT_LIMIT_BYTES
-from .model import COMMAND_WORDS, END, KINDS, Band, Dimension, Option, Question, Survey
+from .logic import Condition, check_condition, check_placeholders
+from .model import COMMAND_WORDS, END, KINDS, Band, Dimension, Option, Question, Quota, Survey
 from .render import REPLY_HEADROOM, fits, question_text, start_text
 
 __all__ = [
@@ -97,6 +98,7 @@ class _Doc:
         self.file = file
         self.issues: list[Issue] = []
         self.marks: dict[Path_, tuple[int, int]] = {}
+        self.quoted: set[Path_] = set()  # scalars written in quotes (their text starts one later)
         self.data: Any = None
         self.fatal = False  # the YAML itself could not be read
         loader = yaml.SafeLoader(text)
@@ -134,12 +136,21 @@ class _Doc:
         if isinstance(node, SequenceNode):
             return [self._walk(loader, item, (*path, i)) for i, item in enumerate(node.value)]
         assert isinstance(node, ScalarNode)  # noqa: S101 - the three YAML node kinds
+        if node.style in ("'", '"'):
+            self.quoted.add(path)
         return loader.construct_object(node, deep=True)
 
     def where(self, path: Path_) -> tuple[int, int]:
         while path and path not in self.marks:
             path = path[:-1]
         return self.marks.get(path, (0, 0))
+
+    def error_at(self, path: Path_, offset: int, message: str) -> None:
+        """A mistake ``offset`` characters into the one-line scalar at ``path``."""
+        line, column = self.where(path)
+        if line:
+            column += offset + (1 if path in self.quoted else 0)
+        self.issues.append(Issue(self.file, line, column, _path_str(path), message))
 
     def error(self, path: Path_, message: str, node: Node | None = None) -> None:
         if node is not None:
@@ -166,6 +177,7 @@ class _Validator:
             "open",
             "opens_at",
             "closes_at",
+            "quotas",
         }
     )
     QUESTION_KEYS: ClassVar[dict[str, set[str]]] = {
@@ -175,6 +187,9 @@ class _Validator:
         "number": {"min", "max", "integer", "unit", "next"},
         "text": {"max_length", "next"},
     }
+    COMMON_KEYS = frozenset(
+        {"id", "kind", "text", "hint", "show_if", "optional", "screen_out_if", "screen_out_text"}
+    )
     OPTION_KEYS = frozenset({"text", "score", "dims", "next"})
     BAND_KEYS = frozenset({"id", "min", "max", "title", "comment"})
 
@@ -183,6 +198,7 @@ class _Validator:
         self.tz = tz  # the zone of times written without an offset
         self.dimension_ids: set[str] = set()
         self.dimensions: tuple[Dimension, ...] = ()
+        self.kinds: dict[str, str] = {}  # question id -> kind, in order
 
     def error(self, path: Path_, message: str) -> None:
         self.doc.error(path, message)
@@ -302,6 +318,7 @@ class _Validator:
         self.dimensions = self._dimensions(top)
         questions = self._questions(top)
         bands = self._results_bands(top)
+        quotas = self._quotas(top)
         opens_at = self._time(top, "opens_at", ())
         closes_at = self._time(top, "closes_at", ())
         if opens_at and closes_at and opens_at >= closes_at:
@@ -309,6 +326,12 @@ class _Validator:
         intro = self._str(top, "intro", ())
         outro = self._str(top, "outro", ())
         privacy = self._str(top, "privacy", ())
+        self._placeholders(top, "outro", (), self.kinds)
+        results = top.get("results")
+        raw_bands = results.get("bands") if isinstance(results, dict) else None
+        for i, band in enumerate(raw_bands if isinstance(raw_bands, list) else ()):
+            if isinstance(band, dict):
+                self._placeholders(band, "comment", ("results", "bands", i), self.kinds)
         allow_retake = self._bool(top, "allow_retake", (), False)
         is_open = self._bool(top, "open", (), True)
         if len(self.doc.issues) > errors_before or not questions:
@@ -323,6 +346,7 @@ class _Validator:
             privacy=privacy,
             bands=bands,
             dimensions=self.dimensions,
+            quotas=quotas,
             allow_retake=allow_retake,
             open=is_open,
             opens_at=opens_at,
@@ -332,6 +356,41 @@ class _Validator:
         self._check_coverage(survey)
         self._check_sizes(survey)
         return None if len(self.doc.issues) > errors_before else survey
+
+    def _quotas(self, top: dict[str, Any]) -> tuple[Quota, ...]:
+        if top.get("quotas") is None:
+            return ()
+        items = self._list(top["quotas"], ("quotas",), "quotas")
+        out: list[Quota] = []
+        ids: set[str] = set()
+        order = list(self.kinds)
+        for i, raw in enumerate(items or []):
+            path: Path_ = ("quotas", i)
+            item = self._mapping(raw, path, "a quota")
+            if item is None:
+                continue
+            self._keys(item, {"id", "when", "max", "text"}, path)
+            quota_id = self._str(item, "id", path, required=True)
+            if quota_id and not SLUG.match(quota_id):
+                self.error((*path, "id"), f"quota id {quota_id!r} must be a simple slug")
+            if quota_id in ids:
+                self.error((*path, "id"), f"duplicate quota id {quota_id!r}")
+            ids.add(quota_id)
+            limit = self._int(item, "max", path, required=True)
+            if limit is not None and limit < 1:
+                self.error((*path, "max"), "a quota's max must be at least 1")
+            text = self._str(item, "text", path, required=True)
+            if "when" not in item:
+                self.error(path, "'when' is required (which answers the quota counts)")
+                continue
+            when = self._condition(item, "when", path, self.kinds, ())
+            if when is not None and not when.names:
+                self.error((*path, "when"), "a quota's condition must use a question's answer")
+            if when is None or not when.names or limit is None or not quota_id or not text:
+                continue
+            decided_by = max(when.names, key=order.index)
+            out.append(Quota(quota_id, when, limit, text, decided_by))
+        return tuple(out)
 
     def _keywords(self, top: dict[str, Any]) -> tuple[str, ...]:
         raw = top.get("keywords")
@@ -454,9 +513,13 @@ class _Validator:
             self.error(("questions",), "a survey needs at least one question")
             return []
         ids: dict[str, int] = {}
+        self.kinds = {}
         for i, item in enumerate(items):
             if isinstance(item, dict) and isinstance(item.get("id"), str | int):
                 qid = str(item["id"]).strip()
+                if qid not in ids:
+                    kind = item.get("kind", "single")
+                    self.kinds[qid] = kind if isinstance(kind, str) else "?"
                 if qid in ids:
                     self.error(
                         ("questions", i, "id"),
@@ -499,14 +562,31 @@ class _Validator:
         if kind not in KINDS:
             self.error((*path, "kind"), f"unknown kind {kind!r} (one of: {', '.join(KINDS)})")
             return None
-        self._keys(item, {"id", "kind", "text", "hint"} | self.QUESTION_KEYS[kind], path)
+        self._keys(item, self.COMMON_KEYS | self.QUESTION_KEYS[kind], path)
         common: dict[str, Any] = {
             "id": qid,
             "kind": kind,
             "text": text,
             "hint": self._str(item, "hint", path),
             "next": self._jump(item, path, index, ids),
+            "optional": self._bool(item, "optional", path, False),
+            "screen_out_text": self._str(item, "screen_out_text", path),
         }
+        earlier = {q: k for q, k in self.kinds.items() if ids.get(q, index) < index}
+        later = [q for q, i in ids.items() if i > index]
+        if "show_if" in item and index == 0:
+            self.error((*path, "show_if"), "the first question is always asked")
+        else:
+            common["show_if"] = self._condition(item, "show_if", path, earlier, [qid, *later])
+        common["screen_out_if"] = self._condition(
+            item, "screen_out_if", path, {**earlier, qid: kind}, later
+        )
+        if item.get("screen_out_if") is not None and not common["screen_out_text"]:
+            self.error(path, "screen_out_if needs a screen_out_text (what the user is told)")
+        if common["screen_out_text"] and "screen_out_if" not in item:
+            self.error((*path, "screen_out_text"), "screen_out_text without screen_out_if")
+        for key in ("text", "hint"):
+            self._placeholders(item, key, path, earlier, [qid, *later])
         if kind in ("single", "multiple"):
             options = self._options(item, path, index, ids, kind)
             common["options"] = options
@@ -557,6 +637,46 @@ class _Validator:
             common["max_length"] = length or 200
         return Question(**common)
 
+    def _condition(
+        self,
+        item: dict[str, Any],
+        key: str,
+        path: Path_,
+        earlier: dict[str, str],
+        later: Iterable[str],
+    ) -> Condition | None:
+        raw = item.get(key)
+        if raw is None:
+            return None
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            self.error((*path, key), f'{key!r} must be an expression like "bedtime >= 3"')
+            return None
+        source = str(raw)
+        if "\n" in source.strip():
+            self.error((*path, key), f"{key!r} must be written on one line")
+            return None
+        condition, problems = check_condition(
+            source, earlier, later, (d.id for d in self.dimensions)
+        )
+        lead = len(source) - len(source.lstrip())
+        for problem in problems:
+            self.doc.error_at((*path, key), lead + problem.column, problem.message)
+        return condition
+
+    def _placeholders(
+        self,
+        item: dict[str, Any],
+        key: str,
+        path: Path_,
+        earlier: Iterable[str],
+        later: Iterable[str] = (),
+    ) -> None:
+        raw = item.get(key)
+        if not isinstance(raw, str):
+            return
+        for problem in check_placeholders(raw, earlier, later):
+            self.error((*path, key), problem)
+
     def _options(
         self, item: dict[str, Any], path: Path_, index: int, ids: dict[str, int], kind: str
     ) -> tuple[Option, ...]:
@@ -587,6 +707,7 @@ class _Validator:
             if option is None:
                 continue
             self._keys(option, self.OPTION_KEYS, opath)
+            self._placeholders(option, "text", opath, [q for q, n in ids.items() if n < index])
             label = self._str(option, "text", opath, required=True)
             folded = normalize_keyword(label)
             if label and folded in labels:

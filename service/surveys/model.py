@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 from ..clock import iso
+from .logic import Condition, answer_env, shown_answers
 
 __all__ = [
+    "BACK_WORDS",
     "COMMAND_WORDS",
     "END",
     "EXIT_WORDS",
     "KINDS",
     "RESTART_WORDS",
+    "SKIP_WORDS",
     "Band",
     "Dimension",
     "Option",
     "Question",
+    "Quota",
     "Result",
     "Survey",
 ]
@@ -32,7 +36,9 @@ END = "end"  # the jump target that ends the survey
 # The words the engine reads as commands (``normalize_keyword`` form); no survey keyword may be one.
 EXIT_WORDS = frozenset({"退出", "quit", "exit", "暂停"})
 RESTART_WORDS = frozenset({"重新开始", "restart"})
-COMMAND_WORDS = EXIT_WORDS | RESTART_WORDS
+BACK_WORDS = frozenset({"上一题", "返回", "back"})
+SKIP_WORDS = frozenset({"跳过", "skip"})
+COMMAND_WORDS = EXIT_WORDS | RESTART_WORDS | BACK_WORDS | SKIP_WORDS
 KINDS = ("single", "multiple", "rating", "number", "text")
 KIND_NAMES = {
     "single": "单选",
@@ -76,6 +82,11 @@ class Question:
     unit: str = ""
     # text
     max_length: int = 200
+    # logic
+    show_if: Condition | None = None  # asked only when this holds (else skipped, unanswered)
+    optional: bool = False  # 「跳过」/skip leaves it unanswered
+    screen_out_if: Condition | None = None  # once answered: end the survey, screened out
+    screen_out_text: str = ""
 
     @property
     def kind_name(self) -> str:
@@ -101,6 +112,18 @@ class Question:
         if self.kind == "rating" and self.scored:
             return self.scale_min, self.scale_max
         return 0, 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Quota:
+    """At most ``limit`` users whose answers match ``when``; decided when ``decided_by`` (the
+    last question ``when`` names) is answered. A full quota ends the survey for new matches."""
+
+    id: str
+    when: Condition
+    limit: int
+    text: str
+    decided_by: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +181,7 @@ class Survey:
     privacy: str = ""
     bands: tuple[Band, ...] = ()
     dimensions: tuple[Dimension, ...] = ()
+    quotas: tuple[Quota, ...] = ()
     allow_retake: bool = False
     open: bool = True
     opens_at: dt.datetime | None = None
@@ -190,6 +214,40 @@ class Survey:
         """1-based position of a question (``第 k/n 题``)."""
         return self._positions[qid] + 1
 
+    @property
+    def kinds(self) -> Mapping[str, str]:
+        return {q.id: q.kind for q in self.questions}
+
+    def env(self, answers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The names the conditions see after ``answers``."""
+        return answer_env(answers, self.kinds, (d.id for d in self.dimensions))
+
+    def shown(self, answers: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        """The piped text of each answer (``{question_id}`` in texts)."""
+        labels = {q.id: [o.label for o in q.options] for q in self.questions if q.options}
+        return shown_answers(answers, labels)
+
+    def next_shown(
+        self,
+        question: Question,
+        answers: Sequence[Mapping[str, Any]],
+        choices: Iterable[int] = (),
+    ) -> str | None:
+        """The next question to ask after ``question`` (answered: ``answers`` includes it):
+        its jump, or the next in order, passing over those whose ``show_if`` does not hold."""
+        target = self.next_after(question, choices)
+        env: dict[str, Any] | None = None
+        while target is not None:
+            candidate = self.question(target)
+            assert candidate is not None  # noqa: S101 - jumps are validated at load time
+            if candidate.show_if is None:
+                return target
+            env = env if env is not None else self.env(answers)
+            if candidate.show_if.holds(env):
+                return target
+            target = self.next_after(candidate)
+        return None
+
     def next_after(self, question: Question, choices: Iterable[int] = ()) -> str | None:
         """The id of the question after ``question`` given the chosen options; None at the end."""
         target: str | None = None
@@ -214,14 +272,16 @@ class Survey:
         low: dict[str | None, int] = {None: 0}
         high: dict[str | None, int] = {None: 0}
         for q in reversed(self.questions):
+            after = self.next_after(q)
             if q.kind == "single":
                 los = [o.score + low[self.next_after(q, [i])] for i, o in enumerate(q.options, 1)]
                 his = [o.score + high[self.next_after(q, [i])] for i, o in enumerate(q.options, 1)]
                 low[q.id], high[q.id] = min(los), max(his)
             else:
                 q_low, q_high = q.score_range()
-                after = self.next_after(q)
                 low[q.id], high[q.id] = q_low + low[after], q_high + high[after]
+            if q.show_if is not None or q.optional:  # passed over, or skipped: nothing added
+                low[q.id], high[q.id] = min(low[q.id], low[after]), max(high[q.id], high[after])
         return low[self.first.id], high[self.first.id]
 
     def band_for(self, score: int) -> Band | None:

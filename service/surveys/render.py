@@ -6,7 +6,10 @@ text reply: 2048 bytes).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..wechat import TEXT_LIMIT_BYTES
+from .logic import pipe
 from .model import Question, Survey
 from .parsing import accepted_hint
 
@@ -26,21 +29,26 @@ def start_text(survey: Survey) -> str:
     return f"{intro}\n\n{survey.privacy}" if survey.privacy else intro
 
 
-def question_text(survey: Survey, question: Question) -> str:
-    """``第 k/n 题：…`` with the numbered options and, unless single choice, how to answer."""
+def question_text(
+    survey: Survey, question: Question, shown: Mapping[str, str] | None = None
+) -> str:
+    """``第 k/n 题：…`` with the numbered options and, unless single choice, how to answer.
+
+    ``shown`` (``Survey.shown`` of the answers so far) fills the ``{question_id}`` placeholders;
+    without it they are left as written."""
     head = f"第 {survey.position(question.id)}/{survey.total} 题"
     if question.kind != "single":
         head += f"（{question.kind_name}）"
-    lines = [f"{head}：{question.text}"]
+    lines = [f"{head}：{pipe(question.text, shown)}"]
     if question.kind in ("single", "multiple"):
-        lines += [f"{i}. {option.label}" for i, option in enumerate(question.options, 1)]
+        lines += [f"{i}. {pipe(o.label, shown)}" for i, o in enumerate(question.options, 1)]
     if question.kind == "rating" and (question.min_label or question.max_label):
         lines.append(
             f"{question.scale_min} = {question.min_label or '最低'}，"
             f"{question.scale_max} = {question.max_label or '最高'}"
         )
     if question.hint:
-        lines.append(question.hint)
+        lines.append(pipe(question.hint, shown))
     elif question.kind != "single":
         lines.append(accepted_hint(question))
     return "\n".join(lines)

@@ -226,6 +226,10 @@ export function progressBadge(p) {
     const result = p.result_title ? [`${t("Finished")}: `, el("span", { "data-content": true }, p.result_title)] : t("Finished");
     return el("span", { class: "badge done", title: p.score !== null && p.score !== undefined ? `${t("Score")} ${p.score}` : "" }, result);
   }
+  if (p.state === "screened_out" || p.state === "quota_full") {
+    const label = p.state === "screened_out" ? t("Screened out") : t("Quota full");
+    return el("span", { class: "badge none", title: p.reason || "" }, label);
+  }
   if (p.state === "in_progress") {
     return el("span", { class: "badge progress" }, t("Question %(k)s of %(n)s", { k: p.position, n: p.total }));
   }

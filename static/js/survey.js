@@ -282,6 +282,7 @@ async function load() {
   };
   stat("started", fmt.number(f.started));
   stat("finished", fmt.number(f.finished));
+  stat("ended", `${fmt.number(f.screened_out)} / ${fmt.number(f.quota_full)}`);
   stat("rate", fmt.percent(f.completion_rate));
   stat("average", data.average_score === null ? "–" : data.average_score);
   drawFunnel(f);

@@ -14,12 +14,12 @@ import datetime as dt
 import io
 import urllib.parse
 import zoneinfo
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import tornado.web
 
-from service import reports
+from service import privacy, reports
 from service.store import dashboard as store
 
 from .api import search_text
@@ -75,31 +75,48 @@ EXPORT_STRINGS = sorted(
         *MESSAGE_COLUMNS.values(),
         "yes",
         "no",
+        "Pseudonym",
     }
     - {"openid"}
 )
 
 
+async def pseudonyms(handler: DashboardHandler) -> Callable[[str], str] | None:
+    """``?pseudonymous=1``: the export's openids become pseudonyms (``service.privacy``)."""
+    if not _flag(handler, "pseudonymous", False):
+        return None
+    return await privacy.pseudonymizer(handler.db)
+
+
 class Columns:
     """How one export writes its header and cells: for people (translated, local spreadsheet
-    dates) or for tools (``keys``)."""
+    dates) or for tools (``keys``); openids as they are or, with ``pseudonym``, as pseudonyms."""
 
-    def __init__(self, handler: DashboardHandler) -> None:
+    def __init__(
+        self, handler: DashboardHandler, pseudonym: Callable[[str], str] | None = None
+    ) -> None:
         self.keys = handler.get_query_argument("header", "") == "keys"
         self.translate = handler.locale.translate
         self.zone = zoneinfo.ZoneInfo(handler.config.timezone)
         self.labels = handler.translations.labels(handler.locale)
+        self.pseudonym = pseudonym
 
     def header(self, columns: dict[str, str], extra: Iterable[str] = ()) -> list[str]:
-        if self.keys:
-            return [*columns, *extra]
-        names = [
-            f"{self.translate(label)} ({self.zone.key})"
-            if key in TIME_COLUMNS
-            else self.translate(label)
-            for key, label in columns.items()
-        ]
+        names = []
+        for key, label in columns.items():
+            if key == "openid" and self.pseudonym is not None:
+                names.append("pseudonym" if self.keys else self.translate("Pseudonym"))
+            elif self.keys:
+                names.append(key)
+            elif key in TIME_COLUMNS:
+                names.append(f"{self.translate(label)} ({self.zone.key})")
+            else:
+                names.append(self.translate(label))
         return [*names, *extra]
+
+    def person(self, openid: Any) -> str:
+        text = str(openid or "")
+        return self.pseudonym(text) if self.pseudonym is not None and text else text
 
     def time(self, value: Any) -> str:
         if isinstance(value, str) and value:
@@ -174,7 +191,7 @@ class SurveyExport(DashboardHandler):
         include_test = _flag(self, "test", False)
         finished_only = _flag(self, "finished", False)
         filters = filters_of(self, survey)  # the survey page's filters (400 with every mistake)
-        columns = Columns(self)
+        columns = Columns(self, await pseudonyms(self))
         questions = [f"Q{i} {q.text}" for i, q in enumerate(survey.questions, 1)]
         keys = [*SURVEY_COLUMNS, *(q.id for q in survey.questions)]
 
@@ -186,6 +203,8 @@ class SurveyExport(DashboardHandler):
                     value = row.get(key, "")
                     if key in TIME_COLUMNS:
                         value = columns.time(value)
+                    elif key == "openid":
+                        value = columns.person(value)
                     elif key == "state":
                         value = columns.state(value)
                     out.append(value)
@@ -226,7 +245,7 @@ class UsersExport(DashboardHandler):
             "include_test": _flag(self, "test", True),
         }
         surveys = definitions(self)
-        columns = Columns(self)
+        columns = Columns(self, await pseudonyms(self))
 
         async def rows() -> AsyncIterator[list[Any]]:
             yield columns.header(USER_COLUMNS, [s.id if columns.keys else s.title for s in surveys])
@@ -234,7 +253,7 @@ class UsersExport(DashboardHandler):
                 progress = await reports.progress(self.db, surveys, [u["openid"] for u in batch])
                 for user in batch:
                     cells: list[Any] = [
-                        user["openid"],
+                        columns.person(user["openid"]),
                         user["nickname"],
                         columns.time(user["first_seen"]),
                         columns.time(user["last_seen"]),
@@ -269,7 +288,7 @@ class MessagesExport(DashboardHandler):
             "until": self.date_argument("until", end_of_day=True),
             "include_test": _flag(self, "test", True),
         }
-        columns = Columns(self)
+        columns = Columns(self, await pseudonyms(self))
 
         async def rows() -> AsyncIterator[list[Any]]:
             yield columns.header(MESSAGE_COLUMNS)
@@ -277,7 +296,7 @@ class MessagesExport(DashboardHandler):
                 yield [
                     columns.time(m["received_at"]),
                     columns.message_type(m),
-                    m["openid"],
+                    columns.person(m["openid"]),
                     m["text"] if m["type"] == "text" or columns.keys else m["detail"],
                     "" if m["reply_kind"] == "success" else m["reply"],
                     "" if m["latency_ms"] is None else round(float(m["latency_ms"]), 1),

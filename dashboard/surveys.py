@@ -13,7 +13,7 @@ from typing import Any
 
 import tornado.web
 
-from service import exports, reports
+from service import exports, privacy, reports
 from service.surveys import Survey
 
 from .base import ApiHandler, DashboardHandler
@@ -199,6 +199,8 @@ class XlsxExportHandler(DashboardHandler):
         survey = find_survey(self, survey_id)
         filters = filters_of(self, survey)
         version = version_of(self)
+        pseudonymous = self.get_query_argument("pseudonymous", "0") in {"1", "true"}
+        pseudonym = await privacy.pseudonymizer(self.db) if pseudonymous else None
         with tempfile.TemporaryDirectory(prefix="export-") as folder:
             path = Path(folder) / "export.xlsx"
             await exports.write_xlsx(
@@ -209,6 +211,7 @@ class XlsxExportHandler(DashboardHandler):
                 versions=None if version is None else [version],
                 filters=filters,
                 timezone=self.config.timezone,
+                pseudonym=pseudonym,
             )
             self.set_header(
                 "Content-Type",

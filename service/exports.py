@@ -175,7 +175,8 @@ async def write_xlsx(
         codebook = book.add_worksheet("codebook")
         sheet.freeze_panes(1, 1)
         for c, column in enumerate(cols):
-            sheet.write_string(0, c, column.name, bold)
+            name = "pseudonym" if column.name == "openid" and pseudonym is not None else column.name
+            sheet.write_string(0, c, name, bold)
         count = 0
         async for doc in store.iter_sessions(
             db, survey, include_test_users=include_test, versions=versions, filters=filters

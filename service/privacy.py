@@ -9,7 +9,9 @@ Checked before the survey engine, so it works in the middle of a survey too.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from .store import Db
@@ -24,6 +26,7 @@ __all__ = [
     "PrivacyDesk",
     "delete_for_owner",
     "export_for_owner",
+    "pseudonymizer",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,13 @@ class PrivacyDesk:
         log.info("deleted a respondent's data at their request: %s", counts)
         done = DONE_TEXT.format(messages=counts["messages"], sessions=counts["survey_sessions"])
         return Reply("text", Reply.text(done).content, forget=True)
+
+
+async def pseudonymizer(db: Db) -> Callable[[str], str]:
+    """``openid -> pseudonym`` for the exports' ``pseudonymous`` option: a keyed hash (HMAC-SHA256
+    with the secret kept in the database), the same for one person in every export and every
+    process, irreversible without that secret."""
+    return functools.partial(store.pseudonymize, await store.pseudonym_key(db))
 
 
 async def export_for_owner(db: Db, openid: str, owner: str) -> dict[str, Any] | None:

@@ -640,8 +640,10 @@ async def csv_rows(
     finished_only: bool = False,
     filters: Filters | None = None,
     versions: Sequence[int] | None = None,
+    pseudonym: Callable[[str], str] | None = None,
 ) -> AsyncIterator[list[str]]:
-    """The export's rows after ``csv_header``, one per user, streamed; every cell a string."""
+    """The export's rows after ``csv_header``, one per user, streamed; every cell a string;
+    openids replaced by ``pseudonym(openid)`` when given."""
     keys = [key for key, _ in store.response_columns(survey)]
     async for row in store.iter_responses(
         db,
@@ -651,6 +653,8 @@ async def csv_rows(
         filters=filters,
         versions=versions,
     ):
+        if pseudonym is not None and row.get("openid"):
+            row["openid"] = pseudonym(str(row["openid"]))
         yield [csv_cell(row.get(key, "")) for key in keys]
 
 

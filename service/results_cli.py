@@ -1,7 +1,8 @@
 """``results ID --format csv|xlsx -o FILE``: a survey's results from the service's database.
 
 The same files as the dashboard's exports, with the same filters (``--channel``, ``--state``,
-``--from``/``--to`` local dates in TIMEZONE, ``--band``, ``--answered QID:N``, ``--version``).
+``--from``/``--to`` local dates in TIMEZONE, ``--band``, ``--answered QID:N``, ``--version``),
+and ``--pseudonymous`` (pseudonyms instead of openids, as the dashboard's option).
 Without ``MONGODB_URI`` the command uses the embedded database of the service running on the
 same ``DATA_DIR`` (``make run``), or starts it for its duration, as ``create-owner`` does.
 Exit 0 with the number of rows written on standard error, 1 for an unknown survey or a mistaken
@@ -17,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import exports, reports
+from . import exports, privacy, reports
 from .config import ConfigError, Settings
 from .db import open_database
 from .embedded import EmbeddedDatabaseError
@@ -65,6 +66,7 @@ async def export_results(settings: Settings, args: argparse.Namespace) -> int:
         except reports.FilterError as e:
             raise ResultsError("\n".join(e.errors)) from e
         versions = [args.version] if args.version else None
+        pseudonym = await privacy.pseudonymizer(db) if args.pseudonymous else None
         out = Path(args.output)
         if args.format == "xlsx":
             return await exports.write_xlsx(
@@ -75,14 +77,23 @@ async def export_results(settings: Settings, args: argparse.Namespace) -> int:
                 versions=versions,
                 filters=filters,
                 timezone=settings.timezone,
+                pseudonym=pseudonym,
             )
         rows = 0
         # A command-line tool: nothing else waits on this loop.
         with out.open("w", encoding="utf-8-sig", newline="") as f:  # noqa: ASYNC230
             writer = csv.writer(f, lineterminator="\r\n")
-            writer.writerow(reports.csv_header(survey))
+            header = reports.csv_header(survey)
+            if pseudonym is not None:
+                header[0] = "pseudonym"
+            writer.writerow(header)
             async for row in reports.csv_rows(
-                db, survey, include_test=args.test, filters=filters, versions=versions
+                db,
+                survey,
+                include_test=args.test,
+                filters=filters,
+                versions=versions,
+                pseudonym=pseudonym,
             ):
                 writer.writerow(row)
                 rows += 1
@@ -125,4 +136,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--version", type=int, help="only sessions started on this version")
     p.add_argument("--test", action="store_true", help="include test (simulator) users")
+    p.add_argument(
+        "--pseudonymous",
+        action="store_true",
+        help="pseudonyms instead of openids (a keyed hash: the same person gets the same one "
+        "in every export, irreversible without the secret kept in the database)",
+    )
     p.set_defaults(func=_results)

@@ -268,3 +268,19 @@ for (const box of document.querySelectorAll("input[type=checkbox][data-preferenc
     postJSON("/api/preferences", { [box.dataset.preference]: box.checked }).catch(console.error);
   });
 }
+
+// Export links (a[data-export]) take the page's "Pseudonyms instead of openids" box at the
+// moment they are followed: the server replaces openids with keyed hashes (service/privacy.py).
+document.addEventListener(
+  "click",
+  (event) => {
+    const link = event.target instanceof Element ? event.target.closest("a[data-export]") : null;
+    if (!link) return;
+    const box = document.getElementById("pseudonymous");
+    const url = new URL(link.href, location.href);
+    if (box && box.checked) url.searchParams.set("pseudonymous", "1");
+    else url.searchParams.delete("pseudonymous");
+    link.href = url.toString();
+  },
+  true,
+);

@@ -32,8 +32,12 @@ run: $(STAMP)
 	$(BIN)/python -m service serve --dev
 
 # Lint first: CI (.ci/run -> make test) fails on a lint error as on a failing test.
+# Two pytest-xdist workers, one per core, each with its own embedded database (tests/conftest.py);
+# worksteal hands a worker left idle some of the other's queue, so the long tests do not end
+# the run on one worker. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
 test: lint system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check service handlers dashboard tests bench

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import argon2
 import pymongo
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
@@ -23,6 +24,7 @@ from service.app import make_app
 from service.config import Settings
 from service.db import CommandCounter, connect, ensure_indexes
 from service.embedded import EmbeddedDatabase
+from service.store import owners
 from service.wechat_client import WeChatSide
 
 TOKEN = "test-token"
@@ -88,8 +90,28 @@ def _no_uncaught_handler_errors(caplog: pytest.LogCaptureFixture) -> Iterator[No
     )
 
 
+# The same argon2id, at its lowest cost: the service's own parameters spend about 0.4 s of CPU on
+# each hash and each check, and hundreds of tests log in, which is CPU the suite spends proving
+# nothing about the code. The hash stays a real argon2id hash through the same functions;
+# services the tests start as subprocesses keep the real cost (and rehash such a password at its
+# first login, as they would after a change of parameters). Tests marked
+# ``real_password_hash`` (the throttle's concurrency tests) keep the service's parameters.
+CHEAP_HASHER = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hash(request: pytest.FixtureRequest) -> Iterator[None]:
+    if request.node.get_closest_marker("real_password_hash") is not None:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(owners, "_hasher", CHEAP_HASHER)
+        yield
+
+
 @pytest.fixture(scope="session")
 def mongo_uri() -> Iterator[str]:
+    """One server per pytest process: with pytest-xdist (``make test``), one for each worker."""
     uri = os.environ.get("MONGODB_URI")
     if uri:
         yield uri
@@ -99,6 +121,10 @@ def mongo_uri() -> Iterator[str]:
     try:
         yield server.uri
     finally:
+        # In memory, so there is nothing to flush: a kill saves the 2 to 5 s that SecantusDB
+        # takes to stop after SIGTERM (stop() then only collects the process).
+        if server.process is not None and server.process.poll() is None:
+            server.process.kill()
         server.stop()
 
 

@@ -166,7 +166,8 @@ def logged_in(io_loop: Any, session: Session, owner: dict[str, Any]) -> Session:
 def service_process(settings: Any, tmp_path: Path) -> Iterator[str]:
     """``python -m service serve`` as a subprocess on the test database; yields its base URL.
 
-    Its log is copied to ``test-artifacts/service-process.log``; the database is dropped after
+    Its log is copied to ``test-artifacts/service-process.log`` (``service-process.gw0.log`` on
+    pytest-xdist's worker ``gw0``); the database is dropped after
     (with a synchronous client: a synchronous test holds no idle event-loop client).
     """
     port = free_port()
@@ -215,7 +216,10 @@ def service_process(settings: Any, tmp_path: Path) -> Iterator[str]:
             process.wait(10)
         log_text = log_path.read_text(errors="replace")
         ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "service-process.log").write_text(log_text)
+        # One file per pytest-xdist worker ("gw0", ...): two workers never write the same file.
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        name = f"service-process.{worker}.log" if worker else "service-process.log"
+        (ARTIFACTS / name).write_text(log_text)
         client: pymongo.MongoClient[dict[str, Any]]
         with pymongo.MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=5000) as client:
             client.drop_database(settings.mongodb_db)

@@ -77,6 +77,7 @@ async def test_a_right_password_clears_the_account_failures(db, boss):
     assert (await accounts.login(db, NAME, "nope", "203.0.113.9")).refused == "invalid"
 
 
+@pytest.mark.real_password_hash  # checks that overlap in time, at their real cost
 @pytest.mark.gen_test(timeout=60)
 async def test_a_burst_of_wrong_logins_verifies_at_most_the_limit(
     db, second_process_db, boss, verifications
@@ -104,6 +105,7 @@ async def test_a_burst_of_wrong_logins_verifies_at_most_the_limit(
     assert len(verifications) == before
 
 
+@pytest.mark.real_password_hash  # checks that overlap in time, at their real cost
 @pytest.mark.gen_test(timeout=60)
 async def test_a_right_password_inside_a_burst_after_the_limit_is_refused(db, boss, verifications):
     wrong = [

@@ -14,22 +14,26 @@ mechanism that swaps the snapshot when the data changes, in every process:
 The owner of a kind of definition supplies three coroutines: ``watch(resume_after)`` (the change
 stream), ``stamp()`` and ``reload()`` (read everything, validate, swap the snapshot; it must leave
 the old snapshot in place when it fails, and never swap in a snapshot older than the one it
-holds: reloads may overlap). The watcher is the same code for every kind, and its loop (stream
-first, polling fallback, resume tokens, backoff) is ``service.changes.ChangeFollower``, the one
-``service.live.Hub`` runs too.
+holds: reloads may overlap). ``LiveSnapshot`` is that reload, done once for every kind: a
+subclass supplies only ``_build()`` (read and validate) and gets the snapshot, the swap that
+never goes back, and the watcher's start / ready / refresh / close. The watcher is the same code
+for every kind, and its loop (stream first, polling fallback, resume tokens, backoff) is
+``service.changes.ChangeFollower``, the one ``service.live.Hub`` runs too.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 
 from .changes import ChangeFollower
 
-__all__ = ["DefinitionWatcher"]
+__all__ = ["DefinitionWatcher", "LiveSnapshot"]
+
+S = TypeVar("S")
 
 Watch = Callable[[Mapping[str, Any] | None], Awaitable[AsyncChangeStream[dict[str, Any]]]]
 
@@ -102,3 +106,68 @@ class DefinitionWatcher(ChangeFollower):
         if not self.loaded or stamp != self._last_stamp:
             await self._do_reload()
             self._last_stamp = stamp
+
+
+class LiveSnapshot(Generic[S]):
+    """An immutable snapshot of one kind of definition, swapped whole by a ``DefinitionWatcher``.
+
+    The owner of a kind subclasses it and supplies ``_build()``: read everything, validate, and
+    return the new snapshot, or ``None`` to keep the one in place (the data failed validation).
+    Loads may overlap (a refresh after a save, a change from the stream): a load swaps its
+    snapshot in only if no load started after it has swapped already.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        initial: S,
+        *,
+        watch: Watch,
+        stamp: Callable[[], Awaitable[Any]],
+        prepare: Callable[[], Awaitable[None]] | None = None,
+        poll_interval: float = 1.0,
+        polling: bool = False,
+    ) -> None:
+        self.snapshot = initial  # what the hot path reads
+        self._loads = 0  # loads started; a load swaps the snapshot only if none newer did
+        self._swapped = 0
+        self.watcher = DefinitionWatcher(
+            name,
+            watch=watch,
+            stamp=stamp,
+            reload=self._load,
+            prepare=prepare,
+            poll_interval=poll_interval,
+            polling=polling,
+        )
+
+    async def _build(self) -> S | None:
+        raise NotImplementedError
+
+    @property
+    def loaded(self) -> bool:
+        return self.watcher.loaded
+
+    def start(self) -> None:
+        self.watcher.start()
+
+    async def ready(self) -> None:
+        """Wait for the first load. Callers bound the wait."""
+        await self.watcher.ready()
+
+    async def refresh(self) -> None:
+        await self.watcher.refresh()
+
+    async def close(self) -> None:
+        await self.watcher.stop()
+
+    async def _load(self) -> None:
+        self._loads += 1
+        started = self._loads
+        snapshot = await self._build()
+        if snapshot is None:
+            return
+        if started < self._swapped:
+            return  # a load that started later (and so read newer data) swapped already
+        self._swapped = started
+        self.snapshot = snapshot

@@ -22,15 +22,18 @@ from handlers.base import BaseHandler
 from service.clock import iso
 from service.live import Hub
 from service.store import owners
+from service.wechat_api import WeChatAPI, WeChatAPIError
 
 from .i18n import LANGUAGE_NAMES, LANGUAGES, Translations
 
 __all__ = [
     "LANG_COOKIE",
+    "NO_WECHAT_API",
     "SESSION_COOKIE",
     "ApiHandler",
     "DashboardHandler",
     "StaticHandler",
+    "WeChatApiHandler",
     "security_headers",
 ]
 
@@ -303,3 +306,32 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, set | frozenset | tuple):
         return list(value)
     return str(value)
+
+
+NO_WECHAT_API = (
+    "AppID/AppSecret are not configured (WECHAT_APP_ID, WECHAT_APP_SECRET): cannot reach WeChat"
+)
+
+
+class WeChatApiHandler(ApiHandler):
+    """An API that reaches WeChat through the process's ``WeChatAPI`` (media, menu): it says so
+    when AppID/AppSecret are not configured, and passes WeChat's refusals on."""
+
+    @property
+    def api(self) -> WeChatAPI | None:
+        """The process's WeChat API; None without AppID/AppSecret."""
+        api = self.settings.get("wechat_api")
+        return api if isinstance(api, WeChatAPI) else None
+
+    def require_api(self) -> WeChatAPI:
+        """The WeChat API, or 409: the request is fine, this server is not set up for it (the
+        page says how)."""
+        api = self.api
+        if api is None:
+            raise tornado.web.HTTPError(409, NO_WECHAT_API)
+        return api
+
+    def wechat_failed(self, e: WeChatAPIError) -> None:
+        """WeChat refused or failed: 502 with its errcode."""
+        self.set_status(502)
+        self.write_json({"error": str(e), "errcode": e.errcode})

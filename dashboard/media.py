@@ -14,33 +14,16 @@ import tornado.web
 from tornado.http1connection import HTTP1Connection
 
 from service.media import LIMITS, MEDIA_KINDS, check_upload
-from service.wechat_api import WeChatAPI, WeChatAPIError
+from service.wechat_api import WeChatAPIError
 
-from .base import ApiHandler, DashboardHandler
+from .base import DashboardHandler, WeChatApiHandler
 
 __all__ = ["routes"]
 
 MAX_UPLOAD = max(limit.max_bytes for limit in LIMITS.values())
-NO_API = (
-    "AppID/AppSecret are not configured (WECHAT_APP_ID, WECHAT_APP_SECRET): cannot reach WeChat"
-)
 
 
-class MediaBase(ApiHandler):
-    @property
-    def api(self) -> WeChatAPI | None:
-        api = self.settings.get("wechat_api")
-        return api if isinstance(api, WeChatAPI) else None
-
-    def no_api(self) -> None:
-        # 409: the request is fine, this server is not set up for it (the page says how).
-        self.set_status(409)
-        self.write_json({"error": NO_API, "status": 409})
-
-    def wechat_failed(self, e: WeChatAPIError) -> None:
-        self.set_status(502)
-        self.write_json({"error": str(e), "errcode": e.errcode})
-
+class MediaBase(WeChatApiHandler):
     def kind(self) -> str:
         kind = self.get_query_argument("type", "image")
         if kind not in MEDIA_KINDS:
@@ -129,10 +112,7 @@ class UploadApi(MediaBase):
             self.set_status(422)
             self.write_json({"error": "refused", "issues": problems})
             return
-        api = self.api
-        if api is None:
-            self.no_api()
-            return
+        api = self.require_api()
         try:
             result: dict[str, Any] = await api.add_material(
                 kind, name, data, title=title, introduction=introduction

@@ -27,30 +27,16 @@ from service.replies import ReplyRules
 from service.surveys import SurveyEngine
 from service.surveys.loader import normalize_keyword
 from service.surveys.model import COMMAND_WORDS
-from service.wechat_api import WeChatAPI, WeChatAPIError
+from service.wechat_api import WeChatAPIError
 
-from .base import ApiHandler, DashboardHandler
+from .base import DashboardHandler, WeChatApiHandler
 
 __all__ = ["routes"]
 
 MAX_MENU_BODY = 64 * 1024
-NO_API = (
-    "AppID/AppSecret are not configured (WECHAT_APP_ID, WECHAT_APP_SECRET): cannot reach WeChat"
-)
 
 
-class MenuApiBase(ApiHandler):
-    @property
-    def api(self) -> WeChatAPI | None:
-        api = self.settings.get("wechat_api")
-        return api if isinstance(api, WeChatAPI) else None
-
-    def no_api(self) -> None:
-        """Say why nothing can reach WeChat (the page shows it)."""
-        # 409: the request is fine, this server is not set up for it (the page says how).
-        self.set_status(409)
-        self.write_json({"error": NO_API, "status": 409})
-
+class MenuApiBase(WeChatApiHandler):
     def menu_body(self) -> Any:
         if len(self.request.body) > MAX_MENU_BODY:
             raise tornado.web.HTTPError(413, "a menu is at most 64 KiB")
@@ -71,10 +57,6 @@ class MenuApiBase(ApiHandler):
             return False
 
         return unclaimed_keys(menu, claims=claims) if not menu_issues(menu) else []
-
-    def wechat_failed(self, e: WeChatAPIError) -> None:
-        self.set_status(502)
-        self.write_json({"error": str(e), "errcode": e.errcode})
 
 
 class MenuApi(MenuApiBase):
@@ -113,10 +95,7 @@ class PushApi(MenuApiBase):
             self.set_status(422)
             self.write_json({"error": "invalid", "issues": issues})
             return
-        api = self.api
-        if api is None:
-            self.no_api()
-            return
+        api = self.require_api()
         by = str((self.owner or {}).get("_id", "owner"))
         try:
             await push_menu(self.db, api, menu, by=by)
@@ -135,10 +114,7 @@ class PullApi(MenuApiBase):
 
     @tornado.web.authenticated
     async def post(self) -> None:
-        api = self.api
-        if api is None:
-            self.no_api()
-            return
+        api = self.require_api()
         try:
             menu = await api.get_menu()
         except WeChatAPIError as e:

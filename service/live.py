@@ -27,9 +27,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure, PyMongoError
 
+from .changes import ChangeFollower
 from .store import dashboard as store
 
 __all__ = ["Hub", "Listener", "message_event"]
@@ -37,20 +38,6 @@ __all__ = ["Hub", "Listener", "message_event"]
 log = logging.getLogger(__name__)
 
 Listener = Callable[[dict[str, Any]], None]
-# Server error codes meaning "change streams are not available here" (standalone mongod).
-_NO_CHANGE_STREAMS = {40573, 40324, 20, 115}
-# Error codes meaning "the resume token is too old": start afresh and fill the gap by a query.
-_HISTORY_LOST = {280, 286, 136}
-
-
-def _buffered(stream: Any) -> int:
-    """Changes the stream has read and not handed out yet (0 when unknown): PyMongo keeps them in
-    its cursor's buffer, which it does not expose; read defensively."""
-    data = getattr(getattr(stream, "_cursor", None), "_data", None)
-    try:
-        return len(data) if data is not None else 0
-    except TypeError:
-        return 0
 
 
 def message_event(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,8 +45,9 @@ def message_event(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "message", "message": store.message_view(doc)}
 
 
-class Hub:
-    """Fan-out of new messages to this process's subscribers."""
+class Hub(ChangeFollower):
+    """Fan-out of new messages to this process's subscribers; its watcher is a
+    ``service.changes.ChangeFollower`` on ``messages``."""
 
     def __init__(
         self,
@@ -71,22 +59,17 @@ class Hub:
         batch_wait: float = 0.05,
         idle_stop: float = 60.0,
     ) -> None:
+        super().__init__(
+            "live feed", poll_interval=poll_interval, max_backoff=max_backoff, batch_wait=batch_wait
+        )
         self.db = db
-        self.batch_wait = batch_wait
         self.idle_stop = idle_stop
-        self.poll_interval = poll_interval
-        self.max_backoff = max_backoff
         # How far back the gap-filling query looks before the last delivered message: inserts
         # from other processes commit slightly out of order.
         self.gap_overlap = dt.timedelta(seconds=gap_overlap)
-        self.mode = "idle"  # "change-stream", "polling", "reconnecting"
         self.delivered = 0
         self._listeners: list[Listener] = []
-        self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        self._stopped = False
-        self.polls = 0  # polling passes done (polling mode), for tests and diagnostics
-        self._resume_token: Mapping[str, Any] | None = None
         self._last_at: dt.datetime | None = None
         self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._followed = False
@@ -117,12 +100,6 @@ class Hub:
                 self.unsubscribe(listener)
 
     # -- the watcher --------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start following the collection (idempotent; needs a running event loop)."""
-        if self._stopped or (self._task is not None and not self._task.done()):
-            return
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="live-hub")
-
     async def ready(self) -> None:
         """Wait until the watcher follows the collection: later inserts will be delivered.
 
@@ -132,14 +109,8 @@ class Hub:
         await self._ready.wait()
 
     async def stop(self) -> None:
-        self._stopped = True
         self._listeners.clear()
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.mode = "idle"
+        await super().stop()
 
     def _seen(self, key: str) -> bool:
         if key in self._recent:
@@ -187,74 +158,36 @@ class Hub:
             self.mode = "idle"
 
     async def _run(self) -> None:
-        await self._run_until_idle()
+        await super()._run()
         if not self._stopped:  # nobody watching (a broken stream keeps its place: it resumes)
             self._forget_position()
 
-    async def _run_until_idle(self) -> None:
-        backoff = 0.5
+    # -- ChangeFollower's hooks ---------------------------------------------------------------
+    def _keep_going(self) -> bool:
+        return not self._idle_too_long()
+
+    async def _setup(self) -> None:
         if self._last_at is None:
             self._last_at = dt.datetime.now(dt.UTC)
-        while not self._stopped and not self._idle_too_long():
-            try:
-                if self.mode == "polling":
-                    await self._poll()
-                else:
-                    await self._follow()
-                backoff = 0.5
-            except asyncio.CancelledError:
-                raise
-            except OperationFailure as e:
-                if e.code in _NO_CHANGE_STREAMS:
-                    log.warning("no change streams on this server (%s); polling instead", e)
-                    self.mode = "polling"
-                    continue
-                if e.code in _HISTORY_LOST:
-                    log.warning("live feed: resume point lost; filling the gap by a query")
-                    self._resume_token = None
-                else:
-                    log.warning("live feed interrupted: %s", e)
-            except PyMongoError as e:
-                log.warning("live feed interrupted: %s", e)
-            except Exception:  # boundary: the background task must survive anything
-                log.exception("live feed failed")
-            self._ready.clear()
-            if self.mode != "polling":
-                self.mode = "reconnecting"
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self.max_backoff)
 
-    async def _follow(self) -> None:
-        resuming = self._resume_token is not None
-        stream = await store.watch_messages(self.db, resume_after=self._resume_token)
-        async with stream:
-            self.mode = "change-stream"
-            if self._followed and not resuming:
-                # A fresh stream starts now: read what arrived since the last delivery.
-                await self._fill_gap()
-            self._followed = True
-            self._ready.set()
-            log.info("live feed following messages (change stream)")
-            while not self._stopped:
-                change = await stream.try_next()
-                if stream.resume_token is not None:
-                    self._resume_token = stream.resume_token
-                if change is None:
-                    if self._idle_too_long():
-                        log.info("live feed: nobody watching; stopped following")
-                        return
-                    continue
-                doc = change.get("fullDocument")
-                if doc is not None:
-                    self._deliver(doc)
-                if self.batch_wait and _buffered(stream) == 0:
-                    # What the last read brought is delivered: let inserts gather so the next
-                    # read brings them together (a quiet feed waits in the read, not here).
-                    await asyncio.sleep(self.batch_wait)
+    async def _open(self, resume_after: Mapping[str, Any] | None) -> AsyncChangeStream[Any]:
+        return await store.watch_messages(self.db, resume_after=resume_after)
 
-    async def _poll(self) -> None:
-        self._ready.set()
-        while not self._stopped and not self._idle_too_long():
+    async def _opened(self, resumed: bool) -> None:
+        if self._followed and not resumed:
+            # A fresh stream starts now: read what arrived since the last delivery.
             await self._fill_gap()
-            self.polls += 1
-            await asyncio.sleep(self.poll_interval)
+        self._followed = True
+        self._ready.set()
+
+    async def _changed(self, change: Mapping[str, Any]) -> None:
+        doc = change.get("fullDocument")
+        if doc is not None:
+            self._deliver(doc)
+
+    async def _poll_once(self) -> None:
+        self._ready.set()
+        await self._fill_gap()
+
+    def _interrupted(self) -> None:
+        self._ready.clear()

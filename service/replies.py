@@ -40,7 +40,7 @@ from typing import Any
 import re2
 import yaml
 
-from .definitions import DefinitionWatcher
+from .definitions import LiveSnapshot
 from .store import Db
 from .store import replies as store
 from .surveys.loader import Issue, _Doc, normalize_keyword
@@ -616,7 +616,7 @@ class PublishResult:
         return not self.issues and not self.conflict
 
 
-class ReplyRules:
+class ReplyRules(LiveSnapshot[ReplyBook]):
     """The saved replies of one database, in memory, following every change.
 
     ``snapshot`` is what the bot reads on the hot path; ``surveys`` (optional) gives the
@@ -631,39 +631,18 @@ class ReplyRules:
         poll_interval: float = 1.0,
         polling: bool = False,
     ) -> None:
-        self.db = db
-        self.surveys = surveys  # a SurveyEngine (its snapshot's ids and keywords), or None
-        self.snapshot = ReplyBook()
-        self._loads = 0
-        self._swapped = 0
-        self.watcher = DefinitionWatcher(
+        super().__init__(
             "reply rules",
+            ReplyBook(),
             watch=lambda token: store.watch(db, resume_after=token),
             stamp=lambda: store.stamp(db),
-            reload=self._load,
             poll_interval=poll_interval,
             polling=polling,
         )
+        self.db = db
+        self.surveys = surveys  # a SurveyEngine (its snapshot's ids and keywords), or None
 
-    @property
-    def loaded(self) -> bool:
-        return self.watcher.loaded
-
-    def start(self) -> None:
-        self.watcher.start()
-
-    async def ready(self) -> None:
-        await self.watcher.ready()
-
-    async def refresh(self) -> None:
-        await self.watcher.refresh()
-
-    async def close(self) -> None:
-        await self.watcher.stop()
-
-    async def _load(self) -> None:
-        self._loads += 1
-        started = self._loads
+    async def _build(self) -> ReplyBook | None:
         doc = await store.get_rules(self.db)
         book = ReplyBook()
         if doc is not None:
@@ -676,7 +655,7 @@ class ReplyRules:
                     "; ".join(str(i) for i in issues[:5]),
                     self.snapshot.version,
                 )
-                return
+                return None
             updated = doc.get("updated_at")
             if isinstance(updated, dt.datetime) and updated.tzinfo is None:
                 updated = updated.replace(tzinfo=dt.UTC)
@@ -686,10 +665,7 @@ class ReplyRules:
                 updated_at=updated if isinstance(updated, dt.datetime) else None,
                 updated_by=str(doc.get("updated_by") or ""),
             )
-        if started < self._swapped:
-            return  # a load that started later swapped already
-        self._swapped = started
-        self.snapshot = book
+        return book
 
     def _survey_context(self) -> tuple[list[str] | None, dict[str, str] | None]:
         if self.surveys is None:

@@ -16,56 +16,34 @@ within about a second, without a restart:
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from .config import ConfigError, Settings
-from .db import open_database
-from .embedded import EmbeddedDatabaseError
+from .config import Settings
+from .definitions_cli import conclude, database_errors, on_database, out, report, settings_of, who
 from .replies import MAX_DEFINITION_BYTES, ReplyRules, dump_yaml, parse_yaml
+from .store import Db
 from .surveys.catalog import SurveyCatalog
 from .surveys.engine import SurveyEngine
 from .surveys.loader import Issue
 
 __all__ = ["add_parser"]
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(config_file=getattr(args, "config", None), require_token=False)
-
-
-def _who() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no user name in this environment (a container)
-        return "cli"
 
 
 def _on_database(settings: Settings, work: Callable[[ReplyRules], Awaitable[T]]) -> T:
     """Run ``work`` with the reply rules of the service's database (loaded, not following),
     checked against its published surveys."""
 
-    async def run() -> T:
-        async with open_database(settings) as (_client, db):
-            catalog = SurveyCatalog(db, tz=settings.tzinfo)
-            await catalog.refresh()
-            rules = ReplyRules(db, surveys=SurveyEngine(catalog=catalog, tz=settings.tzinfo))
-            await rules.refresh()
-            return await work(rules)
+    async def with_rules(catalog: SurveyCatalog, db: Db) -> T:
+        rules = ReplyRules(db, surveys=SurveyEngine(catalog=catalog, tz=settings.tzinfo))
+        await rules.refresh()
+        return await work(rules)
 
-    return asyncio.run(run())
+    return on_database(settings, with_rules)
 
 
 def _read(path: Path) -> tuple[str | None, list[Issue]]:
@@ -77,34 +55,20 @@ def _read(path: Path) -> tuple[str | None, list[Issue]]:
         return None, [Issue(str(path), 0, 0, "", f"cannot read it: {e}")]
 
 
-def _report(issues: list[Issue], tail: str) -> None:
-    for issue in issues:
-        _out(str(issue))
-    _out(f"{len(issues)} mistake(s) found{tail}")
-
-
 def _check(args: argparse.Namespace) -> int:
     path = Path(args.path)
     text, issues = _read(path)
     if text is not None:
         book, issues = parse_yaml(text, str(path))
         if book is not None:
-            _out(f"ok: {path}: {len(book.rules)} rule(s)")
+            out(f"ok: {path}: {len(book.rules)} rule(s)")
             return 0
-    _report(issues, "")
+    report(issues)
     return 1
 
 
-def _database_errors(run: Callable[[], int]) -> int:
-    try:
-        return run()
-    except (EmbeddedDatabaseError, ConfigError) as e:
-        log.error("%s", e)
-        return 2
-
-
 def _export(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
 
     async def work(rules: ReplyRules) -> str:
         return dump_yaml(rules.snapshot)
@@ -113,11 +77,11 @@ def _export(args: argparse.Namespace) -> int:
         sys.stdout.write(_on_database(settings, work))
         return 0
 
-    return _database_errors(run)
+    return database_errors(run)
 
 
 def _publish(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
     path = Path(args.path)
 
     async def work(rules: ReplyRules) -> tuple[int, list[Issue]]:
@@ -127,18 +91,17 @@ def _publish(args: argparse.Namespace) -> int:
         book, issues = rules.check_yaml(text, str(path))
         if book is None:
             return 0, issues
-        result = await rules.publish(book, by=_who(), source="cli")
+        result = await rules.publish(book, by=who(), source="cli")
         return result.version, list(result.issues)
 
     def run() -> int:
         version, issues = _on_database(settings, work)
-        if issues or not version:
-            _report(issues, "; nothing published")
-            return 2
-        _out(f"published: reply rules version {version} ({path})")
-        return 0
+        published = (
+            [] if issues or not version else [f"published: reply rules version {version} ({path})"]
+        )
+        return conclude(published, issues, done=bool(version))
 
-    return _database_errors(run)
+    return database_errors(run)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

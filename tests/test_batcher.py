@@ -8,9 +8,9 @@ from typing import Any
 
 import pymongo
 import pytest
-from pymongo.errors import NetworkTimeout
+from pymongo.errors import BulkWriteError, NetworkTimeout, WriteError
 
-from service.store.batcher import Batcher
+from service.store.batcher import Batcher, by_database, write_errors
 from service.store.messages import MessageWriter, SignatureReused
 from tests.ops_helpers import until
 from tests.survey_helpers import TracingCounter
@@ -197,3 +197,47 @@ async def test_two_answers_of_one_user_at_once_apply_in_turn(send, wechat, db):
     assert asked == [2, 3], replies
     doc = await db.survey_sessions.find_one({"openid": "user-twice"})
     assert doc is not None and len(doc["answers"]) == 2
+
+
+# -- the helpers for a batch's ``run`` -------------------------------------------------------------
+
+
+@pytest.mark.gen_test
+async def test_by_database_groups_positions_in_first_seen_order(db):
+    other = db.client.get_database(db.name + "_other")  # never written: nothing to drop
+    items = [(db, "a"), (other, "b"), (db, "c"), (db, "d"), (other, "e")]
+    groups = by_database(items, lambda item: item[0])
+    assert [(group_db is db, indexes) for group_db, indexes in groups] == [
+        (True, [0, 2, 3]),
+        (False, [1, 4]),
+    ]
+    assert by_database([], lambda item: item[0]) == []
+
+
+@pytest.mark.gen_test
+async def test_write_errors_gives_each_failed_operation_its_own_outcome(db):
+    await db.messages.insert_one({"_id": "taken"})
+    docs = [{"_id": "new-1"}, {"_id": "taken"}, {"_id": "new-2"}]
+    with pytest.raises(BulkWriteError) as caught:
+        await db.messages.insert_many(docs, ordered=False)
+    failed = write_errors(caught.value, lambda error: ("duplicate", dict(error["keyPattern"])))
+    assert failed == {1: ("duplicate", {"_id": 1})}  # the others went in
+    assert await db.messages.count_documents({"_id": {"$in": ["new-1", "new-2"]}}) == 2
+
+
+def test_write_errors_other_failures_and_write_concern_errors():
+    other = BulkWriteError(
+        {"writeErrors": [{"index": 2, "code": 121, "errmsg": "validation"}], "nInserted": 2}
+    )
+    failed = write_errors(other, lambda error: "duplicate")
+    assert list(failed) == [2]
+    assert isinstance(failed[2], WriteError) and failed[2].code == 121
+    unsure = BulkWriteError(
+        {
+            "writeErrors": [{"index": 0, "code": 11000, "errmsg": "dup", "keyPattern": {"_id": 1}}],
+            "writeConcernErrors": [{"code": 64, "errmsg": "waiting for replication timed out"}],
+        }
+    )
+    with pytest.raises(BulkWriteError) as caught:
+        write_errors(unsure, lambda error: "duplicate")
+    assert caught.value is unsure  # not known to be durable: the whole batch's failure

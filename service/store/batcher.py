@@ -10,6 +10,10 @@ a value, or an exception for that item alone. An exception raised by ``run`` its
 is unreachable) is every item's. Each batch runs under its own ``pymongo.timeout`` (``timeout``);
 a caller inside a shorter ``pymongo.timeout`` gives up at its own deadline with ``NetworkTimeout``
 (an outage to ``is_outage``), and its item is dropped if the batch has not started yet.
+
+Two helpers for writing a ``run``: ``by_database`` groups a batch's items by their database (one
+round trip each), and ``write_errors`` turns an unordered bulk write's ``BulkWriteError`` into
+each failed item's own result (a duplicate key is often an answer, not a failure).
 """
 
 from __future__ import annotations
@@ -19,19 +23,56 @@ import collections
 import contextvars
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 import pymongo
 from pymongo import _csot
-from pymongo.errors import NetworkTimeout
+from pymongo.errors import BulkWriteError, NetworkTimeout, WriteError
 
-__all__ = ["BatchStats", "Batcher"]
+from . import Db
+
+__all__ = ["BatchStats", "Batcher", "by_database", "write_errors"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+D = TypeVar("D")
+
+DUPLICATE_KEY = 11000
+
+
+def by_database(items: Sequence[T], db_of: Callable[[T], Db]) -> list[tuple[Db, list[int]]]:
+    """The positions of ``items`` grouped by their database (``db_of(item)``, the same object),
+    in the order each database first appears: one round trip per database."""
+    groups: dict[int, tuple[Db, list[int]]] = {}
+    for index, item in enumerate(items):
+        db = db_of(item)
+        groups.setdefault(id(db), (db, []))[1].append(index)
+    return list(groups.values())
+
+
+def write_errors(
+    e: BulkWriteError, duplicate: Callable[[Mapping[str, Any]], D]
+) -> dict[int, D | WriteError]:
+    """The failed operations of an unordered bulk write, by their position in it: what
+    ``duplicate(error)`` makes of a duplicate key (the server's error document, with its
+    ``keyPattern``), a ``WriteError`` for anything else. The operations not listed succeeded.
+
+    Raises ``e`` again when the server reports a write concern error: what it wrote is not known
+    to be durable, so the whole batch failed (every item gets ``e``).
+    """
+    if e.details.get("writeConcernErrors"):
+        raise e
+    failed: dict[int, D | WriteError] = {}
+    for error in e.details.get("writeErrors", []):
+        index = int(error["index"])
+        if error.get("code") == DUPLICATE_KEY:
+            failed[index] = duplicate(error)
+        else:
+            failed[index] = WriteError(error.get("errmsg", ""), error.get("code"), error)
+    return failed
 
 
 @dataclasses.dataclass

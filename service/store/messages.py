@@ -17,10 +17,10 @@ import dataclasses
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from . import Db, journaled
-from .batcher import Batcher
+from .batcher import Batcher, write_errors
 
 __all__ = [
     "COLLECTION",
@@ -123,14 +123,10 @@ class MessageWriter:
         try:
             await journaled(self.db, COLLECTION).insert_many(docs, ordered=False)
         except BulkWriteError as e:
-            if e.details.get("writeConcernErrors"):
-                raise  # not known to be durable: every message of the batch is spooled
-            for error in e.details.get("writeErrors", []):
-                index = int(error["index"])
-                if error.get("code") == 11000:
-                    results[index] = _Duplicate(dict(error.get("keyPattern") or {}))
-                else:
-                    results[index] = WriteError(error.get("errmsg", ""), error.get("code"), error)
+            # A write concern error raises again: every message of the batch is spooled.
+            failed = write_errors(e, lambda error: _Duplicate(dict(error.get("keyPattern") or {})))
+            for index, outcome in failed.items():
+                results[index] = outcome
         return results
 
 

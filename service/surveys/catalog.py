@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from ..definitions import DefinitionWatcher
+from ..definitions import LiveSnapshot
 from ..store import Db
 from ..store import survey_defs as store
 from .loader import (
@@ -166,7 +166,7 @@ class PublishResult:
         return not self.issues
 
 
-class SurveyCatalog:
+class SurveyCatalog(LiveSnapshot[Snapshot]):
     """The published surveys of one database, in memory, following every change."""
 
     def __init__(
@@ -181,44 +181,22 @@ class SurveyCatalog:
         self.db = db
         self.tz = tz
         self.seeds = list(seeds)
-        # Until the first load, the seed files stand in (version 1): the dashboard can render.
-        self.snapshot = Snapshot.of(s.survey for s in self.seeds)
         self._parsed: dict[tuple[str, str], Survey | None] = {}  # (version id, digest) -> parsed
-        self._loads = 0  # loads started; a load swaps the snapshot only if none newer did
-        self._swapped = 0
-        self.watcher = DefinitionWatcher(
+        # Until the first load, the seed files stand in (version 1): the dashboard can render.
+        # ``ready()`` waits for the first load, the seeds imported first.
+        super().__init__(
             "surveys",
+            Snapshot.of(s.survey for s in self.seeds),
             watch=lambda token: store.watch(db, resume_after=token),
             stamp=lambda: store.stamps(db),
-            reload=self._load,
             prepare=self.import_seeds if self.seeds else None,
             poll_interval=poll_interval,
             polling=polling,
         )
 
-    # -- life cycle ------------------------------------------------------------------------------
-    @property
-    def loaded(self) -> bool:
-        return self.watcher.loaded
-
-    def start(self) -> None:
-        self.watcher.start()
-
-    async def ready(self) -> None:
-        """Wait for the first load (the seeds imported first). Callers bound the wait."""
-        await self.watcher.ready()
-
-    async def refresh(self) -> None:
-        await self.watcher.refresh()
-
-    async def close(self) -> None:
-        await self.watcher.stop()
-
     # -- loading ---------------------------------------------------------------------------------
-    async def _load(self) -> None:
-        """Read every survey and version, parse what is new, swap the snapshot."""
-        self._loads += 1
-        started = self._loads
+    async def _build(self) -> Snapshot:
+        """Read every survey and version, parse what is new: the next snapshot."""
         docs = await store.all_surveys(self.db)
         index = await store.version_index(self.db)
         keys = [(str(v["_id"]), str(v.get("digest"))) for v in index]
@@ -271,10 +249,7 @@ class SurveyCatalog:
                 keywords=MappingProxyType(_keywords(tried.values())),
                 info=MappingProxyType(info),
             )
-        if started < self._swapped:
-            return  # a load that started later (and so read newer data) swapped already
-        self._swapped = started
-        self.snapshot = Snapshot(
+        return Snapshot(
             current=MappingProxyType(current),
             versions=MappingProxyType(versions),
             keywords=MappingProxyType(_keywords(current.values())),

@@ -18,19 +18,20 @@ picks a publish up within about a second, without a restart:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
-import getpass
 import json
-import logging
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from ..config import ConfigError, Settings
-from ..db import open_database
-from ..embedded import EmbeddedDatabaseError
+from ..definitions_cli import (
+    conclude,
+    database_errors,
+    on_database,
+    out,
+    settings_of,
+    who,
+)
 from ..store import Db
 from ..store import surveys as sessions_store
 from .catalog import MAX_DEFINITION_BYTES, SurveyCatalog
@@ -39,55 +40,24 @@ from .loader import SHIPPED_DIR, Issue, SurveyLoadError, check_paths, load_dir
 
 __all__ = ["add_parser", "export", "publish_files"]
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    """The service's settings (``TIMEZONE``, ``SURVEYS_DIR``); these commands need no token."""
-    return Settings.from_env(config_file=getattr(args, "config", None), require_token=False)
-
 
 def _check(args: argparse.Namespace) -> int:
     # Times without an offset are read in TIMEZONE, as the service reads them.
-    tz = _settings(args).tzinfo
+    tz = settings_of(args).tzinfo
     surveys, issues = check_paths([Path(p) for p in args.paths], tz=tz)
     for issue in issues:
-        _out(str(issue))
+        out(str(issue))
     for survey in surveys:
         low, high = survey.score_range()
         scoring = f", scores {low}–{high} in {len(survey.bands)} band(s)" if survey.bands else ""
-        _out(
+        out(
             f"ok: {survey.source}: {survey.id} 「{survey.title}」, "
             f"{survey.total} question(s){scoring}"
         )
     if issues:
-        _out(f"{len(issues)} mistake(s) found")
+        out(f"{len(issues)} mistake(s) found")
         return 1
     return 0
-
-
-def _on_database(settings: Settings, work: Callable[[SurveyCatalog, Db], Awaitable[T]]) -> T:
-    """Run ``work`` with a catalog of the service's database (loaded, not following)."""
-
-    async def run() -> T:
-        async with open_database(settings) as (_client, db):
-            catalog = SurveyCatalog(db, tz=settings.tzinfo)
-            await catalog.refresh()
-            return await work(catalog, db)
-
-    return asyncio.run(run())
-
-
-def _who() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no user name in this environment (a container)
-        return "cli"
 
 
 async def publish_files(
@@ -126,39 +96,24 @@ async def export(catalog: SurveyCatalog, survey_id: str, version: int | None) ->
     return await catalog.export(survey_id, version)
 
 
-def _database_errors(run: Callable[[], int]) -> int:
-    try:
-        return run()
-    except (EmbeddedDatabaseError, ConfigError) as e:
-        log.error("%s", e)
-        return 2
-
-
 def _publish(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
     paths = [Path(p) for p in args.paths]
 
     def run() -> int:
-        lines, issues = _on_database(
-            settings, lambda catalog, _db: publish_files(catalog, paths, by=_who())
+        lines, issues = on_database(
+            settings, lambda catalog, _db: publish_files(catalog, paths, by=who())
         )
-        for line in lines:
-            _out(line)
-        for issue in issues:
-            _out(str(issue))
-        if issues:
-            _out(f"{len(issues)} mistake(s) found" + ("" if lines else "; nothing published"))
-            return 2
-        return 0
+        return conclude(lines, issues)
 
-    return _database_errors(run)
+    return database_errors(run)
 
 
 def _export(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
 
     def run() -> int:
-        text = _on_database(settings, lambda catalog, _db: export(catalog, args.id, args.version))
+        text = on_database(settings, lambda catalog, _db: export(catalog, args.id, args.version))
         if text is None:
             which = f"version {args.version} of " if args.version else ""
             sys.stderr.write(f"error: no published {which}survey {args.id!r}\n")
@@ -166,7 +121,7 @@ def _export(args: argparse.Namespace) -> int:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return 0
 
-    return _database_errors(run)
+    return database_errors(run)
 
 
 async def _rows(catalog: SurveyCatalog, db: Db) -> list[dict[str, Any]]:
@@ -188,48 +143,48 @@ async def _rows(catalog: SurveyCatalog, db: Db) -> list[dict[str, Any]]:
 
 
 def _list_database(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
 
     def run() -> int:
-        rows = _on_database(settings, _rows)
+        rows = on_database(settings, _rows)
         if args.json:
-            _out(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
+            out(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
             return 0
-        _out(f"{len(rows)} survey(s) in the database:")
+        out(f"{len(rows)} survey(s) in the database:")
         for row in rows:
             if row.get("draft_only"):
-                _out(f"  {row['id']:<16} (a draft, nothing published yet)")
+                out(f"  {row['id']:<16} (a draft, nothing published yet)")
                 continue
-            _out(
+            out(
                 f"  {row['id']:<16} 「{row['title']}」 version {row['version']}, "
                 f"{row['availability']}, {row['in_progress']} in progress; "
                 f"keywords: {'、'.join(row['keywords'])}"
             )
         return 0
 
-    return _database_errors(run)
+    return database_errors(run)
 
 
 def _list(args: argparse.Namespace) -> int:
     if not (args.files or args.dir):
         return _list_database(args)
-    settings = _settings(args)
+    settings = settings_of(args)
     folder = Path(args.dir) if args.dir else settings.surveys_dir or SHIPPED_DIR
     try:
         surveys = load_dir(folder, tz=settings.tzinfo)
     except SurveyLoadError as e:
         for issue in e.issues:
-            _out(str(issue))
+            out(str(issue))
         return 1
     engine = SurveyEngine(surveys, tz=settings.tzinfo)
     now = dt.datetime.now(dt.UTC)
     if args.json:
-        _out(json.dumps([s.describe() for s in engine.all_surveys()], ensure_ascii=False, indent=2))
+        out(json.dumps([s.describe() for s in engine.all_surveys()], ensure_ascii=False, indent=2))
         return 0
-    _out(f"{len(surveys)} survey(s) in {folder}:")
+    out(f"{len(surveys)} survey(s) in {folder}:")
     for s in engine.all_surveys():
         retake = "retakes allowed" if s.allow_retake else "no retakes"
-        _out(
+        out(
             f"  {s.id:<16} 「{s.title}」 {s.total} question(s), {s.availability(now)}, {retake}; "
             f"keywords: {'、'.join(s.keywords)}"
         )

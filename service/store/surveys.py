@@ -43,12 +43,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ..clock import iso as _iso
 from ..clock import now as _now
 from . import TEST_OPENID_PREFIX, Db, journaled
-from .batcher import Batcher
+from .batcher import Batcher, by_database, write_errors
 
 if TYPE_CHECKING:
     from service.surveys.model import Survey
@@ -136,10 +136,9 @@ class SessionReader:
 
     async def _read_many(self, items: list[tuple[Db, str]]) -> list[list[dict[str, Any]]]:
         found: dict[tuple[int, str], list[dict[str, Any]]] = {}
-        by_db: dict[int, tuple[Db, set[str]]] = {}
-        for db, openid in items:
-            by_db.setdefault(id(db), (db, set()))[1].add(openid)
-        for key, (db, openids) in by_db.items():
+        for db, indexes in by_database(items, lambda item: item[0]):
+            key = id(db)
+            openids = {items[i][1] for i in indexes}
             if len(openids) == 1:
                 (openid,) = openids
                 found[(key, openid)] = await user_sessions(db, openid, self.limit)
@@ -261,11 +260,7 @@ class SessionWriter:
         self, items: list[tuple[Db, str, int, dict[str, Any]]]
     ) -> list[bool | Exception]:
         results: list[bool | Exception] = [True] * len(items)
-        by_db: dict[int, list[int]] = {}
-        for index, (db, *_rest) in enumerate(items):
-            by_db.setdefault(id(db), []).append(index)
-        for indexes in by_db.values():
-            db = items[indexes[0]][0]
+        for db, indexes in by_database(items, lambda item: item[0]):
             ops = [
                 UpdateOne({"_id": items[i][1], "v": items[i][2]}, items[i][3], upsert=True)
                 for i in indexes
@@ -275,14 +270,9 @@ class SessionWriter:
                 result = await journaled(db, COLLECTION).bulk_write(ops, ordered=False)
                 upserted = dict(result.upserted_ids or {})
             except BulkWriteError as e:
-                if e.details.get("writeConcernErrors"):
-                    raise
-                for error in e.details.get("writeErrors", []):
-                    at = indexes[int(error["index"])]
-                    if error.get("code") == 11000:
-                        results[at] = False  # lost the race (or a second active survey)
-                    else:
-                        results[at] = WriteError(error.get("errmsg", ""), error.get("code"), error)
+                # A duplicate key: the step lost the race (or a second active survey).
+                for position, outcome in write_errors(e, lambda _error: False).items():
+                    results[indexes[position]] = outcome
                 upserted = {int(u["index"]): u["_id"] for u in e.details.get("upserted", [])}
             if upserted:
                 # Sessions that were gone (deleted meanwhile): no step applies to them.

@@ -53,6 +53,7 @@ from .metrics import Metrics
 from .replies import ReplyRules
 from .spool import Replayer, Spool, is_outage
 from .store.users import UserStats
+from .survey_index import SurveyIndex
 from .surveys import SurveyEngine, live_engine
 from .wechat import Crypto
 from .wechat_api import WeChatAPI, make_api
@@ -146,6 +147,8 @@ class Process:
             signature_window=2.0 * settings.signature_max_age,
         )
         self.hub = Hub(db)
+        # The dashboard's survey numbers, counted in memory (read on demand, nothing to close).
+        self.survey_index = SurveyIndex()
         hub = self.hub
         self.metrics.track_websockets(lambda: int(hub.subscribers))
         self.crypto = (

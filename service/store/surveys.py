@@ -48,6 +48,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from ..clock import iso as _iso
 from ..clock import now as _now
 from . import TEST_OPENID_PREFIX, Db, journaled
+from . import tokens as tokens_store
 from .batcher import Batcher, by_database, write_errors
 
 if TYPE_CHECKING:
@@ -108,6 +109,9 @@ async def ensure_indexes(db: Db) -> None:
         name="survey_channel_state",
     )
     await coll.create_index([("survey", ASCENDING), ("answers.q", ASCENDING)], name="survey_answer")
+    await coll.create_index(
+        [("survey", ASCENDING), ("updated_at", ASCENDING)], name="survey_updated"
+    )  # service.survey_index follows the changes
 
 
 def session_id(survey_id: str, openid: str) -> str:
@@ -288,8 +292,40 @@ async def set_channel(db: Db, survey_id: str, openid: str, channel: str) -> None
     """Record the QR channel a session came from; a channel already there is kept."""
     await db[COLLECTION].update_one(
         {"_id": session_id(survey_id, openid), "channel": {"$exists": False}},
-        {"$set": {"channel": channel}},
+        {"$set": {"channel": channel, "updated_at": _now()}},
     )
+
+
+# Every change to a session sets ``updated_at``; deleting sessions (a respondent's data, the test
+# users') bumps this counter instead, so that ``service.survey_index`` can follow both cheaply.
+DELETIONS = "survey_session_deletions"
+
+
+async def deletions(db: Db) -> int:
+    """How many times sessions were deleted (any survey): a change means reload."""
+    doc = await db[tokens_store.COLLECTION].find_one({"_id": f"setting:{DELETIONS}"}, {"n": 1})
+    return int(doc.get("n") or 0) if doc else 0
+
+
+async def note_deletion(db: Db) -> None:
+    await db[tokens_store.COLLECTION].update_one(
+        {"_id": f"setting:{DELETIONS}"},
+        {"$inc": {"n": 1}, "$set": {"updated_at": _now()}},
+        upsert=True,
+    )
+
+
+async def changed_sessions(
+    db: Db, survey_id: str, since: dt.datetime | None, fields: Mapping[str, Any]
+) -> AsyncIterator[dict[str, Any]]:
+    """The survey's sessions (all of them, or those updated at or after ``since``; index
+    ``survey_updated``), with ``fields`` and ``updated_at``, in batches."""
+    query: dict[str, Any] = {"survey": survey_id}
+    if since is not None:
+        query["updated_at"] = {"$gte": since}
+    cursor = db[COLLECTION].find(query, {**fields, "updated_at": 1}).batch_size(1000)
+    async for doc in cursor:
+        yield doc
 
 
 # -- aggregates for the dashboard ----------------------------------------------------------------
@@ -364,6 +400,40 @@ class Filters:
     def __bool__(self) -> bool:
         return bool(self.conditions())
 
+    def matches(self, doc: Mapping[str, Any]) -> bool:
+        """``conditions()`` evaluated on a session in memory (``service.survey_index``)."""
+        if self.channel and doc.get("channel") != self.channel:
+            return False
+        if self.state == "paused":
+            if doc.get("state") != "in_progress" or doc.get("paused") is not True:
+                return False
+        elif self.state and doc.get("state") != self.state:
+            return False
+        if self.started_from is not None or self.started_before is not None:
+            started = doc.get("started_at")
+            if not isinstance(started, dt.datetime):
+                return False
+            if started.tzinfo is None:
+                started = started.replace(tzinfo=dt.UTC)
+            if self.started_from is not None and started < self.started_from:
+                return False
+            if self.started_before is not None and started >= self.started_before:
+                return False
+        if self.band and (doc.get("result") or {}).get("band") != self.band:
+            return False
+        answers = doc.get("answers") or []
+        for question, option in self.answered:
+            if not any(
+                a.get("q") == question and _holds(a.get("choices"), option) for a in answers
+            ):
+                return False
+        return True
+
+
+def _holds(value: Any, wanted: Any) -> bool:
+    """MongoDB's equality on a field that may be an array: equal, or an element equal."""
+    return value == wanted or (isinstance(value, list) and wanted in value)
+
 
 NO_FILTERS = Filters()
 
@@ -389,6 +459,22 @@ def _match(
     if conditions:
         match = {"$and": [match, *conditions]}
     return match
+
+
+def in_scope(
+    doc: Mapping[str, Any],
+    include_test_users: bool,
+    versions: Versions = None,
+    filters: Filters | None = None,
+) -> bool:
+    """``_match`` (less the survey) evaluated on a session in memory."""
+    if not include_test_users and doc.get("test_user") is True:
+        return False
+    if versions is not None:
+        sv = doc.get("sv")
+        if (1 if sv is None else sv) not in versions:  # no ``sv``: started on version 1
+            return False
+    return filters is None or filters.matches(doc)
 
 
 async def _aggregate(db: Db, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -816,6 +902,16 @@ async def report_numbers(
             },
         ],
     )
+    return numbers_from_rows(survey, cube, answers)
+
+
+def numbers_from_rows(
+    survey: Survey, cube: list[dict[str, Any]], answers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``report_numbers`` from its two groupings (``cube``: sessions per state, question waited
+    on, paused, score, band, channel and day finished; ``answers``: answers per question and set
+    of options chosen, with the sum, min and max of their values), however they were counted:
+    by MongoDB here, in memory by ``service.survey_index``."""
     per_question: dict[str, dict[str, Any]] = {}
     per_choice: dict[tuple[str, int], int] = {}
     for row in answers:
@@ -1144,6 +1240,8 @@ async def delete_test_data(db: Db, survey_id: str | None = None) -> int:
     if survey_id is not None:
         query["survey"] = survey_id
     result = await db[COLLECTION].delete_many(query)
+    if result.deleted_count:
+        await note_deletion(db)
     prefix = f"^{survey_id}:" if survey_id is not None else "^"
     await db[QUOTAS].delete_many({"_id": {"$regex": f"{prefix}.*:test$"}})
     return int(result.deleted_count)

@@ -120,9 +120,13 @@ class DashboardHandler(BaseHandler):
         return cast(Hub, self.settings["hub"])
 
     @property
-    def survey_numbers(self) -> Numbers:
+    def survey_index(self) -> SurveyIndex:
         """How the survey pages count: in memory (``service.survey_index``), this process's."""
-        return cast(SurveyIndex, self.settings["survey_index"]).report_numbers
+        return cast(SurveyIndex, self.settings["survey_index"])
+
+    @property
+    def survey_numbers(self) -> Numbers:
+        return self.survey_index.report_numbers
 
     @property
     def translations(self) -> Translations:

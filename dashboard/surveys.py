@@ -131,6 +131,7 @@ async def _crosstab(handler: DashboardHandler, survey_id: str) -> tuple[Survey, 
             include_test=handler.get_query_argument("test", "0") in {"1", "true"},
             versions=None if version is None else [version],
             filters=filters,
+            cells=handler.survey_index.crosstab_counts,
         )
     except LookupError as e:
         raise tornado.web.HTTPError(

@@ -77,6 +77,23 @@ class Numbers(Protocol):
     ) -> dict[str, Any]: ...
 
 
+class Cells(Protocol):
+    """Who counts a cross-tab's cells: ``store.surveys.crosstab_counts`` or
+    ``SurveyIndex.crosstab_counts``."""
+
+    async def __call__(
+        self,
+        db: Db,
+        survey: Survey,
+        row_question: str,
+        column_question: str,
+        *,
+        include_test_users: bool = ...,
+        versions: Sequence[int] | None = ...,
+        filters: Filters | None = ...,
+    ) -> dict[str, Any]: ...
+
+
 def definitions(engine: _Engine | None) -> list[Survey]:
     """The surveys the engine has loaded, in its order; none without an engine."""
     return [] if engine is None else list(engine.all_surveys())
@@ -396,8 +413,10 @@ async def crosstab(
     include_test: bool = False,
     versions: Sequence[int] | None = None,
     filters: Filters | None = None,
+    cells: Cells | None = None,
 ) -> dict[str, Any]:
-    """Two questions crossed (``LookupError`` for an unknown or text question)::
+    """Two questions crossed, counted by ``cells`` (default: an aggregation in the database;
+    ``LookupError`` for an unknown or text question)::
 
         {"rows": {"id", "title", "categories": [{"value", "label"}]}, "columns": {...},
          "counts": [[n, ...], ...],          # counts[i][j]: row category i, column category j
@@ -413,7 +432,7 @@ async def crosstab(
         if question is None or question.kind == "text":
             raise LookupError(qid)
         questions.append(question)
-    raw = await store.crosstab_counts(
+    raw = await (cells or store.crosstab_counts)(
         db,
         survey,
         row_question,

@@ -107,6 +107,59 @@ class SurveyIndex:
         ]
         return store.numbers_from_rows(survey, _cube(docs, timezone), _answers(docs))
 
+    async def crosstab_counts(
+        self,
+        db: Db,
+        survey: Survey,
+        row_question: str,
+        column_question: str,
+        *,
+        include_test_users: bool = False,
+        versions: Versions = None,
+        filters: Filters | None = None,
+    ) -> dict[str, Any]:
+        """``store.surveys.crosstab_counts``, counted here: the sessions that answered both
+        questions, and per pair of codes (the option numbers of a choice or rating question, the
+        value otherwise; a multiple-choice answer once per option) how many answers."""
+        kinds = {}
+        for qid in (row_question, column_question):
+            question = survey.question(qid)
+            if question is None:
+                raise LookupError(qid)
+            kinds[qid] = question.kind
+        respondents = 0
+        cells: dict[tuple[Any, Any], int] = {}
+        for doc in await self.sessions(db, survey.id):
+            if not store.in_scope(doc, include_test_users, versions, filters):
+                continue
+            answers = [a for a in doc.get("answers") or [] if isinstance(a, Mapping)]
+            xs = [a for a in answers if a.get("q") == row_question]
+            ys = [a for a in answers if a.get("q") == column_question]
+            if not xs or not ys:
+                continue
+            respondents += 1
+            for x in xs:
+                for y in ys:
+                    for a in _codes(x, kinds[row_question]):
+                        for b in _codes(y, kinds[column_question]):
+                            cells[(a, b)] = cells.get((a, b), 0) + 1
+        return {
+            "respondents": respondents,
+            "cells": [{"a": a, "b": b, "n": n} for (a, b), n in cells.items()],
+        }
+
+
+def _codes(answer: Mapping[str, Any], kind: str) -> list[Any]:
+    """An answer's codes as the aggregation's ``$unwind`` yields them: the elements of
+    ``choices`` (nothing when missing, null or empty) for choice and rating questions, else
+    the value."""
+    if kind not in ("single", "multiple", "rating"):
+        return [answer.get("value")]
+    choices = answer.get("choices")
+    if choices is None:
+        return []
+    return list(choices) if isinstance(choices, list) else [choices]
+
 
 def _cube(docs: list[dict[str, Any]], timezone: str) -> list[dict[str, Any]]:
     """The aggregation's first grouping: sessions per state, question waited on, paused, score,

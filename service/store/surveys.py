@@ -3,8 +3,12 @@
 Document (``_id`` = ``"<survey id>:<openid>"``)::
 
     survey, openid, test_user
-    state         "in_progress" | "finished" | "screened_out" | "quota_full" (the last two end
-                  an attempt without a result and are counted apart from completions)
+    state         "in_progress" | "finished" | "screened_out" | "quota_full" | "expired" (the
+                  last three end an attempt without a result and are counted apart from
+                  completions; "expired" is set by ``service.reminders`` after ``expire_after``)
+    reminder      {status, at, attempt, q, errcode?, reason?}: this attempt's reminder (see
+                  "reminders and expiry" below); reminder_retries: temporary failures so far
+    expired_at    when the attempt expired
     ended         {state, text, q, if} for a screen-out, {state, text, quota} for a full quota
     paused        True after 退出/quit (or when the survey closed mid-way)
     active_user   = openid while the user is answering this survey, absent otherwise; a unique

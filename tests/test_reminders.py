@@ -160,8 +160,9 @@ async def test_one_reminder_per_idle_session_across_two_processes_and_none_to_th
         cutoff = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
         docs = await store.remind_candidates(db, "nudge", cutoff, 10)
         assert sorted(d["openid"] for d in docs) == ["s1", "s2", "s3"]
-        third = make_app(reminder_settings(wechat_settings, tmp_path), db=db)
-        racers = [reminders_of(rest), reminders_of(third)]
+        await rest.settings["process"].close()  # no loop left to send them meanwhile
+        pair = [make_app(reminder_settings(wechat_settings, tmp_path), db=db) for _ in range(2)]
+        racers = [reminders_of(a) for a in pair]
         results = [ScanResult(), ScanResult()]
         now = dt.datetime.now(dt.UTC)
         try:
@@ -173,7 +174,8 @@ async def test_one_reminder_per_idle_session_across_two_processes_and_none_to_th
                 )
             )
         finally:
-            await third.settings["process"].close()
+            for a in pair:
+                await a.settings["process"].close()
         assert results[0].sent + results[1].sent == 3
         texts = sent_to(fake_wechat_api)
         assert all(len(texts[name]) == 1 for name in ("s1", "s2", "s3")), texts

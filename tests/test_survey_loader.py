@@ -428,7 +428,8 @@ def test_reminder_and_expiry_durations():
 def test_reminder_and_expiry_mistakes_each_with_its_line():
     found = issues_of(GOOD + "remind_after: 6\nexpire_after: 2 weeks\n")
     assert found == [
-        "broken.yaml:8:15: remind_after: 'remind_after' must be a duration like 30m, 6h or 2d, got 6",
+        "broken.yaml:8:15: remind_after: 'remind_after' must be a duration like 30m, 6h or 2d, "
+        "got 6",
         "broken.yaml:9:15: expire_after: 'expire_after' must be a duration like 30m, 6h or 2d, "
         "got '2 weeks'",
     ]

@@ -6,7 +6,7 @@ aggregation is a pass over all of them (about 0.1 ms a session to read, 0.5 ms m
 the answers): 2.4 s at 2,000 sessions, past the client's 10 s at 10,000, and the database busy
 for all that time, the WeChat endpoint included. Here a survey's sessions are read once (one
 batched ``find`` of the fields the report needs), then only what changed since: every write to
-a session sets ``updated_at`` (index ``survey_updated``), so a page load reads the last
+a session sets ``changed_at`` (index ``survey_changed``), so a page load reads the last
 minute's changes (a few documents) and counts the rest in memory, on any filter. Deleting
 sessions (a respondent's data, the test users) bumps a counter
 (``store.surveys.deletions``) that makes the next page load read the survey again.
@@ -47,8 +47,9 @@ FIELDS = {
     "answers.q": 1,
     "answers.value": 1,
     "answers.choices": 1,
+    "reminder.status": 1,
 }
-# Changes are read from this long before the newest ``updated_at`` seen: a write stamped by
+# Changes are read from this long before the newest ``changed_at`` seen: a write stamped by
 # another process's clock, or acknowledged after a later one, is still read.
 OVERLAP = dt.timedelta(minutes=1)
 MAX_SURVEYS = 50  # surveys kept per process (the least recently shown go first)
@@ -82,7 +83,7 @@ class SurveyIndex:
             since = entry.newest - OVERLAP if entry.newest is not None else None
             async for doc in store.changed_sessions(db, survey_id, since, FIELDS):
                 entry.docs[doc["_id"]] = doc
-                stamp = doc.get("updated_at")
+                stamp = doc.get("changed_at")
                 if isinstance(stamp, dt.datetime) and (
                     entry.newest is None or stamp > entry.newest
                 ):
@@ -180,9 +181,10 @@ def _cube(docs: list[dict[str, Any]], timezone: str) -> list[dict[str, Any]]:
             (doc.get("result") or {}).get("band"),
             doc.get("channel"),
             day,
+            (doc.get("reminder") or {}).get("status"),
         )
         counts[key] = counts.get(key, 0) + 1
-    names = ("state", "current", "paused", "score", "band", "channel", "day")
+    names = ("state", "current", "paused", "score", "band", "channel", "day", "reminder")
     return [{"_id": dict(zip(names, key, strict=True)), "n": n} for key, n in counts.items()]
 
 

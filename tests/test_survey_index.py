@@ -117,14 +117,14 @@ async def test_in_memory_numbers_follow_answers_channels_and_deletions(
 
 @pytest.mark.gen_test(timeout=120)
 async def test_a_write_stamped_by_a_slower_clock_is_still_read(app, db, seeded):  # noqa: F811
-    """Another process's clock a little behind ours: its write's ``updated_at`` is older than
+    """Another process's clock a little behind ours: its write's ``changed_at`` is older than
     the newest seen, and is still read (the index reads a minute before the newest)."""
     survey = lab(app)
     index = SurveyIndex()
     await index.report_numbers(db, survey)
     behind = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=20)
     await db.survey_sessions.update_one(
-        {"_id": "lab:b"}, {"$set": {"channel": "poster-z", "updated_at": behind}}
+        {"_id": "lab:b"}, {"$set": {"channel": "poster-z", "changed_at": behind}}
     )
     expected, counted = await both(db, index, survey)
     assert counted == expected
@@ -148,3 +148,21 @@ async def test_the_dashboard_counts_in_memory(app, logged_in, db, db_counter, se
     assert aggregations() == before  # (the overview aggregates the messages, not the sessions)
     overview = await logged_in.get_json("/api/overview")
     assert overview["surveys"]["finished"] == 4
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_in_memory_numbers_follow_reminders_and_expiry(app, db, seeded):  # noqa: F811
+    """The reminders' writes and expiry leave ``updated_at`` (the last step) alone; the index
+    still sees them (``changed_at``)."""
+    survey = lab(app)
+    index = SurveyIndex()
+    await index.report_numbers(db, survey)
+    doc = await db.survey_sessions.find_one({"_id": "lab:d"})
+    assert await store.claim_reminder(db, doc, {"status": "sending", "at": doc["updated_at"]})
+    await store.settle_reminder(db, "lab:d", {"status": "sent"})
+    expected, counted = await both(db, index, survey)
+    assert counted == expected and counted["funnel"]["reminders"]["reminded"] == 1
+    now = dt.datetime.now(dt.UTC)
+    assert await store.expire_idle(db, "lab", now, now) == 1
+    expected, counted = await both(db, index, survey)
+    assert counted == expected and counted["funnel"]["expired"] == 1

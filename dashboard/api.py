@@ -31,7 +31,7 @@ class OverviewApi(ApiHandler):
         include_test = self.bool_argument("test", False)
         data = await store.overview(self.db, tz=self.config.timezone, include_test=include_test)
         data["surveys"] = await reports.totals(
-            self.db, definitions(self), include_test=include_test
+            self.db, definitions(self), include_test=include_test, numbers=self.survey_numbers
         )
         self.write_json(data)
 

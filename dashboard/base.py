@@ -21,7 +21,9 @@ import tornado.web
 from handlers.base import BaseHandler
 from service.clock import iso
 from service.live import Hub
+from service.reports import Numbers
 from service.store import owners
+from service.survey_index import SurveyIndex
 from service.wechat_api import WeChatAPI, WeChatAPIError
 
 from .i18n import LANGUAGE_NAMES, LANGUAGES, Translations
@@ -116,6 +118,15 @@ class DashboardHandler(BaseHandler):
     @property
     def hub(self) -> Hub:
         return cast(Hub, self.settings["hub"])
+
+    @property
+    def survey_index(self) -> SurveyIndex:
+        """How the survey pages count: in memory (``service.survey_index``), this process's."""
+        return cast(SurveyIndex, self.settings["survey_index"])
+
+    @property
+    def survey_numbers(self) -> Numbers:
+        return self.survey_index.report_numbers
 
     @property
     def translations(self) -> Translations:

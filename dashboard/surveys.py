@@ -80,7 +80,9 @@ class SurveysApi(ApiHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
         include_test = self.bool_argument("test", False)
-        items = await reports.survey_list(self.db, definitions(self), include_test=include_test)
+        items = await reports.survey_list(
+            self.db, definitions(self), include_test=include_test, numbers=self.survey_numbers
+        )
         self.write_json({"items": items})
 
 
@@ -101,6 +103,7 @@ class SurveyApi(ApiHandler):
                 version=version,
                 history=history(self, survey.id),
                 filters=filters,
+                numbers=self.survey_numbers,
             )
         except LookupError as e:
             raise tornado.web.HTTPError(404, "no version %s of %s", version, survey_id) from e
@@ -128,6 +131,7 @@ async def _crosstab(handler: DashboardHandler, survey_id: str) -> tuple[Survey, 
             include_test=handler.get_query_argument("test", "0") in {"1", "true"},
             versions=None if version is None else [version],
             filters=filters,
+            cells=handler.survey_index.crosstab_counts,
         )
     except LookupError as e:
         raise tornado.web.HTTPError(

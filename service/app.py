@@ -94,6 +94,7 @@ def make_app(
         "wechat_api": process.wechat_api,
         "image_reply": process.image_reply,
         "hub": process.hub,
+        "survey_index": process.survey_index,
         "requests": process.requests,
         "cookie_secret": config.cookie_secret or None,
         "xsrf_cookies": True,

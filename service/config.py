@@ -7,7 +7,9 @@ documented in the README; ``tests/test_config.py`` checks that the two stay in s
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
+import re
 import secrets
 import zoneinfo
 from collections.abc import Mapping
@@ -23,6 +25,8 @@ __all__ = [
     "ConfigError",
     "Settings",
     "http_server_options",
+    "in_window",
+    "parse_quiet_hours",
 ]
 
 # TIMEZONE when unset: the owner's time zone.
@@ -65,6 +69,8 @@ ENV_VARS: dict[str, tuple[str, type]] = {
     "BODY_TIMEOUT": ("body_timeout", float),
     "EVENT_LOOP": ("event_loop", str),
     "USER_COUNT_RECOVERY": ("user_count_recovery", float),
+    "QUIET_HOURS": ("quiet_hours", str),
+    "REMINDER_INTERVAL": ("reminder_interval", float),
 }
 
 # 公众平台 → 基本配置 → 消息加解密方式: 明文模式, 兼容模式, 安全模式.
@@ -145,6 +151,11 @@ class Settings:
     # Seconds after which a message a (killed) process stored but never counted for its user is
     # counted by another process's sweep.
     user_count_recovery: float = 30.0
+    # No survey reminder is sent in this daily window, in ``timezone`` ("22:00-08:00" crosses
+    # midnight); empty: none. A reminder due then goes out after it, if WeChat still allows it.
+    quiet_hours: str = "22:00-08:00"
+    # Seconds between two scans for survey reminders and expired sessions (service.reminders).
+    reminder_interval: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.wechat_token:
@@ -166,10 +177,18 @@ class Settings:
             raise ConfigError(
                 f"EVENT_LOOP must be auto, uvloop or asyncio, got {self.event_loop!r}"
             )
+        if self.reminder_interval <= 0:
+            raise ConfigError("REMINDER_INTERVAL must be a positive number of seconds")
+        self.quiet_window  # noqa: B018 - checks QUIET_HOURS
         try:
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
             raise ConfigError(f"TIMEZONE {self.timezone!r} is not a known time zone") from e
+
+    @property
+    def quiet_window(self) -> tuple[dt.time, dt.time] | None:
+        """``quiet_hours`` as (start, end) local times; None when empty (no quiet hours)."""
+        return parse_quiet_hours(self.quiet_hours)
 
     @property
     def aes_enabled(self) -> bool:
@@ -291,6 +310,35 @@ class Settings:
         if not kwargs.get("wechat_token"):
             kwargs["wechat_token"] = "" if require_token else NO_TOKEN
         return cls(**kwargs)
+
+
+_HOURS = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])\s*-\s*([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def parse_quiet_hours(text: str) -> tuple[dt.time, dt.time] | None:
+    """``"22:00-08:00"`` as (22:00, 08:00); ``""`` as None; ConfigError otherwise."""
+    text = text.strip()
+    if not text:
+        return None
+    match = _HOURS.match(text)
+    if match is None:
+        raise ConfigError(
+            f"QUIET_HOURS must look like 22:00-08:00 (HH:MM-HH:MM in TIMEZONE) or be empty, "
+            f"got {text!r}"
+        )
+    start = dt.time(int(match.group(1)), int(match.group(2)))
+    end = dt.time(int(match.group(3)), int(match.group(4)))
+    if start == end:
+        raise ConfigError("QUIET_HOURS must not start and end at the same time")
+    return start, end
+
+
+def in_window(window: tuple[dt.time, dt.time], moment: dt.time) -> bool:
+    """Whether ``moment`` falls in the daily ``window`` [start, end), which may cross midnight."""
+    start, end = window
+    if start < end:
+        return start <= moment < end
+    return moment >= start or moment < end
 
 
 def http_server_options(settings: Settings) -> dict[str, Any]:

@@ -7,15 +7,17 @@ order, once, each step bounded:
 =====================  ==========================================================================
 built (in this order)  closed (in this order, by ``close()``)
 =====================  ==========================================================================
-metrics                1. guard: messages in progress finish, late replies are sent
-database state         2. hub: the live feed's watcher stops
-spool                  3. surveys, then reply rules: their definitions' watchers stop
-users (counters)       4. replayer: last replay if the database is up; the spool file is closed
-WeChat API client      5. users: the counters are flushed (those of step 4's replays included)
-image reply            6. image reply: its background refresh stops
-surveys, replies, bot  7. WeChat API client: its HTTP connections close
-inbox, replayer        then ``Process.open`` (``service.db.open_database``) closes the
-guard, hub, crypto     database client and stops the embedded database it started
+metrics                1. reminders: the reminder being sent is settled, the scan's lease
+database state            given back
+spool                  2. guard: messages in progress finish, late replies are sent
+users (counters)       3. hub: the live feed's watcher stops
+WeChat API client      4. surveys, then reply rules: their definitions' watchers stop
+image reply            5. replayer: last replay if the database is up; the spool file is closed
+surveys, replies, bot  6. users: the counters are flushed (those of step 5's replays included)
+inbox, replayer        7. image reply: its background refresh stops
+guard, hub, crypto     8. WeChat API client: its HTTP connections close
+reminders              then ``Process.open`` (``service.db.open_database``) closes the
+                       database client and stops the embedded database it started
 =====================  ==========================================================================
 
 ``Process.open(settings)`` (``serve``) also starts the embedded database when ``MONGODB_URI`` is
@@ -50,9 +52,11 @@ from .inbox import Inbox
 from .inflight import RequestCount
 from .live import Hub
 from .metrics import Metrics
+from .reminders import Reminders
 from .replies import ReplyRules
 from .spool import Replayer, Spool, is_outage
 from .store.users import UserStats
+from .survey_index import SurveyIndex
 from .surveys import SurveyEngine, live_engine
 from .wechat import Crypto
 from .wechat_api import WeChatAPI, make_api
@@ -146,11 +150,26 @@ class Process:
             signature_window=2.0 * settings.signature_max_age,
         )
         self.hub = Hub(db)
+        # The dashboard's survey numbers, counted in memory (read on demand, nothing to close).
+        self.survey_index = SurveyIndex()
         hub = self.hub
         self.metrics.track_websockets(lambda: int(hub.subscribers))
         self.crypto = (
             Crypto(settings.wechat_token, settings.encoding_aes_key, settings.app_id)
             if settings.aes_enabled
+            else None
+        )
+        # Survey reminders and expiry: a background scan, one process at a time (a lease).
+        self.reminders = (
+            Reminders(
+                db,
+                self.surveys,
+                self.wechat_api,
+                interval=settings.reminder_interval,
+                quiet=settings.quiet_window,
+                tz=settings.tzinfo,
+            )
+            if settings.store_messages and isinstance(self.surveys, SurveyEngine)
             else None
         )
         # HTTP requests in progress: `serve` counts them, shutdown and /healthz read the count.
@@ -205,7 +224,8 @@ class Process:
     async def start(self) -> None:
         """Start the background work: the spool replayer (it first replays what an earlier run
         left behind), the sweep that counts messages an earlier process stored but did not count,
-        and the survey definitions' watcher (it imports the survey files first). The live hub
+        the survey definitions' watcher (it imports the survey files first) and the reminder
+        scan. The live hub
         starts on first use; the survey watcher too when the process is not started (tests)."""
         if self.replayer is not None:
             self.replayer.start()
@@ -216,6 +236,8 @@ class Process:
             surveys.catalog.start()  # (`--no-store` answers without surveys: nothing to follow)
         if self.settings.store_messages:
             self.replies.start()
+        if self.reminders is not None:
+            self.reminders.start()
 
     async def close(self) -> None:
         """Tear everything down in the reverse order of construction, once (a second call waits
@@ -225,7 +247,10 @@ class Process:
         await asyncio.shield(self._closing)
 
     async def _close(self) -> None:
-        steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
+        steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = []
+        if self.reminders is not None:
+            steps.append(("reminders", self.reminders.close, CLOSE_STEP_TIMEOUT))
+        steps += [
             ("messages in progress", lambda: self.guard.close(FLIGHT_TIMEOUT), FLIGHT_TIMEOUT + 6),
             ("live feed", self.hub.stop, CLOSE_STEP_TIMEOUT),
         ]

@@ -61,6 +61,39 @@ class _Engine(Protocol):
     def all_surveys(self) -> Iterable[Survey]: ...
 
 
+class Numbers(Protocol):
+    """Who counts a survey's numbers: ``store.surveys.report_numbers`` (aggregations in the
+    database) or ``SurveyIndex.report_numbers`` (in memory, ``service.survey_index``)."""
+
+    async def __call__(
+        self,
+        db: Db,
+        survey: Survey,
+        *,
+        include_test_users: bool = ...,
+        versions: Sequence[int] | None = ...,
+        filters: Filters | None = ...,
+        timezone: str = ...,
+    ) -> dict[str, Any]: ...
+
+
+class Cells(Protocol):
+    """Who counts a cross-tab's cells: ``store.surveys.crosstab_counts`` or
+    ``SurveyIndex.crosstab_counts``."""
+
+    async def __call__(
+        self,
+        db: Db,
+        survey: Survey,
+        row_question: str,
+        column_question: str,
+        *,
+        include_test_users: bool = ...,
+        versions: Sequence[int] | None = ...,
+        filters: Filters | None = ...,
+    ) -> dict[str, Any]: ...
+
+
 def definitions(engine: _Engine | None) -> list[Survey]:
     """The surveys the engine has loaded, in its order; none without an engine."""
     return [] if engine is None else list(engine.all_surveys())
@@ -75,12 +108,19 @@ def titles(surveys: Sequence[Survey]) -> list[dict[str, str]]:
 
 
 async def survey_list(
-    db: Db, surveys: Sequence[Survey], *, include_test: bool = False
+    db: Db,
+    surveys: Sequence[Survey],
+    *,
+    include_test: bool = False,
+    numbers: Numbers | None = None,
 ) -> list[dict[str, Any]]:
     """Every survey's description with ``started``, ``finished`` and ``completion_rate``."""
     items = []
     for survey in surveys:
-        funnel = await store.funnel(db, survey, include_test_users=include_test)
+        if numbers is not None:
+            funnel = (await numbers(db, survey, include_test_users=include_test))["funnel"]
+        else:
+            funnel = await store.funnel(db, survey, include_test_users=include_test)
         items.append(
             {
                 **survey.describe(),
@@ -95,10 +135,14 @@ async def survey_list(
 
 
 async def totals(
-    db: Db, surveys: Sequence[Survey], *, include_test: bool = False
+    db: Db,
+    surveys: Sequence[Survey],
+    *,
+    include_test: bool = False,
+    numbers: Numbers | None = None,
 ) -> dict[str, int]:
     """Starts and completions over every survey: ``{"started": n, "finished": m}``."""
-    items = await survey_list(db, surveys, include_test=include_test)
+    items = await survey_list(db, surveys, include_test=include_test, numbers=numbers)
     return {
         "started": sum(item["started"] for item in items),
         "finished": sum(item["finished"] for item in items),
@@ -121,9 +165,10 @@ async def survey_report(
     version: int | None = None,
     history: Sequence[Survey] = (),
     filters: Filters | None = None,
+    numbers: Numbers | None = None,
 ) -> dict[str, Any]:
     """Per-question counts, scores (with their range and average), bands, funnel, completions
-    per day in ``timezone``.
+    per day in ``timezone``, counted by ``numbers`` (default: aggregations in the database).
 
     ``history``: every published version of the survey (``survey`` is the newest). With
     ``version`` the report counts the sessions started on that version only, with its own
@@ -147,14 +192,16 @@ async def survey_report(
         "versions": versions,
         "filters": filters,
     }
-    numbers = await store.report_numbers(db, definition, timezone=timezone, **kw)
-    scores = numbers["scores"]
+    count = numbers or store.report_numbers
+    kw["timezone"] = timezone
+    counted = await count(db, definition, **kw)
+    scores = counted["scores"]
     scored = sum(row["count"] for row in scores)
     points = sum(row["score"] * row["count"] for row in scores)
     low, high = definition.score_range() if definition.scored else (0, 0)
-    questions = numbers["questions"]
+    questions = counted["questions"]
     if version is None and len(history) > 1:
-        questions = await _questions_across_versions(db, definition, history, questions, kw)
+        questions = await _questions_across_versions(db, definition, history, questions, kw, count)
     return {
         "survey": definition.describe(),
         "version": version,
@@ -166,10 +213,10 @@ async def survey_report(
         "scores": scores,
         "score_range": [low, high],
         "average_score": round(points / scored, 2) if scored else None,
-        "bands": numbers["bands"],
-        "channels": numbers["channels"],
-        "funnel": numbers["funnel"],
-        "completions": numbers["completions"],
+        "bands": counted["bands"],
+        "channels": counted["channels"],
+        "funnel": counted["funnel"],
+        "completions": counted["completions"],
         "quotas": await _quotas(db, definition),
     }
 
@@ -192,6 +239,7 @@ async def _questions_across_versions(
     history: Sequence[Survey],
     questions: list[dict[str, Any]],
     kw: Mapping[str, Any],
+    count: Numbers,
 ) -> list[dict[str, Any]]:
     """Recount the questions that changed between versions over the matching versions only."""
     groups: dict[tuple[int, ...], list[str]] = {}
@@ -211,7 +259,7 @@ async def _questions_across_versions(
             groups.setdefault(tuple(same), []).append(question.id)
     by_id = {entry["id"]: entry for entry in questions}
     for group, ids in groups.items():
-        recount = await store.option_counts(db, newest, **{**kw, "versions": list(group)})
+        recount = (await count(db, newest, **{**kw, "versions": list(group)}))["questions"]
         for entry in recount:
             if entry["id"] in ids:
                 by_id[entry["id"]] = {**entry, "versions": list(group)}
@@ -365,8 +413,10 @@ async def crosstab(
     include_test: bool = False,
     versions: Sequence[int] | None = None,
     filters: Filters | None = None,
+    cells: Cells | None = None,
 ) -> dict[str, Any]:
-    """Two questions crossed (``LookupError`` for an unknown or text question)::
+    """Two questions crossed, counted by ``cells`` (default: an aggregation in the database;
+    ``LookupError`` for an unknown or text question)::
 
         {"rows": {"id", "title", "categories": [{"value", "label"}]}, "columns": {...},
          "counts": [[n, ...], ...],          # counts[i][j]: row category i, column category j
@@ -382,7 +432,7 @@ async def crosstab(
         if question is None or question.kind == "text":
             raise LookupError(qid)
         questions.append(question)
-    raw = await store.crosstab_counts(
+    raw = await (cells or store.crosstab_counts)(
         db,
         survey,
         row_question,

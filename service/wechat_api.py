@@ -82,6 +82,7 @@ PERMANENT_ERRCODES: dict[int, str] = {
     40003: "不合法的 OpenID / invalid openid",
     40013: "AppID 无效 / invalid AppID (WECHAT_APP_ID)",
     40125: "AppSecret 无效 / invalid AppSecret (WECHAT_APP_SECRET)",
+    43004: "需要接收者关注 / the user is not (or no longer) following the account",
     40164: "调用接口的 IP 不在白名单中 / caller IP not in the IP whitelist (公众平台 → 基本配置)",
     45009: "接口调用超过当日上限 / daily API quota reached",
     45015: "用户 48 小时内未与公众号互动，不能发客服消息 / user outside the 48-hour window",

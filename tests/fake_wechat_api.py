@@ -54,6 +54,7 @@ ERRMSG = {
     40016: "invalid button size",
     40125: "invalid appsecret",
     42001: "access_token expired",
+    43004: "require subscribe",
     45009: "reach max api daily quota limit",
     45015: "response out of time limit or subscription is canceled",
     46003: "menu no exist",

@@ -103,7 +103,9 @@ async def test_aggregates_on_seeded_users(engine, db, wechat):
         "paused": 2,
         "screened_out": 0,
         "quota_full": 0,
+        "expired": 0,
         "completion_rate": 0.5,
+        "reminders": {"reminded": 0, "finished_after": 0, "failed": 0},
     }
     steps = [(q["id"], q["reached"], q["answered"], q["dropped"]) for q in funnel["questions"]]
     assert steps == [

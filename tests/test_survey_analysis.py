@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from service.surveys import SurveyEngine, load_dir
+from tests.ops_helpers import until
 from tests.survey_helpers import LAB_YAML, Chat, write_surveys
 
 UTC = dt.UTC
@@ -314,6 +315,11 @@ async def test_pseudonymous_exports(logged_in, seeded, db):
     assert responses[0][0] == "pseudonym"
     assert {r[0] for r in responses[1:]} == set(names)
 
+    # The user records are written by the batched counters, just after the replies.
+    async def users_written() -> bool:
+        return await db.users.count_documents({"_id": {"$in": list(PEOPLE)}}) == len(PEOPLE)
+
+    await until(users_written)
     users = await logged_in.get("/dashboard/users/export.csv", header="keys", pseudonymous="1")
     user_rows = list(csv.reader(io.StringIO(users.body.decode("utf-8-sig"))))
     assert user_rows[0][0] == "pseudonym"

@@ -408,3 +408,44 @@ def test_messages_must_fit_in_one_wechat_reply():
     assert found[0].startswith("big.yaml:4:8: intro: the intro with question 1 is ")
     assert found[1].startswith("big.yaml:6:5: questions[0]: question 'q1' is ")
     assert found[1].endswith("bytes as sent; at most 1748 fit in one WeChat reply")
+
+
+def test_reminder_and_expiry_durations():
+    survey, issues = parse_survey(GOOD + "remind_after: 6h\nexpire_after: 3d\non_expire: resume\n")
+    assert not issues and survey is not None
+    assert (survey.remind_after, survey.expire_after, survey.on_expire) == (
+        6 * 3600,
+        3 * 86400,
+        "resume",
+    )
+    quick, issues = parse_survey(GOOD + "remind_after: 2s\nexpire_after: 30m\n")
+    assert not issues and quick is not None
+    assert (quick.remind_after, quick.expire_after, quick.on_expire) == (2, 1800, "restart")
+    plain, _ = parse_survey(GOOD)
+    assert plain is not None and (plain.remind_after, plain.expire_after) == (None, None)
+
+
+def test_reminder_and_expiry_mistakes_each_with_its_line():
+    found = issues_of(GOOD + "remind_after: 6\nexpire_after: 2 weeks\n")
+    assert found == [
+        "broken.yaml:8:15: remind_after: 'remind_after' must be a duration like 30m, 6h or 2d, "
+        "got 6",
+        "broken.yaml:9:15: expire_after: 'expire_after' must be a duration like 30m, 6h or 2d, "
+        "got '2 weeks'",
+    ]
+    found = issues_of(GOOD + "remind_after: 3d\n")
+    assert len(found) == 1 and found[0].startswith(
+        "broken.yaml:8:15: remind_after: 'remind_after' must be under 48h"
+    )
+    found = issues_of(GOOD + "remind_after: 2h\nexpire_after: 1h\n")
+    assert found == [
+        "broken.yaml:8:15: remind_after: 'remind_after' must be shorter than 'expire_after' "
+        "(the session expires before the reminder is due)"
+    ]
+    assert issues_of(GOOD + "expire_after: 0m\non_expire: later\n") == [
+        "broken.yaml:8:15: expire_after: 'expire_after' must be longer than zero",
+        "broken.yaml:9:12: on_expire: 'on_expire' must be restart or resume, got 'later'",
+    ]
+    assert issues_of(GOOD + "on_expire: resume\n") == [
+        "broken.yaml:8:12: on_expire: 'on_expire' needs 'expire_after' (when a session expires)"
+    ]

@@ -83,6 +83,8 @@ async def delete_user(db: Db, openid: str) -> dict[str, int]:
         "users": (await db[users_store.COLLECTION].delete_many({"_id": openid})).deleted_count,
     }
     await db[REQUESTS].delete_many({"_id": openid})
+    if deleted["survey_sessions"]:
+        await surveys_store.note_deletion(db)
     return deleted
 
 

@@ -3,8 +3,12 @@
 Document (``_id`` = ``"<survey id>:<openid>"``)::
 
     survey, openid, test_user
-    state         "in_progress" | "finished" | "screened_out" | "quota_full" (the last two end
-                  an attempt without a result and are counted apart from completions)
+    state         "in_progress" | "finished" | "screened_out" | "quota_full" | "expired" (the
+                  last three end an attempt without a result and are counted apart from
+                  completions; "expired" is set by ``service.reminders`` after ``expire_after``)
+    reminder      {status, at, attempt, q, errcode?, reason?}: this attempt's reminder (see
+                  "reminders and expiry" below); reminder_retries: temporary failures so far
+    expired_at    when the attempt expired
     ended         {state, text, q, if} for a screen-out, {state, text, quota} for a full quota
     paused        True after 退出/quit (or when the survey closed mid-way)
     active_user   = openid while the user is answering this survey, absent otherwise; a unique
@@ -48,6 +52,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from ..clock import iso as _iso
 from ..clock import now as _now
 from . import TEST_OPENID_PREFIX, Db, journaled
+from . import tokens as tokens_store
 from .batcher import Batcher, by_database, write_errors
 
 if TYPE_CHECKING:
@@ -56,16 +61,19 @@ if TYPE_CHECKING:
 __all__ = [
     "COLLECTION",
     "NO_FILTERS",
+    "REMINDED",
     "STATES",
     "Filters",
     "SessionReader",
     "SessionWriter",
     "band_counts",
     "channel_counts",
+    "claim_reminder",
     "completions_over_time",
     "crosstab_counts",
     "delete_test_data",
     "ensure_indexes",
+    "expire_idle",
     "funnel",
     "get",
     "in_progress_by_version",
@@ -73,11 +81,14 @@ __all__ = [
     "iter_responses",
     "iter_sessions",
     "option_counts",
+    "release_reminder",
+    "remind_candidates",
     "report_numbers",
     "response_columns",
     "score_distribution",
     "session_id",
     "set_channel",
+    "settle_reminder",
     "text_answers",
     "update_session",
     "user_sessions",
@@ -108,6 +119,14 @@ async def ensure_indexes(db: Db) -> None:
         name="survey_channel_state",
     )
     await coll.create_index([("survey", ASCENDING), ("answers.q", ASCENDING)], name="survey_answer")
+    await coll.create_index(
+        [("survey", ASCENDING), ("changed_at", ASCENDING)], name="survey_changed"
+    )  # service.survey_index follows the changes
+    # The reminder and expiry scan (service.reminders): sessions in progress, idle the longest.
+    await coll.create_index(
+        [("state", ASCENDING), ("survey", ASCENDING), ("updated_at", ASCENDING)],
+        name="state_survey_updated",
+    )
 
 
 def session_id(survey_id: str, openid: str) -> str:
@@ -187,7 +206,7 @@ def _transition(
 ) -> dict[str, Any]:
     """The update document of one transition (see ``update_session``)."""
     update: dict[str, Any] = {
-        "$set": {**(set_fields or {}), "updated_at": _now()},
+        "$set": {**(set_fields or {}), "updated_at": (now := _now()), "changed_at": now},
         "$inc": {"v": 1},
     }
     if unset_fields:
@@ -288,8 +307,128 @@ async def set_channel(db: Db, survey_id: str, openid: str, channel: str) -> None
     """Record the QR channel a session came from; a channel already there is kept."""
     await db[COLLECTION].update_one(
         {"_id": session_id(survey_id, openid), "channel": {"$exists": False}},
-        {"$set": {"channel": channel}},
+        {"$set": {"channel": channel, "changed_at": _now()}},
     )
+
+
+# Every write to a session sets ``changed_at`` (``updated_at`` is the user's last step: the
+# reminders' writes and expiry leave it alone); deleting sessions (a respondent's data, the test
+# users') bumps this counter instead, so that ``service.survey_index`` can follow both cheaply.
+DELETIONS = "survey_session_deletions"
+
+
+async def deletions(db: Db) -> int:
+    """How many times sessions were deleted (any survey): a change means reload."""
+    doc = await db[tokens_store.COLLECTION].find_one({"_id": f"setting:{DELETIONS}"}, {"n": 1})
+    return int(doc.get("n") or 0) if doc else 0
+
+
+async def note_deletion(db: Db) -> None:
+    await db[tokens_store.COLLECTION].update_one(
+        {"_id": f"setting:{DELETIONS}"},
+        {"$inc": {"n": 1}, "$set": {"updated_at": _now()}},
+        upsert=True,
+    )
+
+
+async def changed_sessions(
+    db: Db, survey_id: str, since: dt.datetime | None, fields: Mapping[str, Any]
+) -> AsyncIterator[dict[str, Any]]:
+    """The survey's sessions (all of them, or those written at or after ``since``; index
+    ``survey_changed``), with ``fields`` and ``changed_at``, in batches."""
+    query: dict[str, Any] = {"survey": survey_id}
+    if since is not None:
+        query["changed_at"] = {"$gte": since}
+    cursor = db[COLLECTION].find(query, {**fields, "changed_at": 1}).batch_size(1000)
+    async for doc in cursor:
+        yield doc
+
+
+# -- reminders and expiry (service.reminders; off the hot path) -----------------------------------
+# A session's ``reminder`` is {status, at, attempt, errcode?, reason?}: claimed as ``sending`` by a
+# conditional update before the message goes out, then ``sent``, ``uncertain`` (the answer was lost
+# after sending: perhaps delivered, never resent), ``failed`` (WeChat refused, ``errcode`` kept) or
+# ``skipped`` (``reason``: unsubscribed, window, test). Present: no other reminder this attempt.
+# These writes leave ``v`` and ``updated_at`` alone: the user's own steps never lose a race to them
+# (they set ``changed_at``, which only ``service.survey_index`` reads).
+REMINDED = ("sent", "uncertain", "sending")  # a reminder went out, or may have
+_DUE = {"state": "in_progress", "paused": {"$ne": True}, "active_user": {"$exists": True}}
+
+
+async def remind_candidates(
+    db: Db, survey_id: str, idle_since: dt.datetime, limit: int
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` sessions of ``survey_id`` answering (not paused), idle since at least
+    ``idle_since``, not reminded in this attempt and not a test user's, the idlest first."""
+    cursor = (
+        db[COLLECTION]
+        .find(
+            {
+                "state": "in_progress",
+                "survey": survey_id,
+                "updated_at": {"$lte": idle_since},
+                "paused": {"$ne": True},
+                "active_user": {"$exists": True},
+                "reminder": {"$exists": False},
+                "test_user": {"$ne": True},
+            },
+            {"recent": 0, "history": 0},
+        )
+        .sort("updated_at", ASCENDING)
+        .limit(limit)
+    )
+    return await cursor.to_list()
+
+
+async def claim_reminder(db: Db, doc: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
+    """Mark the session's attempt reminded (``fields``: status ``sending`` or ``skipped``...) if
+    it is still as read (version ``v``), answering and without a reminder: one process, once."""
+    result = await journaled(db, COLLECTION).update_one(
+        {"_id": doc["_id"], "v": doc.get("v", 0), **_DUE, "reminder": {"$exists": False}},
+        {"$set": {"reminder": dict(fields), "changed_at": _now()}},
+    )
+    return result.matched_count == 1
+
+
+async def settle_reminder(db: Db, sid: str, fields: Mapping[str, Any]) -> None:
+    """What became of a claimed reminder: ``fields`` merged into ``reminder``."""
+    await db[COLLECTION].update_one(
+        {"_id": sid, "reminder.status": "sending"},
+        {
+            "$set": {
+                **{f"reminder.{key}": value for key, value in fields.items()},
+                "changed_at": _now(),
+            }
+        },
+    )
+
+
+async def release_reminder(db: Db, sid: str) -> None:
+    """Give a claimed reminder back (WeChat never got it: safe to try again later)."""
+    await db[COLLECTION].update_one(
+        {"_id": sid, "reminder.status": "sending"},
+        {
+            "$unset": {"reminder": ""},
+            "$inc": {"reminder_retries": 1},
+            "$set": {"changed_at": _now()},
+        },
+    )
+
+
+async def expire_idle(db: Db, survey_id: str, idle_since: dt.datetime, at: dt.datetime) -> int:
+    """Sessions of ``survey_id`` in progress (paused or not) and idle since ``idle_since`` become
+    ``expired``: no longer the user's survey in progress, their answers kept. One conditional
+    ``update_many`` (a step of the user that lands first moves ``updated_at`` on; one that comes
+    after finds the version moved on and reads again). Returns how many expired."""
+    result = await journaled(db, COLLECTION).update_many(
+        {"state": "in_progress", "survey": survey_id, "updated_at": {"$lte": idle_since}},
+        {
+            "$set": {"state": "expired", "expired_at": at, "changed_at": at},
+            "$unset": {"active_user": ""},
+            "$inc": {"v": 1},
+        },
+    )
+    return int(result.modified_count)
 
 
 # -- aggregates for the dashboard ----------------------------------------------------------------
@@ -364,6 +503,40 @@ class Filters:
     def __bool__(self) -> bool:
         return bool(self.conditions())
 
+    def matches(self, doc: Mapping[str, Any]) -> bool:
+        """``conditions()`` evaluated on a session in memory (``service.survey_index``)."""
+        if self.channel and doc.get("channel") != self.channel:
+            return False
+        if self.state == "paused":
+            if doc.get("state") != "in_progress" or doc.get("paused") is not True:
+                return False
+        elif self.state and doc.get("state") != self.state:
+            return False
+        if self.started_from is not None or self.started_before is not None:
+            started = doc.get("started_at")
+            if not isinstance(started, dt.datetime):
+                return False
+            if started.tzinfo is None:
+                started = started.replace(tzinfo=dt.UTC)
+            if self.started_from is not None and started < self.started_from:
+                return False
+            if self.started_before is not None and started >= self.started_before:
+                return False
+        if self.band and (doc.get("result") or {}).get("band") != self.band:
+            return False
+        answers = doc.get("answers") or []
+        for question, option in self.answered:
+            if not any(
+                a.get("q") == question and _holds(a.get("choices"), option) for a in answers
+            ):
+                return False
+        return True
+
+
+def _holds(value: Any, wanted: Any) -> bool:
+    """MongoDB's equality on a field that may be an array: equal, or an element equal."""
+    return value == wanted or (isinstance(value, list) and wanted in value)
+
 
 NO_FILTERS = Filters()
 
@@ -389,6 +562,22 @@ def _match(
     if conditions:
         match = {"$and": [match, *conditions]}
     return match
+
+
+def in_scope(
+    doc: Mapping[str, Any],
+    include_test_users: bool,
+    versions: Versions = None,
+    filters: Filters | None = None,
+) -> bool:
+    """``_match`` (less the survey) evaluated on a session in memory."""
+    if not include_test_users and doc.get("test_user") is True:
+        return False
+    if versions is not None:
+        sv = doc.get("sv")
+        if (1 if sv is None else sv) not in versions:  # no ``sv``: started on version 1
+            return False
+    return filters is None or filters.matches(doc)
 
 
 async def _aggregate(db: Db, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -571,7 +760,7 @@ def _state_stages() -> list[dict[str, Any]]:
     return [
         {
             "$group": {
-                "_id": {"state": "$state", "current": "$current"},
+                "_id": {"state": "$state", "current": "$current", "reminder": "$reminder.status"},
                 "n": {"$sum": 1},
                 "paused": {"$sum": {"$cond": [{"$eq": ["$paused", True]}, 1, 0]}},
             }
@@ -584,21 +773,31 @@ def _shape_funnel(
 ) -> dict[str, Any]:
     answered = {row["_id"]: int(row.get("answered", row.get("n", 0))) for row in per_question}
     started = finished = paused = 0
-    ended = {"screened_out": 0, "quota_full": 0}
+    ended = {"screened_out": 0, "quota_full": 0, "expired": 0}
     stuck: dict[str, int] = {}
+    reminders = {"reminded": 0, "finished_after": 0, "failed": 0}
     for row in states:
         n = int(row["n"])
         started += n
         state = row["_id"].get("state")
+        reminder = row["_id"].get("reminder")
+        if reminder in REMINDED:
+            reminders["reminded"] += n
+            reminders["finished_after"] += n if state == "finished" else 0
+        elif reminder == "failed":
+            reminders["failed"] += n
         if state == "finished":
             finished += n
-        elif state in ended:
+            continue
+        if state in ended:
             ended[state] += n
+            if state != "expired":
+                continue  # an expired session stopped at its question: counted as dropped there
         else:
             paused += int(row["paused"])
-            current = row["_id"].get("current")
-            if current:
-                stuck[current] = stuck.get(current, 0) + n
+        current = row["_id"].get("current")
+        if current:
+            stuck[current] = stuck.get(current, 0) + n
     questions = []
     for position, question in enumerate(survey.questions, 1):
         done = answered.get(question.id, 0)
@@ -620,6 +819,7 @@ def _shape_funnel(
         "paused": paused,
         **ended,
         "completion_rate": round(finished / started, 4) if started else 0.0,
+        "reminders": reminders,
         "questions": questions,
     }
 
@@ -635,13 +835,17 @@ async def funnel(
     """Starts versus completions, and where people stop::
 
         {"started": 20, "finished": 12, "in_progress": 6, "paused": 3,
-         "screened_out": 1, "quota_full": 1, "completion_rate": 0.6,
+         "screened_out": 1, "quota_full": 1, "expired": 0, "completion_rate": 0.6,
+         "reminders": {"reminded": 4, "finished_after": 2, "failed": 1},
          "questions": [{"id": "bedtime", "position": 1, "title": "...",
                         "reached": 20, "answered": 19, "dropped": 1}, ...]}
 
     ``started`` counts users with a session (current attempt), ``in_progress`` those still
-    answering (``paused`` of them paused); ``screened_out`` and ``quota_full`` ended without a
-    result and are not completions. Per question: ``reached`` = answered it or are stuck on it now;
+    answering (``paused`` of them paused); ``screened_out``, ``quota_full`` and ``expired``
+    (idle past the survey's ``expire_after``) ended without a result and are not completions.
+    ``reminders``: attempts sent a reminder (or perhaps sent: ``REMINDED``), of them finished,
+    and reminders WeChat refused (45015, 43004, 40003, ...). Per question: ``reached`` =
+    answered it or are stuck on it now (an expired session is stuck where it stopped);
     ``dropped`` = stuck on it (reached − answered). With branching, later questions may be
     reached by fewer people without anyone dropping.
     """
@@ -793,6 +997,7 @@ async def report_numbers(
                         "band": "$result.band",
                         "channel": "$channel",
                         "day": day,
+                        "reminder": "$reminder.status",
                     },
                     "n": {"$sum": 1},
                 }
@@ -816,6 +1021,16 @@ async def report_numbers(
             },
         ],
     )
+    return numbers_from_rows(survey, cube, answers)
+
+
+def numbers_from_rows(
+    survey: Survey, cube: list[dict[str, Any]], answers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``report_numbers`` from its two groupings (``cube``: sessions per state, question waited
+    on, paused, score, band, channel and day finished; ``answers``: answers per question and set
+    of options chosen, with the sum, min and max of their values), however they were counted:
+    by MongoDB here, in memory by ``service.survey_index``."""
     per_question: dict[str, dict[str, Any]] = {}
     per_choice: dict[tuple[str, int], int] = {}
     for row in answers:
@@ -835,7 +1050,7 @@ async def report_numbers(
             per_choice[(q, int(c))] = per_choice.get((q, int(c)), 0) + n
     for entry in per_question.values():
         entry["avg"] = entry["sum"] / entry["numbers"] if entry["numbers"] else None
-    states: dict[tuple[Any, Any], dict[str, Any]] = {}
+    states: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
     scores: dict[Any, int] = {}
     bands: dict[Any, int] = {}
     days: dict[Any, int] = {}
@@ -844,8 +1059,16 @@ async def report_numbers(
         key, n = row["_id"], int(row["n"])
         state = key.get("state")
         slot = states.setdefault(
-            (state, key.get("current")),
-            {"_id": {"state": state, "current": key.get("current")}, "n": 0, "paused": 0},
+            (state, key.get("current"), key.get("reminder")),
+            {
+                "_id": {
+                    "state": state,
+                    "current": key.get("current"),
+                    "reminder": key.get("reminder"),
+                },
+                "n": 0,
+                "paused": 0,
+            },
         )
         slot["n"] += n
         slot["paused"] += n if key.get("paused") is True else 0
@@ -1144,6 +1367,8 @@ async def delete_test_data(db: Db, survey_id: str | None = None) -> int:
     if survey_id is not None:
         query["survey"] = survey_id
     result = await db[COLLECTION].delete_many(query)
+    if result.deleted_count:
+        await note_deletion(db)
     prefix = f"^{survey_id}:" if survey_id is not None else "^"
     await db[QUOTAS].delete_many({"_id": {"$regex": f"{prefix}.*:test$"}})
     return int(result.deleted_count)

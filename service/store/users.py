@@ -27,7 +27,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from . import Db, is_outage
 from . import messages as messages_store
 
-__all__ = ["COLLECTION", "UserStats", "ensure_indexes", "get", "record_channel"]
+__all__ = ["COLLECTION", "UserStats", "ensure_indexes", "get", "reach", "record_channel"]
 
 COLLECTION = "users"
 log = logging.getLogger(__name__)
@@ -65,6 +65,15 @@ async def record_channel(db: Db, openid: str, channel: str, at: dt.datetime) -> 
         {"_id": openid, "channel": {"$exists": False}},
         {"$set": {"channel": channel, "channel_at": at}},
     )
+
+
+async def reach(db: Db, openids: list[str]) -> dict[str, dict[str, Any]]:
+    """What deciding whether a message may reach these users needs, in one round trip:
+    ``{openid: {last_seen, subscribed, test_user}}`` (users without a document left out)."""
+    cursor = db[COLLECTION].find(
+        {"_id": {"$in": sorted(set(openids))}}, {"last_seen": 1, "subscribed": 1, "test_user": 1}
+    )
+    return {str(doc["_id"]): doc async for doc in cursor}
 
 
 async def get(db: Db, openid: str) -> dict[str, Any] | None:

@@ -59,6 +59,10 @@ CANNOT_SKIP = "这道题是必答题，不能跳过。"
 FIRST_ALREADY = "这已经是第一题了。"
 # States of a session that ended (``finished`` counts as a completion; the others apart).
 ENDED = frozenset({"finished", "screened_out", "quota_full"})
+# Set by the background scan (``service.reminders``) on a session idle for ``expire_after``; the
+# next keyword starts over or resumes (``on_expire``).
+EXPIRED = "expired"
+REMINDER_STOP = "回复「退出」不再提醒。"
 INVALID_STRIKES = 3  # invalid answers in a row before the reply says how to pause (and skip)
 INVALID_MEMORY = 10_000  # sessions whose invalid answers this process remembers
 BUSY = "同时收到了你的好几条消息，请稍等片刻再回复一次。"
@@ -154,6 +158,19 @@ class SurveyEngine:
             if s.availability(now) == "open"
         ]
         return "\n".join(lines)
+
+    def reminder_text(self, doc: Mapping[str, Any]) -> str | None:
+        """The reminder for a session in progress (``service.reminders``): the question it is
+        at, on the version it started on, and how to stop; None when its survey is gone."""
+        survey = self.snapshot.version(str(doc.get("survey")), doc.get("sv"))
+        if survey is None:
+            return None
+        question = self._current(survey, doc)
+        answered = len(doc.get("answers") or [])
+        return (
+            f"「{survey.title}」还没答完（已答 {answered}/{survey.total} 题），直接回复就能接着答；"
+            f"{REMINDER_STOP}\n\n" + _ask(survey, question, doc)
+        )
 
     def might_claim(self, openid: str, text: str) -> bool:
         """Without the database: could ``text`` from ``openid`` be a survey step? A keyword or a
@@ -334,6 +351,8 @@ class SurveyEngine:
                 return _Plan(self._with_hint("你还没有参加过调查。"))
             reply = start_text(survey) + "\n\n" + question_text(survey, survey.first, {})
             return _Plan(reply, [self._insert(message, survey, reply, now)])
+        if doc.get("state") == EXPIRED:
+            return self._after_expiry(message, survey, started_on, doc, now, restart=restart)
         if doc.get("state") in ENDED:
             if not survey.allow_retake:
                 if doc.get("state") != "finished":  # screened out, or a full quota: told again
@@ -375,6 +394,50 @@ class SurveyEngine:
                 )
             ],
         )
+
+    def _after_expiry(
+        self,
+        message: Message,
+        survey: Survey,
+        started_on: Survey,
+        doc: dict[str, Any],
+        now: dt.datetime,
+        *,
+        restart: bool,
+    ) -> _Plan:
+        """A keyword (or 「重新开始」) after the session expired (``service.reminders``): start
+        over on the newest version (``on_expire: restart``, the earlier attempt kept in its
+        history) or resume where it stopped (``resume``, on the version it started on)."""
+        if survey.on_expire == "resume" and not (restart and survey.allow_retake):
+            if restart:
+                return _Plan(
+                    f"「{survey.title}」不支持重新开始。回复「{survey.keywords[0]}」"
+                    f"从第 {self._position(started_on, doc)} 题继续作答。"
+                )
+            question = self._current(started_on, doc)
+            reply = f"欢迎回来！继续「{started_on.title}」。\n\n" + _ask(started_on, question, doc)
+            return _Plan(
+                reply,
+                [
+                    self._update(
+                        message,
+                        doc,
+                        reply,
+                        set_fields={
+                            "state": "in_progress",
+                            "active_user": message.openid,
+                            "paused": False,
+                            "current": question.id,
+                        },
+                        unset_fields=("expired_at",),
+                    )
+                ],
+            )
+        first = question_text(survey, survey.first, {})
+        reply = (
+            f"上次的「{survey.title}」已经过期，我们从头开始。\n\n{start_text(survey)}\n\n{first}"
+        )
+        return _Plan(reply, [self._restart(message, survey, doc, reply, now)])
 
     def _in_survey(
         self,
@@ -627,6 +690,7 @@ class SurveyEngine:
             "attempt": 1,
             "started_at": now,
             "updated_at": now,
+            "changed_at": now,
             "v": 1,
             "recent": [{"k": message.key, "r": reply}],
         }
@@ -678,6 +742,8 @@ class SurveyEngine:
                 "started_at",
                 "finished_at",
                 "ended",
+                "reminder",
+                "expired_at",
             )
         }
         return self._update(
@@ -694,7 +760,16 @@ class SurveyEngine:
                 "attempt": int(doc.get("attempt", 1)) + 1,
                 "started_at": now,
             },
-            unset_fields=("score", "result", "finished_at", "paused_at", "ended"),
+            unset_fields=(
+                "score",
+                "result",
+                "finished_at",
+                "paused_at",
+                "ended",
+                "reminder",
+                "reminder_retries",
+                "expired_at",
+            ),
             archive=archive,
         )
 

@@ -26,7 +26,18 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ..config import DEFAULT_TIMEZONE, ConfigError
 from ..wechat import TEXT_LIMIT_BYTES
 from .logic import Condition, check_condition, check_placeholders
-from .model import COMMAND_WORDS, END, KINDS, Band, Dimension, Option, Question, Quota, Survey
+from .model import (
+    COMMAND_WORDS,
+    END,
+    KINDS,
+    ON_EXPIRE,
+    Band,
+    Dimension,
+    Option,
+    Question,
+    Quota,
+    Survey,
+)
 from .render import REPLY_HEADROOM, fits, question_text, start_text
 
 __all__ = [
@@ -46,6 +57,11 @@ __all__ = [
 SHIPPED_DIR = Path(__file__).resolve().parent
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 MAX_OPTIONS = 26  # letters A–Z
+# remind_after / expire_after: a whole number and a unit (seconds are for tests).
+DURATION = re.compile(r"^([0-9]+)\s*([smhd])$")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# WeChat lets a customer-service message reach a user within 48 hours of their last message.
+REMIND_WINDOW = 48 * 3600
 
 Path_ = tuple[str | int, ...]
 
@@ -178,6 +194,9 @@ class _Validator:
             "opens_at",
             "closes_at",
             "quotas",
+            "remind_after",
+            "expire_after",
+            "on_expire",
         }
     )
     QUESTION_KEYS: ClassVar[dict[str, set[str]]] = {
@@ -334,6 +353,7 @@ class _Validator:
                 self._placeholders(band, "comment", ("results", "bands", i), self.kinds)
         allow_retake = self._bool(top, "allow_retake", (), False)
         is_open = self._bool(top, "open", (), True)
+        remind_after, expire_after, on_expire = self._follow_up(top)
         if len(self.doc.issues) > errors_before or not questions:
             return None
         survey = Survey(
@@ -351,11 +371,53 @@ class _Validator:
             open=is_open,
             opens_at=opens_at,
             closes_at=closes_at,
+            remind_after=remind_after,
+            expire_after=expire_after,
+            on_expire=on_expire,
             source=self.doc.file,
         )
         self._check_coverage(survey)
         self._check_sizes(survey)
         return None if len(self.doc.issues) > errors_before else survey
+
+    def _duration(self, value: dict[str, Any], key: str, path: Path_) -> int | None:
+        """``30m``, ``6h``, ``2d`` (``2s``: seconds, for tests) as seconds; None when absent."""
+        raw = value.get(key)
+        if raw is None:
+            return None
+        match = DURATION.match(raw.strip().lower()) if isinstance(raw, str) else None
+        if match is None:
+            self.error((*path, key), f"{key!r} must be a duration like 30m, 6h or 2d, got {raw!r}")
+            return None
+        seconds = int(match.group(1)) * DURATION_UNITS[match.group(2)]
+        if seconds <= 0:
+            self.error((*path, key), f"{key!r} must be longer than zero")
+            return None
+        return seconds
+
+    def _follow_up(self, top: dict[str, Any]) -> tuple[int | None, int | None, str]:
+        """``remind_after``, ``expire_after`` and ``on_expire`` (default ``restart``)."""
+        remind_after = self._duration(top, "remind_after", ())
+        expire_after = self._duration(top, "expire_after", ())
+        if remind_after is not None and remind_after >= REMIND_WINDOW:
+            self.error(
+                ("remind_after",),
+                "'remind_after' must be under 48h: WeChat delivers a customer-service message "
+                "only within 48 hours of the user's last message",
+            )
+        if remind_after is not None and expire_after is not None and remind_after >= expire_after:
+            self.error(
+                ("remind_after",),
+                "'remind_after' must be shorter than 'expire_after' "
+                "(the session expires before the reminder is due)",
+            )
+        on_expire = self._str(top, "on_expire", ()) or "restart"
+        if "on_expire" in top and on_expire not in ON_EXPIRE:
+            self.error(("on_expire",), f"'on_expire' must be restart or resume, got {on_expire!r}")
+            on_expire = "restart"
+        elif "on_expire" in top and expire_after is None:
+            self.error(("on_expire",), "'on_expire' needs 'expire_after' (when a session expires)")
+        return remind_after, expire_after, on_expire
 
     def _quotas(self, top: dict[str, Any]) -> tuple[Quota, ...]:
         if top.get("quotas") is None:

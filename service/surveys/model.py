@@ -21,6 +21,7 @@ __all__ = [
     "END",
     "EXIT_WORDS",
     "KINDS",
+    "ON_EXPIRE",
     "RESTART_WORDS",
     "SKIP_WORDS",
     "Band",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 END = "end"  # the jump target that ends the survey
+ON_EXPIRE = ("restart", "resume")  # what the next keyword does after a session expired
 # The words the engine reads as commands (``normalize_keyword`` form); no survey keyword may be one.
 EXIT_WORDS = frozenset({"退出", "quit", "exit", "暂停"})
 RESTART_WORDS = frozenset({"重新开始", "restart"})
@@ -186,6 +188,12 @@ class Survey:
     open: bool = True
     opens_at: dt.datetime | None = None
     closes_at: dt.datetime | None = None
+    # Reminders and expiry (``service.reminders``), in seconds: one customer-service message to a
+    # user idle ``remind_after`` since their last answer; the session ``expired`` after
+    # ``expire_after``, the next keyword then starting over (``restart``) or resuming (``resume``).
+    remind_after: int | None = None
+    expire_after: int | None = None
+    on_expire: str = "restart"
     source: str = ""
     version: int = 1  # the published version (``service.surveys.catalog``); files are version 1
     archived: bool = False  # set aside by the owner: closed, its keywords free, results kept
@@ -323,6 +331,9 @@ class Survey:
             "open": self.open,
             "opens_at": iso(self.opens_at),
             "closes_at": iso(self.closes_at),
+            "remind_after": self.remind_after,
+            "expire_after": self.expire_after,
+            "on_expire": self.on_expire,
             "availability": self.availability(),
             "source": self.source,
             "version": self.version,

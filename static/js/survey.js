@@ -283,6 +283,9 @@ async function load() {
   stat("started", fmt.number(f.started));
   stat("finished", fmt.number(f.finished));
   stat("ended", `${fmt.number(f.screened_out)} / ${fmt.number(f.quota_full)}`);
+  stat("expired", fmt.number(f.expired));
+  stat("reminded", fmt.number(f.reminders.reminded));
+  stat("reminded-finished", fmt.number(f.reminders.finished_after));
   stat("rate", fmt.percent(f.completion_rate));
   stat("average", data.average_score === null ? "–" : data.average_score);
   drawFunnel(f);

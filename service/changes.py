@@ -62,6 +62,7 @@ class ChangeFollower:
         poll_interval: float = 1.0,
         max_backoff: float = 10.0,
         batch_wait: float = 0.0,
+        empty_read_wait: float = 0.0,
         polling: bool = False,
     ) -> None:
         """``name``: for logs and the task. ``polling``: skip the change stream and poll from
@@ -70,6 +71,10 @@ class ChangeFollower:
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         self.batch_wait = batch_wait
+        # After a read that brought nothing, wait this long before the next. SecantusDB ends a
+        # change stream's wait at any write in the database, so without it a stream that changes
+        # rarely (the definitions) would cost a getMore per stored message.
+        self.empty_read_wait = empty_read_wait
         self.mode = "polling" if polling else "idle"  # "change-stream", "reconnecting"
         self.polls = 0  # polling passes done (polling mode), for tests and diagnostics
         self._resume_token: Mapping[str, Any] | None = None
@@ -172,6 +177,8 @@ class ChangeFollower:
                     if not self._keep_going():
                         log.info("%s: stopped following", self.name)
                         return
+                    if self.empty_read_wait:
+                        await asyncio.sleep(self.empty_read_wait)
                     continue
                 await self._changed(change)
                 if self.batch_wait and _buffered(stream) == 0:

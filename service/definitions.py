@@ -38,6 +38,9 @@ S = TypeVar("S")
 Watch = Callable[[Mapping[str, Any] | None], Awaitable[AsyncChangeStream[dict[str, Any]]]]
 
 
+EMPTY_READ_WAIT = 0.5  # seconds between reads of a stream that brought nothing
+
+
 class DefinitionWatcher(ChangeFollower):
     """Calls ``reload()`` once at start and again after every change to the watched data."""
 
@@ -56,8 +59,13 @@ class DefinitionWatcher(ChangeFollower):
         """``prepare``: run once (retried until it succeeds) before the first stream is opened,
         so its own writes (e.g. start-up imports) do not come back as changes.
         ``polling``: skip the change stream and poll from the start (tests, diagnostics)."""
+        # A quiet stream is read twice a second at most (changes are live within 2 s).
         super().__init__(
-            name, poll_interval=poll_interval, max_backoff=max_backoff, polling=polling
+            name,
+            poll_interval=poll_interval,
+            max_backoff=max_backoff,
+            empty_read_wait=EMPTY_READ_WAIT,
+            polling=polling,
         )
         self._watch = watch
         self._stamp = stamp

@@ -8,6 +8,8 @@ WebSocket, with one watcher task. Counted on the wire (PyMongo command monitorin
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from service.live import Hub
@@ -56,3 +58,23 @@ async def test_every_websocket_of_a_process_shares_one_change_stream(
     assert _aggregates(db_counter) - before == 1
     for ws in sockets:
         ws.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_quiet_definition_streams_cost_no_read_per_stored_message(
+    app, send, wechat, db_counter
+):
+    """SecantusDB ends a change stream's wait at any write in the database: the surveys' and the
+    reply rules' watchers read again at most twice a second, not once per stored message."""
+    assert isinstance(db_counter, TracingCounter)
+    await send(wechat.text("warm-up", "你好"))
+    mark = db_counter.mark()
+    started = time.monotonic()
+    for i in range(40):
+        response, _ = await send(wechat.text(f"quiet-{i % 4}", "你好"))
+        assert response.code == 200
+    elapsed = time.monotonic() - started
+    reads = [c for n, c in db_counter.trace[mark:] if n == "getMore"]
+    definitions = [c for c in reads if c in ("surveys", "reply_rules")]
+    # two watchers, one read each per 0.5 s at most (plus the reads in flight at either end)
+    assert len(definitions) <= 2 * (elapsed / 0.5 + 2), (len(definitions), elapsed)

@@ -122,12 +122,7 @@ class SurveyIndex:
         """``store.surveys.crosstab_counts``, counted here: the sessions that answered both
         questions, and per pair of codes (the option numbers of a choice or rating question, the
         value otherwise; a multiple-choice answer once per option) how many answers."""
-        kinds = {}
-        for qid in (row_question, column_question):
-            question = survey.question(qid)
-            if question is None:
-                raise LookupError(qid)
-            kinds[qid] = question.kind
+        kinds = store.question_kinds(survey, row_question, column_question)
         respondents = 0
         cells: dict[tuple[Any, Any], int] = {}
         for doc in await self.sessions(db, survey.id):

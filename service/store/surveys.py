@@ -81,6 +81,7 @@ __all__ = [
     "iter_responses",
     "iter_sessions",
     "option_counts",
+    "question_kinds",
     "release_reminder",
     "remind_candidates",
     "report_numbers",
@@ -1093,6 +1094,17 @@ def numbers_from_rows(
     }
 
 
+def question_kinds(survey: Survey, *question_ids: str) -> dict[str, str]:
+    """``{question id: kind}`` of the named questions (``LookupError`` for an unknown one)."""
+    kinds = {}
+    for qid in question_ids:
+        question = survey.question(qid)
+        if question is None:
+            raise LookupError(qid)
+        kinds[qid] = question.kind
+    return kinds
+
+
 async def crosstab_counts(
     db: Db,
     survey: Survey,
@@ -1111,12 +1123,7 @@ async def crosstab_counts(
     choice answer counts once for each option chosen, so the cells may add up to more than
     ``respondents``. No ``$filter``/``$lookup`` (SecantusDB): the answers are unwound twice.
     """
-    kinds = {}
-    for qid in (row_question, column_question):
-        question = survey.question(qid)
-        if question is None:
-            raise LookupError(qid)
-        kinds[qid] = question.kind
+    kinds = question_kinds(survey, row_question, column_question)
     # Both answered; not ``$all`` on "answers.q": SecantusDB matches nothing with it.
     match = {
         "$and": [

@@ -9,7 +9,9 @@ dashboards) and ``service.definitions.DefinitionWatcher`` (owner-edited definiti
 - on a server without change streams (a standalone mongod) it switches to polling for good:
   ``_poll_once`` every ``poll_interval`` seconds;
 - when the stream breaks it reopens it with the last resume token, after a backoff that doubles
-  up to ``max_backoff``; a lost resume point starts a fresh stream;
+  up to ``max_backoff``; a lost resume point starts a fresh stream, and so does a stream the
+  server ended (``invalidate``: the collection or its database was dropped or renamed), which
+  would otherwise answer every read at once with nothing and keep the event loop to itself;
 - ``_keep_going()`` returning False ends the loop (the hub with nobody watching); ``stop()``
   cancels it, for good.
 
@@ -50,6 +52,10 @@ def _buffered(stream: Any) -> int:
         return len(data) if data is not None else 0
     except TypeError:
         return 0
+
+
+class _StreamEnded(Exception):
+    """The server closed the change stream (after an ``invalidate``): it cannot be resumed."""
 
 
 class ChangeFollower:
@@ -142,6 +148,12 @@ class ChangeFollower:
                 backoff = 0.5
             except asyncio.CancelledError:
                 raise
+            except _StreamEnded:
+                log.warning(
+                    "%s: the change stream ended (collection or database dropped); starting afresh",
+                    self.name,
+                )
+                self._resume_token = None
             except OperationFailure as e:
                 if e.code in NO_CHANGE_STREAMS:
                     log.warning("%s: no change streams on this server (%s); polling", self.name, e)
@@ -170,6 +182,10 @@ class ChangeFollower:
             await self._opened(resumed)
             log.info("%s: following (change stream)", self.name)
             while not self._stopped:
+                if not stream.alive:
+                    # A closed stream's reads return None at once, without any I/O: looping on
+                    # them would never give the event loop back.
+                    raise _StreamEnded
                 change = await stream.try_next()
                 if stream.resume_token is not None:
                     self._resume_token = stream.resume_token

@@ -209,6 +209,43 @@ async def test_hub_fills_the_gap_after_losing_its_stream(db):
 
 
 @pytest.mark.gen_test(timeout=60)
+async def test_hub_follows_again_after_its_database_is_dropped(db):
+    """A dropped database ends the change stream (``invalidate``); the hub must not spin on the
+    closed stream (its reads return at once and would keep the event loop to themselves): it
+    starts a fresh stream and delivers what is stored from then on."""
+    hub = Hub(db)
+    try:
+        got, done, _ = await _collect(hub, 2)
+        async with asyncio.timeout(20):
+            await hub.ready()
+        now = dt.datetime.now(dt.UTC)
+        await messages.insert_once(db, message_doc("msg:d1", "drop", now, text="before"))
+        await until(lambda: got, timeout=20)
+        await db.client.drop_database(db.name)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.ensure_future(tick())
+        try:
+            await until(lambda: ticks >= 20, timeout=20)  # the event loop is not held
+            later = now + dt.timedelta(seconds=1)
+            await messages.insert_once(db, message_doc("msg:d2", "drop", later, text="after"))
+            async with asyncio.timeout(20):
+                await done.wait()
+        finally:
+            ticker.cancel()
+        assert [e["message"]["text"] for e in got] == ["before", "after"]
+    finally:
+        async with asyncio.timeout(10):
+            await hub.stop()
+
+
+@pytest.mark.gen_test(timeout=60)
 async def test_hub_stops_following_when_nobody_watches_and_starts_afresh(db):
     """A process whose dashboards are closed costs the database nothing; the next dashboard
     gets what comes from then on, not what came while nobody watched."""

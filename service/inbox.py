@@ -17,6 +17,7 @@ The reply budget (WeChat's 5 seconds) is enforced one level up, by ``service.gua
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
@@ -223,9 +224,11 @@ class Inbox:
             return Outcome(doc["reply_xml"], reply, doc=doc)
         if self.spool is not None and not self.db_up:
             return await self._spool(doc, reply)
+        # The counting batch it joins from its insert on (None: counted by a claim afterwards).
+        batch = self.users.join() if not doc.get("forgotten") else None
         try:
             with pymongo.timeout(self.db_timeout):
-                existing = await self.writer.insert_once(doc)
+                existing = await self.writer.insert_once(doc, batch.id if batch else None)
         except messages.SignatureReused as e:
             log.warning(
                 "signed URL of %s reused for %s from %s: refused",
@@ -235,6 +238,10 @@ class Inbox:
             )
             return Outcome("success", reply, doc=doc, signature_holder=e.key)
         except PyMongoError as e:
+            if batch is not None:
+                # Inserted again before its batch is counted (and then counted there once).
+                self.users.settle(batch, uncertain=dict(doc))
+                batch = None
             if self.spool is None:
                 raise
             # The insert may have landed anyway (a timeout after the write): the replay finds out.
@@ -246,9 +253,18 @@ class Inbox:
                 if self.metrics is not None:
                     self.metrics.database_errors.labels(operation="insert").inc()
             return await self._spool(doc, reply)
+        except asyncio.CancelledError:
+            if batch is not None:  # it may have landed: settled like a timeout
+                self.users.settle(batch, uncertain=dict(doc))
+                batch = None
+            raise
+        finally:
+            if batch is not None:
+                self.users.settle(batch)
         if existing is not None:
             return self.retry_outcome(existing, message)
-        self.count_user(doc)
+        if batch is None:
+            self.count_user(doc)
         return Outcome(doc["reply_xml"], reply, doc=doc)
 
     @staticmethod

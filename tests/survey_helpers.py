@@ -83,7 +83,7 @@ class TracingCounter(CommandCounter):
         return len(self.trace)
 
     def since(
-        self, mark: int, *, ignore: tuple[str, ...] = ("users", "surveys")
+        self, mark: int, *, ignore: tuple[str, ...] = ("users", "surveys", "counter_batches")
     ) -> list[tuple[str, str]]:
         """Commands sent after ``mark``, leaving out the batched user-stats flush, the survey
         definitions' watcher (its change stream on ``surveys``) and every definitions' watcher

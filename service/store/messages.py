@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 from typing import Any
 
+from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -28,6 +29,7 @@ __all__ = [
     "SignatureReused",
     "ensure_indexes",
     "find",
+    "insert_again",
     "insert_new",
     "insert_once",
     "set_delivery",
@@ -55,8 +57,9 @@ async def ensure_indexes(db: Db) -> None:
     await coll.create_index([("signed", ASCENDING)], name="signed", unique=True, sparse=True)
 
 
-def _as_stored(doc: dict[str, Any]) -> dict[str, Any]:
-    """The document as stored: not yet in its user's counters (``service.store.users``).
+def _as_stored(doc: dict[str, Any], batch: ObjectId | None = None) -> dict[str, Any]:
+    """The document as stored: not yet in its user's counters (``service.store.users``): in the
+    counting ``batch`` when given (``cb``), else unclaimed (``uncounted: true``).
 
     A ``forgotten`` message (its sender just had their data deleted, ``service.privacy``) keeps
     what the reply said, for WeChat's retries, and nothing of who sent it: no openid, body,
@@ -64,6 +67,8 @@ def _as_stored(doc: dict[str, Any]) -> dict[str, Any]:
     """
     if doc.get("forgotten"):
         return {**doc, "openid": "", "raw": "", "fields": {}, "text": "", "reply_xml": ""}
+    if batch is not None:
+        return {**doc, "cb": batch}
     return {**doc, "uncounted": True}
 
 
@@ -111,9 +116,12 @@ class MessageWriter:
             self._insert_many, name="message insert", timeout=timeout, max_items=max_items
         )
 
-    async def insert_once(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+    async def insert_once(
+        self, doc: dict[str, Any], batch: ObjectId | None = None
+    ) -> dict[str, Any] | None:
+        """``batch``: the counting batch it joins (``service.store.users``)."""
         size = 3 * (len(doc.get("raw") or "") + len(doc.get("reply_xml") or "")) + 1024
-        duplicate = await self.batcher.submit(_as_stored(doc), size)
+        duplicate = await self.batcher.submit(_as_stored(doc, batch), size)
         if duplicate is None:
             return None
         return await _after_duplicate(self.db, doc, duplicate.pattern)
@@ -128,6 +136,21 @@ class MessageWriter:
             for index, outcome in failed.items():
                 results[index] = outcome
         return results
+
+
+async def insert_again(db: Db, docs: list[dict[str, Any]], batch: ObjectId) -> None:
+    """Insert the messages of counting ``batch`` whose first insert may or may not have landed;
+    the ones that did are refused by the unique ``_id`` (and nothing else is: a message whose
+    signed URL another took was never stored)."""
+    try:
+        await journaled(db, COLLECTION).insert_many(
+            [_as_stored(doc, batch) for doc in docs], ordered=False
+        )
+    except BulkWriteError as e:
+        if any(error.get("code") != 11000 for error in e.details.get("writeErrors", [])):
+            raise
+        if e.details.get("writeConcernErrors"):
+            raise
 
 
 async def insert_new(db: Db, doc: dict[str, Any]) -> bool:

@@ -93,7 +93,7 @@ async def export_user(db: Db, openid: str) -> dict[str, Any]:
     user = await db[users_store.COLLECTION].find_one({"_id": openid}, {"counted": 0})
     messages = (
         await db[messages_store.COLLECTION]
-        .find({"openid": openid}, {"uncounted": 0, "signed": 0})
+        .find({"openid": openid}, {"uncounted": 0, "cb": 0, "signed": 0})
         .sort("received_at", ASCENDING)
         .to_list()
     )

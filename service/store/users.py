@@ -1,14 +1,28 @@
 """The ``users`` collection: one document per openid (first/last seen, message count, subscribed).
 
-Exact counters, off the hot path. Every stored message carries ``uncounted: true`` from its
-insert (no extra round trip). ``UserStats`` counts the messages this process stored in batches,
-every half second: it *claims* them (``uncounted`` becomes the batch's id, a conditional update
-per message, so a message is claimed by one batch only), reads the claimed messages back, applies
-one tagged update per user (the update's filter requires that the user has not seen this batch:
-a retry of a write that landed, after a timeout, changes nothing) and then clears the claims.
-A batch that failed is retried with the same id. What a killed process left behind (messages
-never claimed, or claimed by a batch that never finished) is counted by any process's sweep once
-it is ``recover_after`` seconds old. So each message is counted exactly once, whatever fails.
+Exact counters, off the hot path, and no write to a message after its insert.
+
+- **Batches, claimed at the insert.** A process registers a counting batch (an ObjectId) in
+  ``counter_batches`` before it uses it; each message it stores carries the batch's id
+  (``cb``) from its insert on. Every half second the batch in use is closed (a registered one
+  takes its place) and, once its inserts have all settled, applied: the batch's messages are read
+  back (``cb`` index, deleted ones gone), one tagged update per user is written (its filter
+  requires that the user has not seen this batch: a repeat, after a timeout that landed or by
+  another process, changes nothing) and the batch is marked done, in the same write that
+  registers the next one. A batch takes
+  messages for ``BATCH_USE`` seconds at most; its registration says until when
+  (``until``) no message can still land in it, so a registration left behind by a killed process is
+  applied by any process's sweep after that and ``recover_after``. An insert whose outcome is
+  unknown (a timeout) is inserted again before its batch is read back, so it cannot land after.
+  On SecantusDB a message's update costs the server about twice its insert; the claim and the
+  clear below cost two per message.
+- **Without a registered batch** (a process starting, the database slow, a spool replay), a
+  message is stored with ``uncounted: true``; the batch then *claims* it (``uncounted`` becomes
+  the batch's id, a conditional update per message, so a message is claimed by one batch only),
+  applies the tagged user updates and clears the claims. Messages left unclaimed, or claimed by a
+  batch that never finished, are counted by a sweep once ``recover_after`` seconds old.
+
+So each message is counted exactly once, whatever fails.
 """
 
 from __future__ import annotations
@@ -18,19 +32,40 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import os
+import secrets
+import socket
 from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from . import Db, is_outage
+from . import Db, is_outage, journaled
 from . import messages as messages_store
 
-__all__ = ["COLLECTION", "UserStats", "ensure_indexes", "get", "reach", "record_channel"]
+__all__ = [
+    "BATCHES",
+    "COLLECTION",
+    "Batch",
+    "UserStats",
+    "ensure_indexes",
+    "get",
+    "reach",
+    "record_channel",
+]
 
 COLLECTION = "users"
+# The registered counting batches (see the module's docstring): only those not yet applied.
+BATCHES = "counter_batches"
 log = logging.getLogger(__name__)
+
+# Seconds a registered batch takes messages for, at most (it is closed every ``interval``; this
+# bounds a batch left open by an idle process).
+BATCH_USE = 2.0
+# Seconds after its last possible message by which a batch's inserts have settled: the hot path
+# bounds each insert by its database timeout (4 s, sent to the server as maxTimeMS); a margin.
+BATCH_SETTLE = 8.0
 
 # The batches a user document remembers (the tag that makes a retried update a no-op). A batch is
 # retried within seconds by its own process, or after ``recover_after`` by a sweep: a user would
@@ -50,6 +85,15 @@ async def ensure_indexes(db: Db) -> None:
     await db[messages_store.COLLECTION].create_index(
         [("uncounted", ASCENDING)], name="uncounted", sparse=True
     )
+    # The counting batch a message joined at its insert: its batch is read back by it.
+    await db[messages_store.COLLECTION].create_index(
+        [("cb", ASCENDING)], name="counting_batch", sparse=True
+    )
+    # Registered batches not applied yet carry ``until`` (the sweep's); applied ones go after
+    # an hour.
+    batches = db[BATCHES]
+    await batches.create_index([("until", ASCENDING)], name="until", sparse=True)
+    await batches.create_index([("done_at", ASCENDING)], name="done_ttl", expireAfterSeconds=3600)
 
 
 async def record_channel(db: Db, openid: str, channel: str, at: dt.datetime) -> None:
@@ -163,6 +207,17 @@ async def add_to_users(db: Db, batch: ObjectId) -> int:
     return await _write_users(db, batch, docs)
 
 
+def _done(batch: ObjectId, now: dt.datetime) -> UpdateOne:
+    return UpdateOne({"_id": batch}, {"$set": {"done_at": now}, "$unset": {"until": ""}})
+
+
+async def _apply_registered(db: Db, batch: ObjectId) -> int:
+    """Count the messages stored with ``cb: batch`` (read back: deleted ones are gone); how many
+    there were. Safe to repeat: each user's update is tagged with the batch."""
+    docs = await db[messages_store.COLLECTION].find({"cb": batch}, _FIELDS).to_list()
+    return await _write_users(db, batch, docs)
+
+
 async def _write_users(db: Db, batch: ObjectId, docs: list[dict[str, Any]]) -> int:
     users: dict[str, _User] = {}
     for doc in docs:
@@ -186,10 +241,26 @@ async def _write_users(db: Db, batch: ObjectId, docs: list[dict[str, Any]]) -> i
     return sum(user.count for user in users.values())
 
 
+class Batch:
+    """A registered counting batch of this process (see the module's docstring)."""
+
+    __slots__ = ("id", "in_flight", "joined", "opened", "uncertain")
+
+    def __init__(self, batch_id: ObjectId, opened: float) -> None:
+        self.id = batch_id
+        self.opened = opened  # loop time at which its registration started
+        self.joined = 0  # messages that joined it (their insert tried)
+        self.in_flight = 0  # of which the insert has not settled yet
+        # Stored forms of messages whose insert failed in a way that may have landed.
+        self.uncertain: list[dict[str, Any]] = []
+
+
 class UserStats:
     """Counts the messages this process stored, one batch per interval, exactly once.
 
-    ``seen(key)`` after a message insert; ``start()`` runs the sweep for what other (killed)
+    On the hot path: ``join()`` before a message's insert (its batch, stored as ``cb``; None:
+    store it unclaimed), ``settle(batch)`` after it, and ``seen(key)`` after an unclaimed one's
+    insert. ``start()`` registers the first batch and runs the sweep for what other (killed)
     processes left uncounted; ``close()`` counts what is left.
     """
 
@@ -200,48 +271,102 @@ class UserStats:
         max_pending: int = 1000,
         *,
         recover_after: float = 30.0,
+        batch_use: float = BATCH_USE,
+        batch_settle: float = BATCH_SETTLE,
     ) -> None:
         self.db = db
         self.interval = interval
+        self.batch_use = batch_use
+        self.batch_settle = batch_settle
         self.max_pending = max_pending
         self.recover_after = recover_after
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         # Message key -> the fields counting needs (None: read them back from the database).
         self._pending: dict[str, dict[str, Any] | None] = {}
         # Batches claimed but not known to be applied: retried (same id) before anything new.
         self._unfinished: list[ObjectId] = []
+        # The registered batch messages join now, and those closed but not applied yet.
+        self._current: Batch | None = None
+        self._closing: list[Batch] = []
         self._task: asyncio.Task[None] | None = None
         # The early flush started when the buffer is full; one at a time, or a busy process
         # would start one per message while a slow write is running.
         self._early: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
+        self._started = False  # registers batches once started
         self._closed = False
 
+    def join(self) -> Batch | None:
+        """The batch a message about to be inserted joins (stored as its ``cb``); None: store it
+        with ``uncounted: true`` and call ``seen`` once it is stored. Call ``settle`` after."""
+        batch = self._current
+        if batch is None or self._closed:
+            return None
+        if asyncio.get_running_loop().time() - batch.opened > self.batch_use:
+            # Idle since the last flush: no message may join it any more.
+            self._closing.append(batch)
+            self._current = None
+            self._ensure_running()
+            return None
+        batch.joined += 1
+        batch.in_flight += 1
+        self._ensure_running()
+        return batch
+
+    def settle(self, batch: Batch, *, uncertain: dict[str, Any] | None = None) -> None:
+        """The insert of a message that joined ``batch`` is over. ``uncertain``: its stored form,
+        when the insert failed in a way that may have landed (inserted again before counting)."""
+        batch.in_flight -= 1
+        if uncertain is not None:
+            batch.uncertain.append(uncertain)
+
     def seen(self, key: str, doc: dict[str, Any] | None = None) -> None:
-        """Count the newly stored message ``key`` (``doc``: its stored document, whose fields
-        spare reading it back) in its user's record, in the next batch."""
+        """Count the newly stored unclaimed message ``key`` (``doc``: its stored document, whose
+        fields spare reading it back) in its user's record, in the next batch."""
         self._pending[key] = {name: doc.get(name) for name in _FIELDS} if doc is not None else None
         if self._closed:
             return
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._ensure_running()
         if len(self._pending) >= self.max_pending and (self._early is None or self._early.done()):
             self._early = asyncio.get_running_loop().create_task(self._flush_logged())
 
+    def _ensure_running(self, *, now: bool = False) -> None:
+        if not self._closed and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._run(now=now))
+
     @property
     def backlog(self) -> int:
-        return len(self._pending) + len(self._unfinished)
+        batches = self._closing + ([self._current] if self._current is not None else [])
+        return len(self._pending) + len(self._unfinished) + sum(b.joined for b in batches)
 
     def start(self) -> None:
-        """Start the sweep: count messages stored by a process that died before counting them."""
-        if self._sweeper is None and not self._closed:
+        """Register the first batch; start the sweep: count messages stored by a process that
+        died before counting them."""
+        if self._closed:
+            return
+        self._started = True
+        self._ensure_running(now=True)
+        if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
-    async def _run(self) -> None:
+    def _busy(self) -> bool:
+        current = self._current
+        return bool(
+            self._pending
+            or self._unfinished
+            or self._closing
+            or (current is None and self._started)
+            or (current is not None and current.joined)
+        )
+
+    async def _run(self, *, now: bool = False) -> None:
         while not self._closed:
-            await asyncio.sleep(self.interval)
-            if not self._pending and not self._unfinished:
-                return
+            if not now:
+                await asyncio.sleep(self.interval)
+                if not self._busy():
+                    return
+            now = False
             await self._flush_logged()
 
     async def _flush_logged(self) -> None:
@@ -249,7 +374,9 @@ class UserStats:
             await self.flush()
         except PyMongoError as e:
             # An outage is the database state's news (logged once there); a bug gets its traceback.
-            log.warning(
+            # Nothing to count (only the next batch's registration failed): not worth a warning.
+            log.log(
+                logging.WARNING if self.backlog else logging.DEBUG,
                 "user counters not written (%s); will retry",
                 type(e).__name__,
                 exc_info=not is_outage(e),
@@ -258,29 +385,71 @@ class UserStats:
     async def flush(self) -> None:
         """Count everything this process has stored so far (kept for the next try on failure)."""
         async with self._flush_lock:
-            while self._unfinished:
-                await apply(self.db, self._unfinished[0])
-                self._unfinished.pop(0)
-            if not self._pending:
-                return
-            pending, self._pending = self._pending, {}
-            keys = sorted(pending)
-            batch = ObjectId()
-            try:
-                claimed = await claim(self.db, keys, batch)
-            except PyMongoError:
-                # It may have landed: then the batch is retried as unfinished, else the keys are
-                # claimed again (a claimed message is never claimed twice).
-                for key, info in pending.items():
-                    self._pending.setdefault(key, info)
-                self._unfinished.append(batch)
-                raise
+            await self._flush_unclaimed()
+            await self._flush_batches()
+
+    async def _flush_unclaimed(self) -> None:
+        while self._unfinished:
+            await apply(self.db, self._unfinished[0])
+            self._unfinished.pop(0)
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        keys = sorted(pending)
+        batch = ObjectId()
+        try:
+            claimed = await claim(self.db, keys, batch)
+        except PyMongoError:
+            # It may have landed: then the batch is retried as unfinished, else the keys are
+            # claimed again (a claimed message is never claimed twice).
+            for key, info in pending.items():
+                self._pending.setdefault(key, info)
             self._unfinished.append(batch)
-            # All claimed, all known: no need to read them back (the usual case).
-            known = [info for key in keys if (info := pending[key]) is not None]
-            everything = claimed == len(keys) == len(known)
-            await apply(self.db, batch, known if everything else None)
-            self._unfinished.remove(batch)
+            raise
+        self._unfinished.append(batch)
+        # All claimed, all known: no need to read them back (the usual case).
+        known = [info for key in keys if (info := pending[key]) is not None]
+        everything = claimed == len(keys) == len(known)
+        await apply(self.db, batch, known if everything else None)
+        self._unfinished.remove(batch)
+
+    async def _flush_batches(self) -> None:
+        """Close the batch in use, apply the closed ones whose inserts have settled, mark them done
+        and register the next batch (one write for both)."""
+        if self._current is not None and (self._current.joined or self._closed):
+            self._closing.append(self._current)
+            self._current = None
+        ready = [batch for batch in self._closing if batch.in_flight == 0]
+        for batch in ready:
+            await self._apply_batch(batch)
+        now = dt.datetime.now(dt.UTC)
+        # One ``update`` command for both: the applied batches are marked done (and leave the
+        # sweep's index: no ``until``), the next one is registered.
+        ops: list[UpdateOne] = [_done(batch.id, now) for batch in ready]
+        registering: Batch | None = None
+        if self._current is None and self._started and not self._closed:
+            registering = Batch(ObjectId(), asyncio.get_running_loop().time())
+            # No message joins it after batch_use; their inserts settle within batch_settle.
+            until = now + dt.timedelta(seconds=self.batch_use + self.batch_settle)
+            fields = {"holder": self.holder, "opened_at": now, "until": until}
+            ops.append(UpdateOne({"_id": registering.id}, {"$setOnInsert": fields}, upsert=True))
+        if not ops:
+            return
+        await journaled(self.db, BATCHES).bulk_write(ops, ordered=True)
+        for batch in ready:
+            self._closing.remove(batch)
+        if registering is not None and not self._closed:
+            self._current = registering
+
+    async def _apply_batch(self, batch: Batch) -> None:
+        """Count the messages that joined ``batch`` (a repeat changes nothing)."""
+        if batch.uncertain:
+            # Settle what may have landed: stored now, a late landing of the first try is refused
+            # by the unique _id, so the read below sees every message this batch will ever have.
+            await messages_store.insert_again(self.db, batch.uncertain, batch.id)
+            batch.uncertain = []
+        if batch.joined:
+            await _apply_registered(self.db, batch.id)
 
     async def sweep(self) -> int:
         """Count what no live batch will: batches claimed over ``recover_after`` ago and never
@@ -308,8 +477,25 @@ class UserStats:
                 batch = ObjectId()
                 await claim(self.db, keys, batch)
                 counted += await apply(self.db, batch)
+            counted += await self._sweep_registered(now, old)
         if counted:
             log.info("counted %d message(s) left uncounted by an earlier process", counted)
+        return counted
+
+    async def _sweep_registered(self, now: dt.datetime, old: dt.datetime) -> int:
+        """Apply the registered batches of other processes that no message can join any more
+        (``until`` passed) and that are ``recover_after`` old: their process died, or is stuck
+        (applying a batch twice changes nothing)."""
+        counted = 0
+        stale = await self.db[BATCHES].find({"until": {"$lte": now}}).to_list(self.max_pending)
+        for doc in stale:
+            batch = doc["_id"]
+            if doc.get("holder") == self.holder or not isinstance(batch, ObjectId):
+                continue  # this process's own are applied by its flush
+            if batch.generation_time > old:
+                continue
+            counted += await _apply_registered(self.db, batch)
+            await self.db[BATCHES].bulk_write([_done(batch, now)])
         return counted
 
     async def _sweep_forever(self) -> None:

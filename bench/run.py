@@ -562,11 +562,12 @@ class Bench:
             "requests": result.get("requests", 0),
             "rps": result.get("rps"),
             "errors": result.get("errors", 0),
+            "error_kinds": result.get("error_kinds", {}),
             **memory,
         }
         log(
             f"  after {soak['messages_total']} messages: peak RSS {memory['peak_rss_mb']} MB, "
-            f"now {memory['rss_mb']} MB"
+            f"now {memory['rss_mb']} MB; errors {soak['errors']} {soak['error_kinds'] or ''}"
         )
         return soak
 

@@ -285,8 +285,10 @@ class UserStats:
         self._pending: dict[str, dict[str, Any] | None] = {}
         # Batches claimed but not known to be applied: retried (same id) before anything new.
         self._unfinished: list[ObjectId] = []
-        # The registered batch messages join now, and those closed but not applied yet.
+        # The registered batch messages join now, the one registered to follow it, and those
+        # closed but not applied yet.
         self._current: Batch | None = None
+        self._next: Batch | None = None
         self._closing: list[Batch] = []
         self._task: asyncio.Task[None] | None = None
         # The early flush started when the buffer is full; one at a time, or a busy process
@@ -303,12 +305,15 @@ class UserStats:
         batch = self._current
         if batch is None or self._closed:
             return None
-        if asyncio.get_running_loop().time() - batch.opened > self.batch_use:
-            # Idle since the last flush: no message may join it any more.
+        now = asyncio.get_running_loop().time()
+        if now - batch.opened > self.batch_use:
+            # Idle since the last flush: no message may join it any more; the next one may.
             self._closing.append(batch)
-            self._current = None
+            self._current, self._next = self._next, None
             self._ensure_running()
-            return None
+            batch = self._current
+            if batch is None or now - batch.opened > self.batch_use:
+                return None
         batch.joined += 1
         batch.in_flight += 1
         self._ensure_running()
@@ -356,7 +361,7 @@ class UserStats:
             self._pending
             or self._unfinished
             or self._closing
-            or (current is None and self._started)
+            or ((current is None or self._next is None) and self._started)
             or (current is not None and current.joined)
         )
 
@@ -414,32 +419,49 @@ class UserStats:
         self._unfinished.remove(batch)
 
     async def _flush_batches(self) -> None:
-        """Close the batch in use, apply the closed ones whose inserts have settled, mark them done
-        and register the next batch (one write for both)."""
+        """Close the batch in use (the registered next one takes its place at once), apply the
+        closed ones whose inserts have settled, mark them done and register the next batch (one
+        write for both)."""
         if self._current is not None and (self._current.joined or self._closed):
             self._closing.append(self._current)
             self._current = None
+        if self._current is None and not self._closed:
+            self._current, self._next = self._next, None
         ready = [batch for batch in self._closing if batch.in_flight == 0]
         for batch in ready:
             await self._apply_batch(batch)
         now = dt.datetime.now(dt.UTC)
         # One ``update`` command for both: the applied batches are marked done (and leave the
-        # sweep's index: no ``until``), the next one is registered.
+        # sweep's index: no ``until``), the next ones are registered.
         ops: list[UpdateOne] = [_done(batch.id, now) for batch in ready]
-        registering: Batch | None = None
-        if self._current is None and self._started and not self._closed:
-            registering = Batch(ObjectId(), asyncio.get_running_loop().time())
-            # No message joins it after batch_use; their inserts settle within batch_settle.
+        if self._closed and self._next is not None:
+            ops.append(_done(self._next.id, now))  # registered, never used
+        registering: list[Batch] = []
+        if self._started and not self._closed:
+            # Two ahead at the start (the one in use and the next), one after.
+            wanted = (self._current is None) + (self._next is None)
+            loop_time = asyncio.get_running_loop().time()
+            registering = [Batch(ObjectId(), loop_time) for _ in range(wanted)]
+            # No message joins one after batch_use; their inserts settle within batch_settle.
             until = now + dt.timedelta(seconds=self.batch_use + self.batch_settle)
             fields = {"holder": self.holder, "opened_at": now, "until": until}
-            ops.append(UpdateOne({"_id": registering.id}, {"$setOnInsert": fields}, upsert=True))
+            ops += [
+                UpdateOne({"_id": batch.id}, {"$setOnInsert": fields}, upsert=True)
+                for batch in registering
+            ]
         if not ops:
             return
         await journaled(self.db, BATCHES).bulk_write(ops, ordered=True)
         for batch in ready:
             self._closing.remove(batch)
-        if registering is not None and not self._closed:
-            self._current = registering
+        if self._closed:
+            self._next = None
+            return
+        for batch in registering:
+            if self._current is None:
+                self._current = batch
+            else:
+                self._next = batch
 
     async def _apply_batch(self, batch: Batch) -> None:
         """Count the messages that joined ``batch`` (a repeat changes nothing)."""

@@ -9,10 +9,10 @@ Exact counters, off the hot path, and no write to a message after its insert.
   back (``cb`` index, deleted ones gone), one tagged update per user is written (its filter
   requires that the user has not seen this batch: a repeat, after a timeout that landed or by
   another process, changes nothing) and the batch is marked done, in the same write that
-  registers the next one. A batch takes
-  messages for ``BATCH_USE`` seconds at most; its registration says until when
-  (``until``) no message can still land in it, so a registration left behind by a killed process is
-  applied by any process's sweep after that and ``recover_after``. An insert whose outcome is
+  registers the next one. A batch takes messages for a bounded time after its registration
+  (``recover_after`` less a margin); its registration says until when (``until``) a message can
+  still land in it, so a registration left behind by a killed process is applied by any
+  process's sweep after that (and ``recover_after``). An insert whose outcome is
   unknown (a timeout) is inserted again before its batch is read back, so it cannot land after.
   On SecantusDB a message's update costs the server about twice its insert; the claim and the
   clear below cost two per message.
@@ -60,9 +60,6 @@ COLLECTION = "users"
 BATCHES = "counter_batches"
 log = logging.getLogger(__name__)
 
-# Seconds a registered batch takes messages for, at most (it is closed every ``interval``; this
-# bounds a batch left open by an idle process).
-BATCH_USE = 2.0
 # Seconds after its last possible message by which a batch's inserts have settled: the hot path
 # bounds each insert by its database timeout (4 s, sent to the server as maxTimeMS); a margin.
 BATCH_SETTLE = 8.0
@@ -271,12 +268,18 @@ class UserStats:
         max_pending: int = 1000,
         *,
         recover_after: float = 30.0,
-        batch_use: float = BATCH_USE,
+        batch_use: float | None = None,
         batch_settle: float = BATCH_SETTLE,
     ) -> None:
         self.db = db
         self.interval = interval
-        self.batch_use = batch_use
+        # How long after its registration a batch takes messages. A batch is closed at every
+        # flush; this only binds when flushes stall (a slow database), and then messages are
+        # stored unclaimed. Long enough for that to be rare, short enough that a killed
+        # process's batch is counted after about ``recover_after``.
+        self.batch_use = (
+            batch_use if batch_use is not None else max(recover_after - batch_settle, 4 * interval)
+        )
         self.batch_settle = batch_settle
         self.max_pending = max_pending
         self.recover_after = recover_after

@@ -271,6 +271,27 @@ async def test_messages_stored_while_a_batch_is_counted_join_the_next(db):
 
 
 @pytest.mark.gen_test(timeout=60)
+async def test_after_an_idle_spell_the_next_message_registers_a_batch_at_once(db):
+    """An idle process's batches are too old to join (a sweep may be counting them): the
+    message that finds so is stored unclaimed and has new batches registered now, not at the
+    next flush (the benchmark's first seconds of load went the claiming way)."""
+    stats = await started(UserStats(db, interval=3600, batch_use=0.2))
+    stale = stats._current
+    assert stale is not None
+    loop = asyncio.get_running_loop()
+    await until(lambda: loop.time() - stale.opened > 0.2, timeout=20)
+    assert stats.join() is None
+    await until(lambda: stats._current not in (None, stale), timeout=20)
+    stats.batch_use = 3600  # the new one stays young for the rest of the test, however slow
+    at = dt.datetime.now(dt.UTC)
+    await store(db, message("idle-1", "u-idle", at))  # the unclaimed one
+    stats.seen("idle-1")
+    await store_joined(stats, message("idle-2", "u-idle", at))
+    await stats.close()
+    assert (await users(db))["u-idle"]["messages"] == 2
+
+
+@pytest.mark.gen_test(timeout=60)
 async def test_a_batch_left_by_a_killed_process_is_counted_once_by_a_sweep(db):
     dead = await started(UserStats(db, interval=3600, batch_use=0.2, batch_settle=0.3))
     at = dt.datetime.now(dt.UTC)

@@ -305,18 +305,21 @@ class UserStats:
     def join(self) -> Batch | None:
         """The batch a message about to be inserted joins (stored as its ``cb``); None: store it
         with ``uncounted: true`` and call ``seen`` once it is stored. Call ``settle`` after."""
-        batch = self._current
-        if batch is None or self._closed:
+        if self._closed:
             return None
+        batch = self._current
         now = asyncio.get_running_loop().time()
-        if now - batch.opened > self.batch_use:
+        if batch is not None and now - batch.opened > self.batch_use:
             # Idle since the last flush: no message may join it any more; the next one may.
             self._closing.append(batch)
             self._current, self._next = self._next, None
-            self._ensure_running()
             batch = self._current
-            if batch is None or now - batch.opened > self.batch_use:
-                return None
+            if batch is not None and now - batch.opened > self.batch_use:
+                self._closing.append(batch)
+                self._current = batch = None
+        if batch is None:
+            self._register_now()
+            return None
         batch.joined += 1
         batch.in_flight += 1
         self._ensure_running()
@@ -337,6 +340,11 @@ class UserStats:
             return
         self._ensure_running()
         if len(self._pending) >= self.max_pending and (self._early is None or self._early.done()):
+            self._early = asyncio.get_running_loop().create_task(self._flush_logged())
+
+    def _register_now(self) -> None:
+        """No batch to join: flush now (it registers batches first), not at the next interval."""
+        if self._started and (self._early is None or self._early.done()):
             self._early = asyncio.get_running_loop().create_task(self._flush_logged())
 
     def _ensure_running(self, *, now: bool = False) -> None:
@@ -393,8 +401,9 @@ class UserStats:
     async def flush(self) -> None:
         """Count everything this process has stored so far (kept for the next try on failure)."""
         async with self._flush_lock:
-            await self._flush_unclaimed()
+            # Batches first: a flush started for want of one registers it before the claims.
             await self._flush_batches()
+            await self._flush_unclaimed()
 
     async def _flush_unclaimed(self) -> None:
         while self._unfinished:

@@ -354,6 +354,20 @@ async def test_an_insert_that_may_have_landed_is_inserted_again_before_its_batch
 
 
 @pytest.mark.gen_test(timeout=60)
+async def test_an_uncertain_message_the_database_can_never_take_does_not_hold_its_batch(db):
+    stats = await started(UserStats(db, interval=3600))
+    at = dt.datetime.now(dt.UTC)
+    await store_joined(stats, message("ok-1", "u-held", at))
+    batch = stats.join()
+    assert batch is not None
+    stats.settle(batch, uncertain={**message("bad-1", "u-held", at), "bad\x00key": 1})
+    await stats.flush()  # the unstorable one is left out; the rest is counted
+    assert (await users(db))["u-held"]["messages"] == 1
+    assert not stats._closing
+    await stats.close()
+
+
+@pytest.mark.gen_test(timeout=60)
 async def test_a_deleted_users_messages_do_not_bring_them_back(db):
     """删除我的数据 between a message's insert and its batch's count: nothing is left of them."""
     stats = await started(UserStats(db, interval=3600))

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from typing import Any
 
 from bson import ObjectId
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
-from . import Db, journaled
+from . import Db, is_outage, journaled
 from .batcher import Batcher, write_errors
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
 ]
 
 COLLECTION = "messages"
+log = logging.getLogger(__name__)
 
 
 class SignatureReused(Exception):
@@ -139,18 +142,20 @@ class MessageWriter:
 
 
 async def insert_again(db: Db, docs: list[dict[str, Any]], batch: ObjectId) -> None:
-    """Insert the messages of counting ``batch`` whose first insert may or may not have landed;
-    the ones that did are refused by the unique ``_id`` (and nothing else is: a message whose
-    signed URL another took was never stored)."""
-    try:
-        await journaled(db, COLLECTION).insert_many(
-            [_as_stored(doc, batch) for doc in docs], ordered=False
-        )
-    except BulkWriteError as e:
-        if any(error.get("code") != 11000 for error in e.details.get("writeErrors", [])):
-            raise
-        if e.details.get("writeConcernErrors"):
-            raise
+    """Insert, one by one, the messages of counting ``batch`` whose first insert may or may not
+    have landed. A duplicate ``_id`` means it had (and a signed URL another message took, that it
+    was refused); a document the database refuses for itself was never stored: both are settled.
+    An outage is raised (tried again with the batch)."""
+    coll = journaled(db, COLLECTION)
+    for doc in docs:
+        try:
+            await coll.insert_one(_as_stored(doc, batch))
+        except DuplicateKeyError:
+            continue
+        except (InvalidDocument, PyMongoError) as e:
+            if is_outage(e):
+                raise
+            log.warning("message %s cannot be stored (%s); not counted", doc.get("_id"), e)
 
 
 async def insert_new(db: Db, doc: dict[str, Any]) -> bool:

@@ -91,6 +91,30 @@ def test_publish_export_round_trip(tmp_path, database, capsys):
     assert "pets             「宠物问卷」 version 2, open, 0 in progress; keywords: 宠物问卷" in out
 
 
+def test_a_folder_publishes_its_survey_files(tmp_path, database, capsys):
+    """As ``check`` reads it: it used to validate the folder, publish nothing and exit 0."""
+    folder = tmp_path / "surveys"
+    folder.mkdir()
+    pets = write(folder, "pets.yaml", PETS_V1)
+    cats = write(
+        folder,
+        "cats.yaml",
+        PETS_V1.replace("id: pets", "id: cats").replace(
+            "keywords: [宠物问卷]", "keywords: [猫咪问卷]"
+        ),
+    )
+    assert main(["surveys", "publish", str(folder)]) == 0
+    assert sorted(capsys.readouterr().out.splitlines()) == [
+        f"published: cats version 1 ({cats})",
+        f"published: pets version 1 ({pets})",
+    ]
+    assert database.survey_versions.count_documents({}) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["surveys", "publish", str(empty)]) == 2
+    assert "no *.yaml survey files in this folder" in capsys.readouterr().out
+
+
 def test_list_counts_sessions_in_progress_per_version(tmp_path, database, capsys):
     assert main(["surveys", "publish", str(write(tmp_path, "p.yaml", PETS_V1))]) == 0
     assert main(["surveys", "publish", str(write(tmp_path, "q.yaml", PETS_V2))]) == 0

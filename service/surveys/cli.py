@@ -7,9 +7,10 @@ The others work on the running service's database (``MONGODB_URI``, or the embed
 the ``serve`` on the same ``DATA_DIR``, as ``create-owner`` does); every process of the service
 picks a publish up within about a second, without a restart:
 
-- ``publish FILE...`` validates every file (and their keywords against the other published
-  surveys) and publishes each as the next version of its survey, only when its definition
-  changed; it prints the version. Any mistake: every one listed, nothing published, exit 2.
+- ``publish FILE...`` (a folder stands for its ``*.yaml`` files) validates every file (and
+  their keywords against the other published surveys) and publishes each as the next version of
+  its survey, only when its definition changed; it prints the version. Any mistake: every one
+  listed, nothing published, exit 2.
 - ``export ID [--version N]`` prints a published version's YAML (default the newest).
 - ``list`` shows id, title, open or not, newest version and sessions in progress;
   ``list --files`` (or ``--dir FOLDER``) lists the files of ``SURVEYS_DIR`` instead.
@@ -36,7 +37,7 @@ from ..store import Db
 from ..store import surveys as sessions_store
 from .catalog import MAX_DEFINITION_BYTES, SurveyCatalog
 from .engine import SurveyEngine
-from .loader import SHIPPED_DIR, Issue, SurveyLoadError, check_paths, load_dir
+from .loader import SHIPPED_DIR, Issue, SurveyLoadError, check_paths, load_dir, survey_files
 
 __all__ = ["add_parser", "export", "publish_files"]
 
@@ -66,8 +67,10 @@ async def publish_files(
     """Validate every file, then publish each; returns the lines to print and the mistakes
     (when there is any mistake, nothing is published)."""
     _surveys, issues = check_paths(paths, tz=catalog.tz)
+    # A folder stands for its survey files, as in ``check`` (it used to publish nothing, exit 0).
+    files = [f for p in paths for f in (survey_files(p) if p.is_dir() else [p])]
     texts: list[tuple[Path, str]] = []
-    for path in paths:
+    for path in files:
         if not path.is_file():
             continue
         if path.stat().st_size > MAX_DEFINITION_BYTES:

@@ -178,17 +178,24 @@ async def test_hub_polls_where_there_are_no_change_streams_and_deduplicates(db):
         await hub.stop()
 
 
+async def _following(hub: Hub, prefix: str) -> tuple[list[dict], asyncio.Event, dt.datetime]:
+    """``hub`` following, a first message ("before") delivered; the event is set at the second.
+    Returns what was delivered, that event and the first message's time."""
+    got, done, _ = await _collect(hub, 2)
+    async with asyncio.timeout(20):
+        await hub.ready()
+    now = dt.datetime.now(dt.UTC)
+    await messages.insert_once(hub.db, message_doc(f"msg:{prefix}-1", prefix, now, text="before"))
+    await until(lambda: got, timeout=20)
+    return got, done, now
+
+
 @pytest.mark.gen_test(timeout=60)
 async def test_hub_fills_the_gap_after_losing_its_stream(db):
     """A lost resume point: the hub starts a new stream and reads what it missed meanwhile."""
     hub = Hub(db)
     try:
-        got, done, _ = await _collect(hub, 2)
-        async with asyncio.timeout(20):
-            await hub.ready()
-        now = dt.datetime.now(dt.UTC)
-        await messages.insert_once(db, message_doc("msg:g1", "gap", now, text="before"))
-        await until(lambda: got, timeout=20)
+        got, done, now = await _following(hub, "gap")
         # Break the watcher the way a dropped connection would, and forget the resume token.
         task = hub._task
         assert task is not None
@@ -215,12 +222,7 @@ async def test_hub_follows_again_after_its_database_is_dropped(db):
     starts a fresh stream and delivers what is stored from then on."""
     hub = Hub(db)
     try:
-        got, done, _ = await _collect(hub, 2)
-        async with asyncio.timeout(20):
-            await hub.ready()
-        now = dt.datetime.now(dt.UTC)
-        await messages.insert_once(db, message_doc("msg:d1", "drop", now, text="before"))
-        await until(lambda: got, timeout=20)
+        got, done, now = await _following(hub, "drop")
         await db.client.drop_database(db.name)
         ticks = 0
 

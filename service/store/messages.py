@@ -146,22 +146,20 @@ async def insert_again(db: Db, docs: list[dict[str, Any]], batch: ObjectId) -> N
     have landed. A duplicate ``_id`` means it had (and a signed URL another message took, that it
     was refused); a document the database refuses for itself was never stored: both are settled.
     An outage is raised (tried again with the batch)."""
-    coll = journaled(db, COLLECTION)
     for doc in docs:
         try:
-            await coll.insert_one(_as_stored(doc, batch))
-        except DuplicateKeyError:
-            continue
+            await insert_new(db, doc, batch)
         except (InvalidDocument, PyMongoError) as e:
             if is_outage(e):
                 raise
             log.warning("message %s cannot be stored (%s); not counted", doc.get("_id"), e)
 
 
-async def insert_new(db: Db, doc: dict[str, Any]) -> bool:
-    """Insert ``doc`` (a spool replay); False when a document with its ``_id`` already exists."""
+async def insert_new(db: Db, doc: dict[str, Any], batch: ObjectId | None = None) -> bool:
+    """Insert ``doc`` (a spool replay; ``batch``: the counting batch it joins); False when a
+    document with its ``_id`` already exists."""
     try:
-        await journaled(db, COLLECTION).insert_one(_as_stored(doc))
+        await journaled(db, COLLECTION).insert_one(_as_stored(doc, batch))
     except DuplicateKeyError:
         return False
     return True

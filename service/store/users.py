@@ -200,8 +200,7 @@ async def add_to_users(db: Db, batch: ObjectId) -> int:
     """The users' half of ``apply``: one tagged update per user. A user document that has seen
     ``batch`` does not match the filter, and the upsert then fails on the ``_id`` index: that
     means "already counted", so a repeat changes nothing."""
-    docs = await db[messages_store.COLLECTION].find({"uncounted": batch}, _FIELDS).to_list()
-    return await _write_users(db, batch, docs)
+    return await _write_found(db, batch, {"uncounted": batch})
 
 
 def _done(batch: ObjectId, now: dt.datetime) -> UpdateOne:
@@ -211,7 +210,12 @@ def _done(batch: ObjectId, now: dt.datetime) -> UpdateOne:
 async def _apply_registered(db: Db, batch: ObjectId) -> int:
     """Count the messages stored with ``cb: batch`` (read back: deleted ones are gone); how many
     there were. Safe to repeat: each user's update is tagged with the batch."""
-    docs = await db[messages_store.COLLECTION].find({"cb": batch}, _FIELDS).to_list()
+    return await _write_found(db, batch, {"cb": batch})
+
+
+async def _write_found(db: Db, batch: ObjectId, query: dict[str, Any]) -> int:
+    """The users' updates tagged ``batch`` for the messages ``query`` finds."""
+    docs = await db[messages_store.COLLECTION].find(query, _FIELDS).to_list()
     return await _write_users(db, batch, docs)
 
 
@@ -309,14 +313,11 @@ class UserStats:
             return None
         batch = self._current
         now = asyncio.get_running_loop().time()
-        if batch is not None and now - batch.opened > self.batch_use:
+        while batch is not None and now - batch.opened > self.batch_use:
             # Idle since the last flush: no message may join it any more; the next one may.
             self._closing.append(batch)
             self._current, self._next = self._next, None
             batch = self._current
-            if batch is not None and now - batch.opened > self.batch_use:
-                self._closing.append(batch)
-                self._current = batch = None
         if batch is None:
             self._register_now()
             return None
@@ -339,12 +340,17 @@ class UserStats:
         if self._closed:
             return
         self._ensure_running()
-        if len(self._pending) >= self.max_pending and (self._early is None or self._early.done()):
-            self._early = asyncio.get_running_loop().create_task(self._flush_logged())
+        if len(self._pending) >= self.max_pending:
+            self._flush_early()
 
     def _register_now(self) -> None:
         """No batch to join: flush now (it registers batches first), not at the next interval."""
-        if self._started and (self._early is None or self._early.done()):
+        if self._started:
+            self._flush_early()
+
+    def _flush_early(self) -> None:
+        """A flush now, before the next interval (one at a time)."""
+        if self._early is None or self._early.done():
             self._early = asyncio.get_running_loop().create_task(self._flush_logged())
 
     def _ensure_running(self, *, now: bool = False) -> None:

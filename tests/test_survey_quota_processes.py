@@ -4,7 +4,6 @@ answer into a quota of three at once, four through each process; exactly three g
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,22 +13,14 @@ from pymongo import MongoClient
 from service.wechat_client import WeChatSide
 from tests.conftest import TOKEN
 from tests.survey_helpers import write_surveys
-from tests.test_shutdown import Service, post
+from tests.test_shutdown import Service, post, services  # noqa: F401 - fixture
 from tests.test_survey_logic import QUOTA_YAML
 
 pytestmark = pytest.mark.slow
 FULL = "这一组的名额已满，谢谢参与！"
 
 
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    started: list[Service] = []
-    yield started
-    for service in started:  # a failed test must not leave a service behind
-        service.stop()
-
-
-def test_quota_exact_across_two_processes(tmp_path, services, mongo_uri):
+def test_quota_exact_across_two_processes(tmp_path, services, mongo_uri):  # noqa: F811
     name = f"test_{uuid.uuid4().hex[:12]}"
     folder = write_surveys(tmp_path / "surveys", quota=QUOTA_YAML)
     env = {"MONGODB_URI": mongo_uri, "MONGODB_DB": name, "SURVEYS_DIR": str(folder)}
